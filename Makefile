@@ -1,0 +1,39 @@
+# streamlearn: the two commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test unit lint check-protos protos bench kafka-start kafka-stop
+
+setup:  ## create or reuse the environment (cached outside the clone) and link .venv
+	@scripts/bootstrap.sh
+
+demo: setup  ## run the system on embedded defaults (local Kafka + demo stream)
+	$(VENV)/bin/streamlearn demo
+
+test: setup check-protos lint  ## everything CI runs: contracts current, lint, all test suites
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup  ## fast feedback: unit tests only (no broker)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check shared services streamlearn bench tests scripts
+	$(VENV)/bin/ruff format --check shared services streamlearn bench tests scripts
+	$(VENV)/bin/mypy shared services streamlearn bench
+
+check-protos: setup
+	$(PY) scripts/protos.py --check
+
+protos: setup  ## regenerate the committed protobuf/gRPC code
+	$(PY) scripts/protos.py
+
+bench: setup  ## every benchmark, side by side with its baseline
+	$(VENV)/bin/streamlearn bench --all
+
+kafka-start: setup
+	$(VENV)/bin/streamlearn kafka start
+
+kafka-stop: setup
+	$(VENV)/bin/streamlearn kafka stop

@@ -1,0 +1,41 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LabelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_KIND_UNSPECIFIED: _ClassVar[LabelKind]
+    LABEL_KIND_REGRESSION: _ClassVar[LabelKind]
+    LABEL_KIND_BINARY: _ClassVar[LabelKind]
+    LABEL_KIND_MULTICLASS: _ClassVar[LabelKind]
+    LABEL_KIND_MULTILABEL: _ClassVar[LabelKind]
+LABEL_KIND_UNSPECIFIED: LabelKind
+LABEL_KIND_REGRESSION: LabelKind
+LABEL_KIND_BINARY: LabelKind
+LABEL_KIND_MULTICLASS: LabelKind
+LABEL_KIND_MULTILABEL: LabelKind
+
+class StreamDefinition(_message.Message):
+    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DENSE_DIM_FIELD_NUMBER: _ClassVar[int]
+    SPARSE_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_KIND_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dense_dim: int
+    sparse_buckets: int
+    label_kind: LabelKind
+    num_classes: int
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    revision: int
+    description: str
+    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...

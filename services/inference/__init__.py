@@ -1,0 +1,1 @@
+"""Inference: KServe V2 / Triton gRPC on ONNX Runtime with hot-swapped versions."""

@@ -1,0 +1,24 @@
+"""Inference settings (env prefix `INFERENCE_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class InferenceSettings(ServiceSettings):
+    """What inference serves and how it batches."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERENCE_")
+
+    # Triton's default gRPC port, so clients' defaults work.
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    metrics_port: int = Field(default=8002, ge=0, le=65535)
+    registry_address: str = "127.0.0.1:50052"
+    model_name: str = "demo"
+    alias: str = "production"
+    max_batch_size: int = Field(default=64, ge=1)
+    max_queue_delay_us: int = Field(default=500, ge=0)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)

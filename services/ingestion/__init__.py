@@ -1,0 +1,1 @@
+"""Ingestion: validates raw samples against their stream definition and routes them."""

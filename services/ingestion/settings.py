@@ -1,0 +1,22 @@
+"""Ingestion settings (env prefix `INGESTION_`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class IngestionSettings(ServiceSettings):
+    """How ingestion consumes, validates and routes samples."""
+
+    model_config = SettingsConfigDict(env_prefix="INGESTION_")
+
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+    consumer_group: str = "streamlearn-ingestion"
+    dedup_window_s: float = Field(default=3600.0, gt=0)
+    max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    max_age_s: float = Field(default=30 * 24 * 3600.0, gt=0)

@@ -1,0 +1,1 @@
+"""Registry: model versions with lineage, aliases, promotion and rollback over gRPC."""

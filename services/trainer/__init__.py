@@ -1,0 +1,1 @@
+"""Trainer: per-event gradient updates from the training topic, checkpoints, ONNX versions."""

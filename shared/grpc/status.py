@@ -1,0 +1,34 @@
+"""Domain errors to gRPC status codes: the only place that mapping lives."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+
+from shared import errors
+
+_CODES: list[tuple[type[errors.StreamlearnError], grpc.StatusCode]] = [
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (errors.IntegrityError, grpc.StatusCode.DATA_LOSS),
+]
+
+
+def status_code_for(error: errors.StreamlearnError) -> grpc.StatusCode:
+    """The status code a client sees for a domain error; INTERNAL for anything unmapped."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def abort_with(context: grpc.ServicerContext, error: errors.StreamlearnError) -> NoReturn:
+    """End the RPC with the status that matches `error` and its message."""
+    context.abort(status_code_for(error), str(error))
+    raise AssertionError("context.abort returned")  # grpc raises; this keeps type checkers honest

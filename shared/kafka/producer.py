@@ -1,0 +1,65 @@
+"""Producing with delivery reports surfaced to the caller, and a flush that cannot be forgotten."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from confluent_kafka import KafkaError, Message
+
+from shared.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+
+class Flushable(Protocol):
+    """What `delivering` needs of a producer (confluent_kafka.Producer, or the fake)."""
+
+    def flush(self, timeout: float = -1) -> int: ...
+
+
+@dataclass
+class DeliveryReport:
+    """Counts delivered and failed records; keeps the first failures for the error message."""
+
+    delivered: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        """The `on_delivery` callback librdkafka calls from `poll`/`flush`."""
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    def raise_for_failures(self) -> None:
+        """Raise Unavailable when any record was not acknowledged by the broker."""
+        if self.failed:
+            shown = "; ".join(self.failed[:3])
+            raise Unavailable(f"{len(self.failed)} record(s) not delivered: {shown}")
+
+
+@contextmanager
+def delivering(producer: Flushable, flush_timeout: float = 30.0) -> Iterator[DeliveryReport]:
+    """Produce inside the block with `on_delivery=report`; on exit flush and check every report.
+
+    Example:
+        with delivering(producer) as report:
+            producer.produce(topic, value, key, on_delivery=report)
+            producer.poll(0)
+
+    """
+    report = DeliveryReport()
+    try:
+        yield report
+    finally:
+        remaining = producer.flush(flush_timeout)
+        if remaining:
+            log.error("flush left records undelivered", extra={"remaining": remaining})
+    if remaining:
+        raise Unavailable(f"{remaining} record(s) still queued after {flush_timeout:.0f}s flush")
+    report.raise_for_failures()
+

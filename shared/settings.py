@@ -1,0 +1,76 @@
+"""Settings shared by every service: Kafka connection, topic names, logging, state directory.
+
+Each service defines one frozen subclass of `ServiceSettings` with its own env prefix
+(`TRAINER_`, `REGISTRY_`, ...). Nested fields use `__`, e.g.
+`TRAINER_KAFKA__BOOTSTRAP_SERVERS=kafka:9092`. Settings are built once in `__main__` and
+passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "streamlearn"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "streamlearn"
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the Kafka cluster."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "streamlearn"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka properties common to producers, consumers and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+            # librdkafka's own log lines go through `logging` (JSON like everything else).
+            "logger": logging.getLogger("librdkafka"),
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            secret = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            config["sasl.password"] = secret
+        return config
+
+
+class TopicSettings(BaseModel):
+    """Names and shape of the topics streamlearn creates when missing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    raw: str = "streamlearn.samples.raw"
+    train: str = "streamlearn.samples.train"
+    dlq: str = "streamlearn.samples.dlq"
+    streams: str = "streamlearn.streams"
+    metrics: str = "streamlearn.trainer.metrics"
+    model_events: str = "streamlearn.model.events"
+    partitions: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; subclasses add their own fields and env prefix."""
+
+    model_config = SettingsConfigDict(frozen=True, env_nested_delimiter="__", extra="ignore")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    state_dir: Path = DEFAULT_STATE_DIR
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()

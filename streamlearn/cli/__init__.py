@@ -1,0 +1,1 @@
+"""The `streamlearn` command line: a thin layer over shared helpers and service clients."""

@@ -1,0 +1,36 @@
+"""Entry point of the `streamlearn` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from shared.errors import ConfigError, InvalidArgument, StreamlearnError
+from shared.logs import configure_logging
+from streamlearn.cli import bench, demo, kafka
+from streamlearn.cli.settings import CliSettings
+
+_typer_app = typer.Typer(
+    help="streamlearn: online learning from Kafka streams, served over KServe V2 gRPC.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+_typer_app.add_typer(kafka.app, name="kafka")
+_typer_app.command("bench")(bench.bench)
+_typer_app.command("demo")(demo.demo)
+
+
+@_typer_app.callback()
+def _root(ctx: typer.Context, verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
+    configure_logging("cli", "DEBUG" if verbose else "WARNING", json_format=False)
+    ctx.obj = CliSettings()
+
+
+def app() -> None:
+    """Run the CLI; a domain error becomes one clear line on stderr and an exit code."""
+    try:
+        _typer_app()  # standalone: usage errors and Ctrl-C are handled by typer itself
+    except StreamlearnError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2 if isinstance(exc, ConfigError | InvalidArgument) else 1)

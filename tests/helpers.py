@@ -1,0 +1,42 @@
+"""Small helpers shared by the test suites."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+
+from shared.kafka.config import consumer_config
+from shared.settings import KafkaSettings
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_all(
+    kafka: KafkaSettings, topic: str, expected: int, timeout: float = 30.0, **overrides: Any
+) -> list[Message]:
+    """Read `topic` from the beginning in a fresh group until `expected` records or timeout.
+
+    Waits a little past `expected` so that a duplicate would be seen, not missed.
+    """
+    consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:8]}", **overrides))
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            out += [m for m in consumer.consume(500, 0.2) if m.error() is None]
+            if len(out) >= expected:
+                out += [m for m in consumer.consume(500, 0.5) if m.error() is None]
+                break
+    finally:
+        consumer.close()
+    return out
