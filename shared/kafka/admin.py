@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
-# The documented import path; the package stubs only declare NewTopic on cimpl.
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+# The documented import path; the package's stubs only declare NewTopic on cimpl.
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from shared.errors import Unavailable
 from shared.settings import TopicSettings

@@ -62,4 +62,3 @@ def delivering(producer: Flushable, flush_timeout: float = 30.0) -> Iterator[Del
     if remaining:
         raise Unavailable(f"{remaining} record(s) still queued after {flush_timeout:.0f}s flush")
     report.raise_for_failures()
-
