@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.errors import ConfigError
 from shared.settings import ServiceSettings
 
 
@@ -17,11 +18,22 @@ class RegistrySettings(ServiceSettings):
 
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9103, ge=0, le=65535)
-    # Empty: SQLite under state_dir. Otherwise e.g. postgresql://user@host/db (password below).
+    # Empty: SQLite under state_dir; or sqlite:///path/to/registry.db.
     db_url: str = ""
-    db_password: SecretStr | None = None
     artifact_dir: Path | None = None
     keep_last_versions: int = Field(default=100, ge=1)
+    gc_interval_s: float = Field(default=60.0, gt=0)
+    grpc_workers: int = Field(default=16, ge=1)
+    drain_grace_s: float = Field(default=10.0, ge=0)
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite file: from `sqlite:///path` or the default under the state directory."""
+        if not self.db_url:
+            return self.state_dir / "registry" / "registry.db"
+        if self.db_url.startswith("sqlite:///"):
+            return Path(self.db_url.removeprefix("sqlite:///"))
+        raise ConfigError(f"unsupported REGISTRY_DB_URL {self.db_url!r}: only sqlite:/// for now")
 
     @property
     def resolved_artifact_dir(self) -> Path:

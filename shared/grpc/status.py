@@ -28,6 +28,17 @@ def status_code_for(error: errors.StreamlearnError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def error_from_rpc(exc: grpc.RpcError) -> errors.StreamlearnError:
+    """The domain error a client raises for a failed call (the inverse of `status_code_for`)."""
+    code, detail = exc.code(), exc.details()
+    for kind, mapped in _CODES:
+        if mapped == code and kind is not errors.ConfigError:
+            return kind(detail)
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return errors.Unavailable(f"{code.name}: {detail}")
+    return errors.StreamlearnError(f"{code.name}: {detail}")
+
+
 def abort_with(context: grpc.ServicerContext, error: errors.StreamlearnError) -> NoReturn:
     """End the RPC with the status that matches `error` and its message."""
     context.abort(status_code_for(error), str(error))

@@ -1,0 +1,78 @@
+"""Wiring of the registry service: store, artifacts, core, gRPC server, event publisher."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from grpc import Server
+from grpc_health.v1.health import HealthServicer
+
+from services.registry.artifacts import LocalArtifactStore
+from services.registry.publisher import EventPublisher
+from services.registry.registry import Registry
+from services.registry.servicer import RegistryServicer
+from services.registry.settings import RegistrySettings
+from services.registry.store import Store
+from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
+from shared.kafka.admin import ensure_topics, standard_topics
+from shared.kafka.config import producer_config
+from streamlearn.v1 import registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE = "streamlearn.v1.ModelRegistry"
+
+
+@dataclass
+class RegistryApp:
+    """A built, not yet running, registry service."""
+
+    settings: RegistrySettings
+    store: Store
+    registry: Registry
+    publisher: EventPublisher
+    server: Server
+    health: HealthServicer
+    port: int
+
+
+def build(settings: RegistrySettings) -> RegistryApp:
+    """Open storage, create the model-events topic if missing, and build the server."""
+    store = Store(settings.sqlite_path)
+    registry = Registry(store, LocalArtifactStore(settings.resolved_artifact_dir))
+    events_topic = [
+        t for t in standard_topics(settings.topics) if t.name == settings.topics.model_events
+    ]
+    ensure_topics(AdminClient(settings.kafka.client_config()), events_topic)
+    producer = Producer(producer_config(settings.kafka, linger_ms=0))
+    publisher = EventPublisher(registry, producer, settings.topics.model_events)
+    binding = ServiceBinding(
+        registry_pb2_grpc.add_ModelRegistryServicer_to_server, RegistryServicer(registry), SERVICE
+    )
+    server, health, port = build_server(
+        f"0.0.0.0:{settings.grpc_port}", [binding], max_workers=settings.grpc_workers
+    )
+    return RegistryApp(settings, store, registry, publisher, server, health, port)
+
+
+def run(app: RegistryApp, stop: threading.Event) -> None:
+    """Serve until `stop` is set, collecting garbage periodically; then drain and close."""
+    app.publisher.start()
+    app.server.start()
+    mark_serving(app.health, [SERVICE])
+    log.info("registry serving", extra={"port": app.port})
+    try:
+        while not stop.wait(app.settings.gc_interval_s):
+            deleted = app.registry.collect_garbage(app.settings.keep_last_versions)
+            if deleted:
+                log.info("retention deleted versions", extra={"deleted": deleted})
+    finally:
+        mark_draining(app.health)
+        app.server.stop(app.settings.drain_grace_s).wait()
+        app.publisher.stop()
+        app.store.close()
+        log.info("registry stopped")

@@ -1,0 +1,347 @@
+"""The registry's rules: versions, compare-and-set aliases, promotion, rollback, events, retention.
+
+Transport-free: the gRPC servicer and the Kafka publisher are adapters around this class.
+Every change and the event announcing it are committed in one transaction (an outbox), so an
+announced change always exists and an existing change is always announced.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import BinaryIO
+
+from services.registry.artifacts import ArtifactStore
+from services.registry.model import (
+    CANDIDATE,
+    PRODUCTION,
+    Audit,
+    Event,
+    Lineage,
+    ModelInfo,
+    Version,
+    VersionFilter,
+    VersionRef,
+)
+from services.registry.store import Store
+from shared.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_PAGE = 1000
+NO_LINEAGE = Lineage()
+ALL_VERSIONS = VersionFilter()
+
+
+def _valid_name(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidArgument(f"invalid {kind} name {name!r}: use letters, digits, '.', '_', '-'")
+    return name
+
+
+class Registry:
+    """Model versions with lineage and aliases over a Store and an ArtifactStore."""
+
+    def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
+        self._store = store
+        self._artifacts = artifacts
+        self.changed = threading.Condition()  # notified after every committed change
+
+    # --- models -----------------------------------------------------------------------------
+    def create_model(self, name: str, description: str = "", exist_ok: bool = False) -> ModelInfo:
+        """Create a model; with `exist_ok` an existing one is returned instead of an error."""
+        _valid_name("model", name)
+        with self._store.transaction():
+            try:
+                self._store.model_id(name)
+                if not exist_ok:
+                    raise AlreadyExists(f"model {name!r} already exists")
+            except NotFound:
+                self._store.insert_model(name, description)
+                self._store.add_event(Event(0, "MODEL_CREATED", name))
+        self._notify()
+        return self.get_model(name)
+
+    def get_model(self, name: str) -> ModelInfo:
+        """A model and its aliases."""
+        with self._store.lock:
+            return self._store.model(name)
+
+    def list_models(self, page_size: int, after: str = "") -> tuple[list[ModelInfo], str]:
+        """Models by name; returns a page and the token of the next one ("" at the end)."""
+        size = min(page_size or 100, MAX_PAGE)
+        with self._store.lock:
+            names = self._store.model_names(after, size + 1)
+            models = [self._store.model(n) for n in names[:size]]
+        return models, (names[size - 1] if len(names) > size else "")
+
+    # --- versions ---------------------------------------------------------------------------
+    def register_version(
+        self,
+        model: str,
+        chunks: Iterable[bytes],
+        sha256: str,
+        size: int,
+        *,
+        lineage: Lineage = NO_LINEAGE,
+        tags: Mapping[str, str] | None = None,
+        fmt: str = "onnx",
+    ) -> Version:
+        """Store the artifact (verified against sha256 and size), then record the version.
+
+        Raises:
+            NotFound: Unknown model.
+            IntegrityError: The bytes do not match the header; nothing is kept.
+
+        """
+        self.get_model(model)  # fail fast, before reading the bytes
+        created = self._artifacts.put(chunks, sha256, size)
+        try:
+            with self._store.transaction():
+                if not self._artifacts.exists(sha256):  # collected while we were uploading
+                    raise Conflict(f"artifact {sha256} was garbage-collected meanwhile: retry")
+                model_id = self._store.model_id(model)
+                number = self._store.next_version(model_id)
+                version = Version(
+                    model, number, sha256, size, fmt, lineage, dict(tags or {}), time.time()
+                )
+                self._store.insert_version(model_id, version)
+                self._store.add_event(Event(0, "VERSION_REGISTERED", model, number, sha256=sha256))
+        except BaseException:
+            if created:
+                self._delete_if_unused(sha256)
+            raise
+        self._notify()
+        log.info("version registered", extra={"model": model, "model_version": number})
+        return version
+
+    def get_version(self, ref: VersionRef) -> Version:
+        """The version a reference names (number, alias or newest)."""
+        with self._store.lock:
+            model_id = self._store.model_id(ref.model)
+            return self._store.version(ref.model, model_id, self._resolve(model_id, ref))
+
+    def list_versions(
+        self, model: str, page_size: int, before: int = 0, where: VersionFilter = ALL_VERSIONS
+    ) -> tuple[list[Version], int]:
+        """Newest first; returns a page and the version to continue below (0 at the end)."""
+        size = min(page_size or 100, MAX_PAGE)
+        with self._store.lock:
+            model_id = self._store.model_id(model)
+            rows = self._store.versions(model, model_id, before or 2**62, size + 1, where)
+        return rows[:size], (rows[size - 1].version if len(rows) > size else 0)
+
+    def open_artifact(self, ref: VersionRef) -> tuple[Version, BinaryIO]:
+        """The version and a handle on its verified bytes.
+
+        Resolution and opening happen under the store lock, which garbage collection also
+        takes: once a handle is returned, deleting the file cannot break the download.
+        """
+        with self._store.lock:
+            version = self.get_version(ref)
+            return version, self._artifacts.open_verified(version.sha256)
+
+    def set_tags(self, ref: VersionRef, set_: Mapping[str, str], remove: Iterable[str]) -> Version:
+        """Add, change and remove tags of a version."""
+        with self._store.transaction():
+            version = self.get_version(ref)
+            tags = {k: v for k, v in {**version.tags, **set_}.items() if k not in set(remove)}
+            model_id = self._store.model_id(ref.model)
+            self._store.set_tags(model_id, version.version, tags)
+            self._store.add_event(Event(0, "TAGS_CHANGED", ref.model, version.version))
+        self._notify()
+        return self.get_version(VersionRef(ref.model, version.version))
+
+    # --- aliases ----------------------------------------------------------------------------
+    def set_alias(
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        expected: int | None = None,
+        actor: str = "",
+        reason: str = "",
+    ) -> int:
+        """Point `alias` at `version`; with `expected`, only if it points there now (0: absent).
+
+        Raises:
+            Conflict: The alias moved since the caller read it (compare-and-set failed).
+
+        """
+        _valid_name("alias", alias)
+        with self._store.transaction():
+            model_id = self._store.model_id(model)
+            self._store.version(model, model_id, version)  # must exist
+            current = self._move(model_id, alias, version, expected)
+            self._store.add_audit(
+                model_id, model, "set_alias", alias, current, version, actor, reason
+            )
+            self._store.add_event(
+                Event(0, "ALIAS_SET", model, version, alias, current, actor, reason)
+            )
+        self._notify()
+        return current
+
+    def delete_alias(
+        self, model: str, alias: str, expected: int | None = None, actor: str = "", reason: str = ""
+    ) -> None:
+        """Remove an alias (compare-and-set with `expected`)."""
+        with self._store.transaction():
+            model_id = self._store.model_id(model)
+            current = self._current(model_id, alias)
+            if current == 0:
+                raise NotFound(f"model {model!r} has no alias {alias!r}")
+            if expected is not None and expected != current:
+                raise Conflict(f"alias {alias!r} points at {current}, not {expected}")
+            self._store.drop_alias(model_id, alias)
+            self._store.add_audit(model_id, model, "delete_alias", alias, current, 0, actor, reason)
+            self._store.add_event(
+                Event(0, "ALIAS_DELETED", model, 0, alias, current, actor, reason)
+            )
+        self._notify()
+
+    def promote(
+        self,
+        model: str,
+        from_alias: str = CANDIDATE,
+        to_alias: str = PRODUCTION,
+        actor: str = "",
+        reason: str = "",
+    ) -> Audit:
+        """Point `to_alias` at the version `from_alias` holds."""
+        with self._store.transaction():
+            model_id = self._store.model_id(model)
+            source = self._current(model_id, from_alias)
+            if source == 0:
+                raise NotFound(f"model {model!r} has no alias {from_alias!r} to promote")
+            current = self._move(model_id, to_alias, source, None)
+            audit = self._store.add_audit(
+                model_id, model, "promote", to_alias, current, source, actor, reason
+            )
+            self._store.add_event(
+                Event(0, "PROMOTED", model, source, to_alias, current, actor, reason)
+            )
+        self._notify()
+        return audit
+
+    def rollback(
+        self, model: str, alias: str = PRODUCTION, actor: str = "", reason: str = ""
+    ) -> Audit:
+        """Point `alias` back at the version it held before its last move."""
+        with self._store.transaction():
+            model_id = self._store.model_id(model)
+            held = self._store.alias(model_id, alias)
+            if held is None or held[1] == 0:
+                raise Conflict(
+                    f"alias {alias!r} of {model!r} has no earlier version to roll back to"
+                )
+            current, previous = held
+            self._move(model_id, alias, previous, current)
+            audit = self._store.add_audit(
+                model_id, model, "rollback", alias, current, previous, actor, reason
+            )
+            self._store.add_event(
+                Event(0, "ROLLED_BACK", model, previous, alias, current, actor, reason)
+            )
+        self._notify()
+        return audit
+
+    def history(self, model: str, limit: int = 50) -> list[Audit]:
+        """Alias moves of a model, newest first."""
+        with self._store.lock:
+            return self._store.audit(self._store.model_id(model), model, min(limit or 50, MAX_PAGE))
+
+    # --- events -----------------------------------------------------------------------------
+    def events_after(self, sequence: int, model: str = "", limit: int = 500) -> list[Event]:
+        """Committed events after `sequence`, oldest first."""
+        with self._store.lock:
+            return self._store.events(sequence, limit, model)
+
+    def last_sequence(self) -> int:
+        """The sequence of the newest event (0 when there is none)."""
+        with self._store.lock:
+            return self._store.last_sequence()
+
+    def unpublished_events(self, limit: int = 500) -> list[Event]:
+        """Events not yet confirmed on Kafka, oldest first."""
+        with self._store.lock:
+            return self._store.events(0, limit, unpublished=True)
+
+    def mark_published(self, up_to: int) -> None:
+        """Record that events up to `up_to` are on Kafka."""
+        with self._store.transaction():
+            self._store.mark_published(up_to)
+
+    def wait_for_change(self, timeout: float) -> None:
+        """Block until the next committed change or `timeout` seconds."""
+        with self.changed:
+            self.changed.wait(timeout)
+
+    # --- retention --------------------------------------------------------------------------
+    def collect_garbage(self, keep_last: int) -> int:
+        """Delete versions beyond the newest `keep_last` of each model that never held an alias.
+
+        Artifacts are deleted once no version refers to them. A download in flight holds an
+        open handle (see `open_artifact`) and keeps reading after the unlink.
+
+        Returns:
+            The number of versions deleted.
+
+        """
+        deleted = 0
+        with self._store.transaction():
+            for model_id, model in self._store.all_model_ids():
+                for number, sha256 in self._store.collectable(model_id, keep_last):
+                    self._store.delete_version(model_id, number)
+                    self._store.add_event(
+                        Event(
+                            0, "VERSION_DELETED", model, number, reason="retention", sha256=sha256
+                        )
+                    )
+                    if not self._store.sha_in_use(sha256):
+                        self._artifacts.delete(sha256)
+                    deleted += 1
+        if deleted:
+            self._notify()
+        return deleted
+
+    # --- internals --------------------------------------------------------------------------
+    def _resolve(self, model_id: int, ref: VersionRef) -> int:
+        if ref.version:
+            return ref.version
+        if ref.alias:
+            current = self._current(model_id, ref.alias)
+            if current == 0:
+                raise NotFound(f"model {ref.model!r} has no alias {ref.alias!r}")
+            return current
+        latest = self._store.model(ref.model).latest_version
+        if latest == 0:
+            raise NotFound(f"model {ref.model!r} has no versions")
+        return latest
+
+    def _current(self, model_id: int, alias: str) -> int:
+        held = self._store.alias(model_id, alias)
+        return held[0] if held else 0
+
+    def _move(self, model_id: int, alias: str, version: int, expected: int | None) -> int:
+        current = self._current(model_id, alias)
+        if expected is not None and expected != current:
+            raise Conflict(
+                f"alias {alias!r} points at {current or 'nothing'}, "
+                f"not {expected or 'nothing'}: re-read and retry"
+            )
+        self._store.put_alias(model_id, alias, version, current)
+        return current
+
+    def _delete_if_unused(self, sha256: str) -> None:
+        with self._store.lock:
+            if not self._store.sha_in_use(sha256):
+                self._artifacts.delete(sha256)
+
+    def _notify(self) -> None:
+        with self.changed:
+            self.changed.notify_all()

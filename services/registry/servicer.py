@@ -1,0 +1,205 @@
+"""gRPC adapter of the registry: protobuf in, domain calls, protobuf out, errors as status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from services.registry import convert
+from services.registry.artifacts import read_chunks
+from services.registry.registry import Registry
+from shared.errors import InvalidArgument, StreamlearnError
+from shared.grpc.status import abort_with
+from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 1024 * 1024
+
+
+def _domain_errors(method: Any) -> Any:
+    """Turn a StreamlearnError raised by the core into the matching gRPC status."""
+
+    def wrapper(self: RegistryServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except StreamlearnError as exc:
+            abort_with(context, exc)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+def _streaming_domain_errors(method: Any) -> Any:
+    def wrapper(self: RegistryServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from method(self, request, context)
+        except StreamlearnError as exc:
+            abort_with(context, exc)
+
+    wrapper.__name__ = method.__name__
+    return wrapper
+
+
+class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
+    """streamlearn.v1.ModelRegistry over a Registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    @_domain_errors
+    def CreateModel(self, request: Any, context: Any) -> registry_pb2.Model:  # noqa: N802
+        """Create a model."""
+        return convert.model_to_pb(
+            self._registry.create_model(request.name, request.description, request.exist_ok)
+        )
+
+    @_domain_errors
+    def GetModel(self, request: Any, context: Any) -> registry_pb2.Model:  # noqa: N802
+        """Describe a model."""
+        return convert.model_to_pb(self._registry.get_model(request.name))
+
+    @_domain_errors
+    def ListModels(self, request: Any, context: Any) -> registry_pb2.ListModelsResponse:  # noqa: N802
+        """Models by name, paged."""
+        models, token = self._registry.list_models(request.page_size, request.page_token)
+        return registry_pb2.ListModelsResponse(
+            models=[convert.model_to_pb(m) for m in models], next_page_token=token
+        )
+
+    @_domain_errors
+    def RegisterVersion(self, request_iterator: Any, context: Any) -> registry_pb2.ModelVersion:  # noqa: N802
+        """Header first, then artifact chunks; the version exists only if every byte matched."""
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("RegisterVersion must start with a header message")
+        header = first.header
+        chunks = (part.chunk for part in request_iterator if part.WhichOneof("part") == "chunk")
+        version = self._registry.register_version(
+            header.model,
+            chunks,
+            header.sha256,
+            header.size_bytes,
+            lineage=convert.lineage_from_pb(header.lineage),
+            tags=dict(header.tags),
+            fmt=header.format or "onnx",
+        )
+        return convert.version_to_pb(version)
+
+    @_domain_errors
+    def GetVersion(self, request: Any, context: Any) -> registry_pb2.ModelVersion:  # noqa: N802
+        """One version by number, alias or newest."""
+        return convert.version_to_pb(self._registry.get_version(convert.ref_from_pb(request.ref)))
+
+    @_domain_errors
+    def ListVersions(self, request: Any, context: Any) -> registry_pb2.ListVersionsResponse:  # noqa: N802
+        """Newest first, paged, filtered by tags and a metric."""
+        before = _page_token(request.page_token)
+        versions, next_before = self._registry.list_versions(
+            request.model, request.page_size, before, convert.filter_from_pb(request)
+        )
+        return registry_pb2.ListVersionsResponse(
+            versions=[convert.version_to_pb(v) for v in versions],
+            next_page_token=str(next_before) if next_before else "",
+        )
+
+    @_streaming_domain_errors
+    def DownloadArtifact(self, request: Any, context: Any) -> Iterator[registry_pb2.ArtifactChunk]:  # noqa: N802
+        """The verified artifact in chunks; the first carries the version."""
+        version, handle = self._registry.open_artifact(convert.ref_from_pb(request.ref))
+        first = True
+        for data in read_chunks(handle, request.chunk_size or DEFAULT_CHUNK):
+            yield registry_pb2.ArtifactChunk(
+                version=convert.version_to_pb(version) if first else None, data=data
+            )
+            first = False
+        if first:  # empty artifact: still say which version it is
+            yield registry_pb2.ArtifactChunk(version=convert.version_to_pb(version))
+
+    @_domain_errors
+    def SetAlias(self, request: Any, context: Any) -> registry_pb2.Alias:  # noqa: N802
+        """Move an alias, compare-and-set when `check_expected`."""
+        expected = request.expected_version if request.check_expected else None
+        self._registry.set_alias(
+            request.model,
+            request.alias,
+            request.version,
+            expected,
+            request.actor or _peer(context),
+            request.reason,
+        )
+        return registry_pb2.Alias(model=request.model, name=request.alias, version=request.version)
+
+    @_domain_errors
+    def DeleteAlias(self, request: Any, context: Any) -> registry_pb2.DeleteAliasResponse:  # noqa: N802
+        """Remove an alias, compare-and-set when `check_expected`."""
+        expected = request.expected_version if request.check_expected else None
+        self._registry.delete_alias(
+            request.model, request.alias, expected, request.actor or _peer(context), request.reason
+        )
+        return registry_pb2.DeleteAliasResponse()
+
+    @_domain_errors
+    def Promote(self, request: Any, context: Any) -> registry_pb2.AuditRecord:  # noqa: N802
+        """Candidate -> production (or the aliases named)."""
+        return convert.audit_to_pb(
+            self._registry.promote(
+                request.model,
+                request.from_alias or "candidate",
+                request.to_alias or "production",
+                request.actor or _peer(context),
+                request.reason,
+            )
+        )
+
+    @_domain_errors
+    def Rollback(self, request: Any, context: Any) -> registry_pb2.AuditRecord:  # noqa: N802
+        """Point an alias back at its previous version."""
+        return convert.audit_to_pb(
+            self._registry.rollback(
+                request.model,
+                request.alias or "production",
+                request.actor or _peer(context),
+                request.reason,
+            )
+        )
+
+    @_domain_errors
+    def SetTags(self, request: Any, context: Any) -> registry_pb2.ModelVersion:  # noqa: N802
+        """Change a version's tags."""
+        return convert.version_to_pb(
+            self._registry.set_tags(
+                convert.ref_from_pb(request.ref), dict(request.set), list(request.remove)
+            )
+        )
+
+    @_domain_errors
+    def History(self, request: Any, context: Any) -> registry_pb2.HistoryResponse:  # noqa: N802
+        """Audit records, newest first."""
+        records = self._registry.history(request.model, request.limit)
+        return registry_pb2.HistoryResponse(records=[convert.audit_to_pb(r) for r in records])
+
+    @_streaming_domain_errors
+    def Watch(self, request: Any, context: Any) -> Iterator[events_pb2.ModelEvent]:  # noqa: N802
+        """Events after `after_sequence` (or only new ones), then live, until the client leaves."""
+        after = request.after_sequence or self._registry.last_sequence()
+        while context.is_active():
+            for event in self._registry.events_after(after, request.model):
+                yield convert.event_to_pb(event)
+                after = event.sequence
+            self._registry.wait_for_change(timeout=1.0)
+
+
+def _page_token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidArgument(f"invalid page token {token!r}")
+    return int(token)
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    return str(context.peer())

@@ -1,0 +1,327 @@
+"""SQLite metadata store: rows in, domain objects out. Business rules live in `registry.py`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from services.registry.model import (
+    Audit,
+    Event,
+    Lineage,
+    ModelInfo,
+    OffsetRange,
+    Version,
+    VersionFilter,
+)
+from services.registry.schema import migrate
+from shared.errors import NotFound
+
+
+class Store:
+    """One SQLite database (WAL, fsync on commit); every call is serialised by one lock."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = FULL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        migrate(self._db)
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        """Close the database."""
+        with self.lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All statements inside commit together or not at all."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
+        return row
+
+    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        return self._db.execute(sql, args).fetchall()
+
+    # --- models -----------------------------------------------------------------------------
+    def model_id(self, name: str) -> int:
+        """The id of model `name`; NotFound when it does not exist."""
+        row = self._one("SELECT id FROM models WHERE name = ?", name)
+        if row is None:
+            raise NotFound(f"model {name!r} does not exist")
+        return int(row["id"])
+
+    def insert_model(self, name: str, description: str) -> None:
+        """Create a model row (the caller checked it is new)."""
+        self._db.execute(
+            "INSERT INTO models (name, description, created_at) VALUES (?, ?, ?)",
+            (name, description, time.time()),
+        )
+
+    def model(self, name: str) -> ModelInfo:
+        """The model with its aliases."""
+        row = self._one("SELECT * FROM models WHERE name = ?", name)
+        if row is None:
+            raise NotFound(f"model {name!r} does not exist")
+        aliases = {
+            r["name"]: r["version"]
+            for r in self._all(
+                "SELECT name, version FROM aliases WHERE model_id = ? ORDER BY name", row["id"]
+            )
+        }
+        return ModelInfo(
+            row["name"], row["description"], row["created_at"], row["latest_version"], aliases
+        )
+
+    def model_names(self, after: str, limit: int) -> list[str]:
+        """Model names in order, after `after` (keyset pagination)."""
+        rows = self._all(
+            "SELECT name FROM models WHERE name > ? ORDER BY name LIMIT ?", after, limit
+        )
+        return [r["name"] for r in rows]
+
+    # --- versions ---------------------------------------------------------------------------
+    def next_version(self, model_id: int) -> int:
+        """Reserve the next version number of a model."""
+        self._db.execute(
+            "UPDATE models SET latest_version = latest_version + 1 WHERE id = ?", (model_id,)
+        )
+        row = self._one("SELECT latest_version FROM models WHERE id = ?", model_id)
+        assert row is not None
+        return int(row["latest_version"])
+
+    def insert_version(self, model_id: int, v: Version) -> None:
+        """Store a version's metadata."""
+        self._db.execute(
+            "INSERT INTO versions (model_id, version, sha256, size_bytes, format, lineage, tags,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                model_id,
+                v.version,
+                v.sha256,
+                v.size_bytes,
+                v.format,
+                json.dumps(asdict(v.lineage)),
+                json.dumps(dict(v.tags)),
+                v.created_at,
+            ),
+        )
+
+    def version(self, model: str, model_id: int, number: int) -> Version:
+        """One version with the aliases pointing at it."""
+        row = self._one(
+            "SELECT * FROM versions WHERE model_id = ? AND version = ?", model_id, number
+        )
+        if row is None:
+            raise NotFound(f"model {model!r} has no version {number}")
+        return self._version(model, model_id, row)
+
+    def versions(
+        self, model: str, model_id: int, before: int, limit: int, where: VersionFilter
+    ) -> list[Version]:
+        """Versions newest first, numbered below `before` (keyset pagination), filtered."""
+        sql = ["SELECT * FROM versions WHERE model_id = ? AND version < ?"]
+        args: list[Any] = [model_id, before]
+        for key, value in where.tags.items():
+            sql.append("AND json_extract(tags, ?) = ?")
+            args += [f'$."{key}"', value]
+        if where.metric:
+            sql.append(
+                "AND json_extract(lineage, ?) " + ("<=" if where.lower_is_better else ">=") + " ?"
+            )
+            args += [f'$.metrics."{where.metric}"', where.min_metric]
+        sql.append("ORDER BY version DESC LIMIT ?")
+        rows = self._all(" ".join(sql), *args, limit)
+        return [self._version(model, model_id, row) for row in rows]
+
+    def set_tags(self, model_id: int, number: int, tags: dict[str, str]) -> None:
+        """Replace a version's tags."""
+        self._db.execute(
+            "UPDATE versions SET tags = ? WHERE model_id = ? AND version = ?",
+            (json.dumps(tags), model_id, number),
+        )
+
+    def _version(self, model: str, model_id: int, row: sqlite3.Row) -> Version:
+        lineage = json.loads(row["lineage"])
+        lineage["offsets"] = tuple(OffsetRange(**o) for o in lineage["offsets"])
+        aliases = tuple(
+            r["name"]
+            for r in self._all(
+                "SELECT name FROM aliases WHERE model_id = ? AND version = ? ORDER BY name",
+                model_id,
+                row["version"],
+            )
+        )
+        return Version(
+            model,
+            row["version"],
+            row["sha256"],
+            row["size_bytes"],
+            row["format"],
+            Lineage(**lineage),
+            json.loads(row["tags"]),
+            row["created_at"],
+            aliases,
+        )
+
+    # --- aliases ----------------------------------------------------------------------------
+    def alias(self, model_id: int, name: str) -> tuple[int, int] | None:
+        """(version, previous_version) of an alias, or None."""
+        row = self._one(
+            "SELECT version, previous_version FROM aliases WHERE model_id = ? AND name = ?",
+            model_id,
+            name,
+        )
+        return (row["version"], row["previous_version"]) if row else None
+
+    def put_alias(self, model_id: int, name: str, version: int, previous: int) -> None:
+        """Point an alias at a version (creating it) and mark the version as ever aliased."""
+        self._db.execute(
+            "INSERT INTO aliases (model_id, name, version, previous_version) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (model_id, name) DO UPDATE SET version = excluded.version,"
+            " previous_version = excluded.previous_version",
+            (model_id, name, version, previous),
+        )
+        self._db.execute(
+            "UPDATE versions SET ever_aliased = 1 WHERE model_id = ? AND version = ?",
+            (model_id, version),
+        )
+
+    def drop_alias(self, model_id: int, name: str) -> None:
+        """Remove an alias."""
+        self._db.execute("DELETE FROM aliases WHERE model_id = ? AND name = ?", (model_id, name))
+
+    # --- audit and events -------------------------------------------------------------------
+    def add_audit(
+        self,
+        model_id: int,
+        model: str,
+        action: str,
+        alias: str,
+        from_version: int,
+        to_version: int,
+        actor: str,
+        reason: str,
+    ) -> Audit:
+        """Append an audit record."""
+        now = time.time()
+        cursor = self._db.execute(
+            "INSERT INTO audit (model_id, action, alias, from_version, to_version, actor, reason,"
+            " time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (model_id, action, alias, from_version, to_version, actor, reason, now),
+        )
+        return Audit(
+            int(cursor.lastrowid or 0),
+            model,
+            action,
+            alias,
+            from_version,
+            to_version,
+            actor,
+            reason,
+            now,
+        )
+
+    def audit(self, model_id: int, model: str, limit: int) -> list[Audit]:
+        """The newest audit records of a model, newest first."""
+        rows = self._all(
+            "SELECT * FROM audit WHERE model_id = ? ORDER BY id DESC LIMIT ?", model_id, limit
+        )
+        return [
+            Audit(
+                r["id"],
+                model,
+                r["action"],
+                r["alias"],
+                r["from_version"],
+                r["to_version"],
+                r["actor"],
+                r["reason"],
+                r["time"],
+            )
+            for r in rows
+        ]
+
+    def add_event(self, event: Event) -> None:
+        """Append to the outbox (sequence assigned by the database)."""
+        fields = asdict(event)
+        del fields["sequence"]
+        fields["time"] = fields["time"] or time.time()
+        self._db.execute(
+            f"INSERT INTO events ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+            tuple(fields.values()),
+        )
+
+    def events(
+        self, after: int, limit: int, model: str = "", unpublished: bool = False
+    ) -> list[Event]:
+        """Events with a sequence above `after`, in order."""
+        sql = "SELECT * FROM events WHERE sequence > ?"
+        args: list[Any] = [after]
+        if model:
+            sql += " AND model = ?"
+            args.append(model)
+        if unpublished:
+            sql += " AND published = 0"
+        rows = self._all(sql + " ORDER BY sequence LIMIT ?", *args, limit)
+        # sqlite3.Row iterates over values, so keys() is needed here.
+        return [
+            Event(**{k: r[k] for k in r.keys() if k != "published"})  # noqa: SIM118
+            for r in rows
+        ]
+
+    def last_sequence(self) -> int:
+        """The highest event sequence, 0 for none."""
+        row = self._one("SELECT MAX(sequence) AS s FROM events")
+        return int(row["s"] or 0) if row else 0
+
+    def mark_published(self, up_to: int) -> None:
+        """Record that every event up to `up_to` reached Kafka."""
+        self._db.execute(
+            "UPDATE events SET published = 1 WHERE published = 0 AND sequence <= ?", (up_to,)
+        )
+
+    # --- retention --------------------------------------------------------------------------
+    def collectable(self, model_id: int, keep_last: int) -> list[tuple[int, str]]:
+        """(version, sha256) of versions beyond the newest `keep_last` that never held an alias."""
+        rows = self._all(
+            "SELECT version, sha256 FROM versions WHERE model_id = ? AND ever_aliased = 0"
+            " AND version <= (SELECT latest_version FROM models WHERE id = ?) - ?",
+            model_id,
+            model_id,
+            keep_last,
+        )
+        return [(r["version"], r["sha256"]) for r in rows]
+
+    def delete_version(self, model_id: int, number: int) -> None:
+        """Forget a version's metadata."""
+        self._db.execute(
+            "DELETE FROM versions WHERE model_id = ? AND version = ?", (model_id, number)
+        )
+
+    def sha_in_use(self, sha256: str) -> bool:
+        """True while any version still refers to this artifact."""
+        return self._one("SELECT 1 FROM versions WHERE sha256 = ? LIMIT 1", sha256) is not None
+
+    def all_model_ids(self) -> list[tuple[int, str]]:
+        """(id, name) of every model."""
+        return [(r["id"], r["name"]) for r in self._all("SELECT id, name FROM models")]
