@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -180,7 +181,7 @@ def test_watch_streams_new_events(client: RegistryClient) -> None:
     client.create_model("w")
     stream = client.watch("w")
     seen: list[events_pb2.ModelEvent] = []
-    reader = threading.Thread(target=lambda: seen.extend(e for _, e in zip(range(2), stream)))
+    reader = threading.Thread(target=lambda: seen.extend(itertools.islice(stream, 2)))
     reader.start()
     for _ in range(50):  # the server-side stream opens asynchronously
         if reader.is_alive():

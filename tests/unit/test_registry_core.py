@@ -151,7 +151,7 @@ def test_retention_keeps_recent_and_aliased_versions_and_open_downloads(reg: Reg
         register(reg, f"artifact-{i}".encode())
     reg.set_alias("m", "production", 2)
     reg.set_alias("m", "production", 3)  # 2 held an alias once: kept forever
-    version, handle = reg.open_artifact(VersionRef("m", 1))  # a download in flight
+    _, handle = reg.open_artifact(VersionRef("m", 1))  # a download in flight
     assert reg.collect_garbage(keep_last=5) == 3  # 1, 4 and 5 go
     remaining, _ = reg.list_versions("m", 100)
     assert [v.version for v in remaining] == [10, 9, 8, 7, 6, 3, 2]
