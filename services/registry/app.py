@@ -12,6 +12,7 @@ from grpc import Server
 from grpc_health.v1.health import HealthServicer
 
 from services.registry.artifacts import LocalArtifactStore
+from services.registry.policy import Policy
 from services.registry.publisher import EventPublisher
 from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
@@ -43,7 +44,13 @@ class RegistryApp:
 def build(settings: RegistrySettings) -> RegistryApp:
     """Open storage, create the model-events topic if missing, and build the server."""
     store = Store(settings.sqlite_path)
-    registry = Registry(store, LocalArtifactStore(settings.resolved_artifact_dir))
+    policy = Policy(
+        settings.policy_metric,
+        settings.policy_lower_is_better,
+        settings.policy_min_improvement,
+        settings.policy_rollback_tolerance,
+    )
+    registry = Registry(store, LocalArtifactStore(settings.resolved_artifact_dir), policy)
     events_topic = [
         t for t in standard_topics(settings.topics) if t.name == settings.topics.model_events
     ]

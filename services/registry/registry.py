@@ -26,6 +26,7 @@ from services.registry.model import (
     VersionFilter,
     VersionRef,
 )
+from services.registry.policy import Policy
 from services.registry.store import Store
 from shared.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 
@@ -35,6 +36,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_PAGE = 1000
 NO_LINEAGE = Lineage()
 ALL_VERSIONS = VersionFilter()
+NO_POLICY = Policy()
 
 
 def _valid_name(kind: str, name: str) -> str:
@@ -46,9 +48,10 @@ def _valid_name(kind: str, name: str) -> str:
 class Registry:
     """Model versions with lineage and aliases over a Store and an ArtifactStore."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore) -> None:
+    def __init__(self, store: Store, artifacts: ArtifactStore, policy: Policy = NO_POLICY) -> None:
         self._store = store
         self._artifacts = artifacts
+        self.policy = policy
         self.changed = threading.Condition()  # notified after every committed change
 
     # --- models -----------------------------------------------------------------------------
@@ -184,6 +187,8 @@ class Registry:
                 Event(0, "ALIAS_SET", model, version, alias, current, actor, reason)
             )
         self._notify()
+        if alias == CANDIDATE and self.policy.enabled:
+            self.apply_promotion_policy(model)
         return current
 
     def delete_alias(
@@ -249,6 +254,32 @@ class Registry:
             )
         self._notify()
         return audit
+
+    def apply_promotion_policy(self, model: str) -> Audit | None:
+        """Promote candidate to production if the policy's metric says it is better."""
+        with self._store.lock:
+            candidate = self.get_version(VersionRef(model, alias=CANDIDATE))
+            try:
+                production: Version | None = self.get_version(VersionRef(model, alias=PRODUCTION))
+            except NotFound:
+                production = None
+            reason = self.policy.promotion_reason(candidate, production)
+            if reason is None:
+                return None
+            return self.promote(model, actor="policy", reason=reason)
+
+    def report_live_metric(self, model: str, version: int, value: float) -> Audit | None:
+        """Roll production back if the version it serves degrades live beyond the policy."""
+        if not self.policy.enabled:
+            return None
+        with self._store.lock:
+            served = self.get_version(VersionRef(model, alias=PRODUCTION))
+            if served.version != version:
+                return None  # the report is about a version that is no longer served
+            reason = self.policy.rollback_reason(served, value)
+            if reason is None:
+                return None
+            return self.rollback(model, actor="policy", reason=reason)
 
     def history(self, model: str, limit: int = 50) -> list[Audit]:
         """Alias moves of a model, newest first."""

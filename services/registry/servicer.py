@@ -182,6 +182,20 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         records = self._registry.history(request.model, request.limit)
         return registry_pb2.HistoryResponse(records=[convert.audit_to_pb(r) for r in records])
 
+    @_domain_errors
+    def ReportLiveMetric(  # noqa: N802
+        self, request: Any, context: Any
+    ) -> registry_pb2.ReportLiveMetricResponse:
+        """Feed the rollback policy with a live metric of a served version."""
+        if request.metric != self._registry.policy.metric:
+            return registry_pb2.ReportLiveMetricResponse(rolled_back=False)
+        audit = self._registry.report_live_metric(request.model, request.version, request.value)
+        if audit is None:
+            return registry_pb2.ReportLiveMetricResponse(rolled_back=False)
+        return registry_pb2.ReportLiveMetricResponse(
+            rolled_back=True, audit=convert.audit_to_pb(audit)
+        )
+
     @_streaming_domain_errors
     def Watch(self, request: Any, context: Any) -> Iterator[events_pb2.ModelEvent]:  # noqa: N802
         """Events after `after_sequence` (or only new ones), then live, until the client leaves."""

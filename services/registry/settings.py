@@ -23,6 +23,11 @@ class RegistrySettings(ServiceSettings):
     artifact_dir: Path | None = None
     keep_last_versions: int = Field(default=100, ge=1)
     gc_interval_s: float = Field(default=60.0, gt=0)
+    # Promotion/rollback policy on one lineage metric; empty disables it.
+    policy_metric: str = ""
+    policy_lower_is_better: bool = True
+    policy_min_improvement: float = Field(default=0.0, ge=0)
+    policy_rollback_tolerance: float = Field(default=0.05, ge=0)
     grpc_workers: int = Field(default=16, ge=1)
     drain_grace_s: float = Field(default=10.0, ge=0)
 

@@ -185,6 +185,22 @@ class RegistryClient:
         )
         return list(reply.records)
 
+    def report_live_metric(
+        self, model: str, version: int, metric: str, value: float, window_events: int = 0
+    ) -> registry_pb2.ReportLiveMetricResponse:
+        """Report a served version's live metric (may trigger a policy rollback)."""
+        return self._call(
+            registry_pb2.ReportLiveMetricResponse,
+            self._stub.ReportLiveMetric,
+            registry_pb2.ReportLiveMetricRequest(
+                model=model,
+                version=version,
+                metric=metric,
+                value=value,
+                window_events=window_events,
+            ),
+        )
+
     def list_models(self, page_size: int = 100) -> list[registry_pb2.Model]:
         """Every model (all pages)."""
         models, token = [], ""

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.catalog import BENCHMARKS
 from bench.core import BenchContext, Figure
-from bench.registry import BENCHMARKS
 from shared.errors import InvalidArgument
 from streamlearn.cli.context import settings_of
 from streamlearn.cli.kafka_access import kafka_for_cli
@@ -50,9 +50,14 @@ def _table(results: dict[str, list[Figure]]) -> Table:
             table.add_row(
                 name,
                 f.name,
-                f"{f.value:,.0f} {f.unit}",
+                f"{_number(f.value)} {f.unit}",
                 f.baseline,
-                f"{f.baseline_value:,.0f} {f.unit}",
+                f"{_number(f.baseline_value)} {f.unit}",
                 f"{f.ratio:.2f}x",
             )
     return table
+
+
+def _number(value: float) -> str:
+    """Thousands separators for big figures, three significant digits for small ones."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

@@ -8,7 +8,7 @@ import typer
 
 from shared.errors import ConfigError, InvalidArgument, StreamlearnError
 from shared.logs import configure_logging
-from streamlearn.cli import bench, demo, kafka
+from streamlearn.cli import bench, demo, kafka, registry
 from streamlearn.cli.settings import CliSettings
 
 _typer_app = typer.Typer(
@@ -17,6 +17,7 @@ _typer_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 _typer_app.add_typer(kafka.app, name="kafka")
+_typer_app.add_typer(registry.app, name="registry")
 _typer_app.command("bench")(bench.bench)
 _typer_app.command("demo")(demo.demo)
 

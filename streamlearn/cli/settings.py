@@ -23,6 +23,7 @@ class CliSettings(BaseSettings):
     kafka_port: int = Field(default=9092, ge=1, le=65535)
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_heap: str = "512m"
+    registry_address: str = "127.0.0.1:50052"
 
     def broker_config(self) -> BrokerConfig:
         """The local broker these settings describe."""

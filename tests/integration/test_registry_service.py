@@ -6,59 +6,32 @@ import hashlib
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
-from services.registry.app import RegistryApp, build, run
 from services.registry.settings import RegistrySettings
 from shared.clients.registry import RegistryClient
 from shared.errors import Conflict, IntegrityError, NotFound
-from shared.settings import KafkaSettings, TopicSettings
+from shared.settings import KafkaSettings
 from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 from tests.helpers import read_all
-
-
-class Running:
-    """A registry app serving in a background thread."""
-
-    def __init__(self, settings: RegistrySettings) -> None:
-        self.app: RegistryApp = build(settings)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=run, args=(self.app, self.stop), daemon=True)
-        self.thread.start()
-        self.address = f"127.0.0.1:{self.app.port}"
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
+from tests.integration.conftest import Running
 
 
 @pytest.fixture
-def settings(
-    tmp_path: Path, kafka: KafkaSettings, make_topic: Callable[..., str]
-) -> RegistrySettings:
-    return RegistrySettings(
-        state_dir=tmp_path,
-        grpc_port=0,
-        kafka=kafka,
-        topics=TopicSettings(model_events=make_topic(1, "events")),
-    )
+def settings(registry_settings: RegistrySettings) -> RegistrySettings:
+    return registry_settings
 
 
 @pytest.fixture
-def service(settings: RegistrySettings) -> Iterator[Running]:
-    running = Running(settings)
-    yield running
-    running.close()
+def service(registry_service: Running) -> Running:
+    return registry_service
 
 
 @pytest.fixture
-def client(service: Running) -> Iterator[RegistryClient]:
-    with RegistryClient(service.address) as c:
-        yield c
+def client(registry_client: RegistryClient) -> RegistryClient:
+    return registry_client
 
 
 def test_unknown_model_or_version_is_not_found(client: RegistryClient) -> None:
@@ -201,3 +174,26 @@ def test_corruption_on_disk_is_reported_as_data_loss(
     path.write_bytes(b"evil bytes")
     with pytest.raises(IntegrityError):
         client.download("m", version.version)
+
+
+def test_policy_promotes_better_candidates_and_rolls_back_live_degradation(
+    registry_settings: RegistrySettings,
+) -> None:
+    service = Running(registry_settings.model_copy(update={"policy_metric": "logloss"}))
+    try:
+        with RegistryClient(service.address) as client:
+            client.create_model("p")
+            for loss in (0.5, 0.6, 0.3):
+                v = client.register(
+                    "p", uuid.uuid4().bytes, lineage=registry_pb2.Lineage(metrics={"logloss": loss})
+                )
+                client.set_alias("p", "candidate", v.version)
+            assert client.get_version("p", alias="production").version == 3
+            ignored = client.report_live_metric("p", 3, "accuracy", 0.1)
+            assert not ignored.rolled_back
+            reply = client.report_live_metric("p", 3, "logloss", 0.8, window_events=1000)
+            assert reply.rolled_back and reply.audit.to_version == 1
+            assert client.get_version("p", alias="production").version == 1
+            assert client.history("p")[0].reason.startswith("policy: live logloss=0.8")
+    finally:
+        service.close()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from bench.catalog import BENCHMARKS
 from bench.core import BenchContext, Figure
-from bench.registry import BENCHMARKS
 from shared.settings import KafkaSettings
 
 

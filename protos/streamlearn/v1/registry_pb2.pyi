@@ -367,3 +367,25 @@ class WatchRequest(_message.Message):
     model: str
     after_sequence: int
     def __init__(self, model: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class ReportLiveMetricRequest(_message.Message):
+    __slots__ = ("model", "version", "metric", "value", "window_events")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    metric: str
+    value: float
+    window_events: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., metric: _Optional[str] = ..., value: _Optional[float] = ..., window_events: _Optional[int] = ...) -> None: ...
+
+class ReportLiveMetricResponse(_message.Message):
+    __slots__ = ("rolled_back", "audit")
+    ROLLED_BACK_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    rolled_back: bool
+    audit: AuditRecord
+    def __init__(self, rolled_back: _Optional[bool] = ..., audit: _Optional[_Union[AuditRecord, _Mapping]] = ...) -> None: ...

@@ -105,6 +105,11 @@ class ModelRegistryStub:
                 request_serializer=streamlearn_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
                 response_deserializer=streamlearn_dot_v1_dot_events__pb2.ModelEvent.FromString,
                 _registered_method=True)
+        self.ReportLiveMetric = channel.unary_unary(
+                '/streamlearn.v1.ModelRegistry/ReportLiveMetric',
+                request_serializer=streamlearn_dot_v1_dot_registry__pb2.ReportLiveMetricRequest.SerializeToString,
+                response_deserializer=streamlearn_dot_v1_dot_registry__pb2.ReportLiveMetricResponse.FromString,
+                _registered_method=True)
 
 
 class ModelRegistryServicer:
@@ -195,6 +200,14 @@ class ModelRegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportLiveMetric(self, request, context):
+        """A live (serving-side) metric of a version; with a promotion policy configured, a served
+        version that degrades beyond the policy's tolerance is rolled back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelRegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -267,6 +280,11 @@ def add_ModelRegistryServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=streamlearn_dot_v1_dot_registry__pb2.WatchRequest.FromString,
                     response_serializer=streamlearn_dot_v1_dot_events__pb2.ModelEvent.SerializeToString,
+            ),
+            'ReportLiveMetric': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLiveMetric,
+                    request_deserializer=streamlearn_dot_v1_dot_registry__pb2.ReportLiveMetricRequest.FromString,
+                    response_serializer=streamlearn_dot_v1_dot_registry__pb2.ReportLiveMetricResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -647,6 +665,33 @@ class ModelRegistry:
             '/streamlearn.v1.ModelRegistry/Watch',
             streamlearn_dot_v1_dot_registry__pb2.WatchRequest.SerializeToString,
             streamlearn_dot_v1_dot_events__pb2.ModelEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLiveMetric(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamlearn.v1.ModelRegistry/ReportLiveMetric',
+            streamlearn_dot_v1_dot_registry__pb2.ReportLiveMetricRequest.SerializeToString,
+            streamlearn_dot_v1_dot_registry__pb2.ReportLiveMetricResponse.FromString,
             options,
             channel_credentials,
             insecure,

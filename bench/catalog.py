@@ -1,0 +1,13 @@
+"""Benchmarks by name: `streamlearn bench NAME` runs `bench/NAME.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench import kafka, registry
+from bench.core import BenchContext, Figure
+
+BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
+    "kafka": kafka.run,
+    "registry": registry.run,
+}
