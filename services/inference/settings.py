@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -22,3 +24,11 @@ class InferenceSettings(ServiceSettings):
     max_batch_size: int = Field(default=64, ge=1)
     max_queue_delay_us: int = Field(default=500, ge=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Serve this version instead of following the alias (0: follow).
+    pinned_version: int = Field(default=0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(default=1, ge=1)
+    keep_loaded: int = Field(default=3, ge=1)
+    resync_s: float = Field(default=30.0, gt=0)
+    grpc_workers: int = Field(default=32, ge=1)
+    drain_grace_s: float = Field(default=10.0, ge=0)

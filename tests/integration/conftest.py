@@ -5,20 +5,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services.registry.app import RegistryApp, build, run
+from services.registry.app import build, run
 from services.registry.settings import RegistrySettings
 from shared.clients.registry import RegistryClient
 from shared.settings import KafkaSettings, TopicSettings
 
 
 class Running:
-    """A registry app serving in a background thread."""
+    """A service app (built by `build`, served by `run`) in a background thread."""
 
-    def __init__(self, settings: RegistrySettings) -> None:
-        self.app: RegistryApp = build(settings)
+    def __init__(
+        self,
+        settings: Any,
+        build: Callable[[Any], Any] = build,
+        run: Callable[[Any, threading.Event], None] = run,
+    ) -> None:
+        self.app = build(settings)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=run, args=(self.app, self.stop), daemon=True)
         self.thread.start()

@@ -1,0 +1,20 @@
+"""`python -m services.inference`: settings -> logging -> build -> run (SIGTERM drains)."""
+
+from __future__ import annotations
+
+from services.inference.app import build, run
+from services.inference.settings import InferenceSettings
+from shared.lifecycle import stop_on_signals
+from shared.logs import configure_logging
+
+
+def main() -> None:
+    """Serve until SIGTERM or SIGINT."""
+    settings = InferenceSettings()
+    configure_logging("inference", settings.log_level, json_format=settings.log_json)
+    stop = stop_on_signals()
+    run(build(settings), stop)
+
+
+if __name__ == "__main__":
+    main()

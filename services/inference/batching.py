@@ -1,0 +1,107 @@
+"""Dynamic batching: concurrent requests coalesced into one session run.
+
+A request waits at most `max_delay_s` for companions; a batch never exceeds `max_batch`
+rows. Requests are batched only with requests of the same shape (beyond the batch axis) and
+the same requested outputs; the first one that differs starts the next batch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.inference.model import LoadedModel
+from services.inference.repository import ServedModel
+
+Result = tuple[LoadedModel, dict[str, np.ndarray]]
+
+
+@dataclass
+class _Job:
+    feeds: Mapping[str, np.ndarray]
+    outputs: tuple[str, ...]
+    rows: int
+    enqueued: float = field(default_factory=time.monotonic)
+    future: Future[Result] = field(default_factory=Future)
+
+    def signature(self) -> tuple[object, ...]:
+        return self.outputs, tuple((n, a.dtype, a.shape[1:]) for n, a in sorted(self.feeds.items()))
+
+
+class DynamicBatcher:
+    """One worker thread per served model runs the coalesced batches."""
+
+    def __init__(self, served: ServedModel, max_batch: int, max_delay_s: float) -> None:
+        self._served = served
+        self._max_batch = max_batch
+        self._max_delay = max_delay_s
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._carry: _Job | None = None
+        self.batch_sizes: list[int] = []  # recent batch sizes, for statistics
+        self._thread = threading.Thread(
+            target=self._work, name=f"batcher-{served.name}", daemon=True
+        )
+        self._thread.start()
+
+    def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Result:
+        """Queue a request and wait for its share of a batch."""
+        rows = next(iter(feeds.values())).shape[0] if feeds else 1
+        job = _Job(feeds, tuple(outputs), rows)
+        self._queue.put(job)
+        return job.future.result()
+
+    def close(self) -> None:
+        """Finish queued work and stop the worker."""
+        self._queue.put(None)
+        self._thread.join(10)
+
+    def _work(self) -> None:
+        while (batch := self._collect()) is not None:
+            self._run(batch)
+
+    def _collect(self) -> list[_Job] | None:
+        first = self._carry or self._queue.get()
+        self._carry = None
+        if first is None:
+            return None
+        batch, rows = [first], first.rows
+        deadline = first.enqueued + self._max_delay
+        while rows < self._max_batch:
+            try:
+                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            if job.signature() != first.signature() or rows + job.rows > self._max_batch:
+                self._carry = job
+                break
+            batch.append(job)
+            rows += job.rows
+        return batch
+
+    def _run(self, batch: list[_Job]) -> None:
+        try:
+            model = self._served.get()
+            feeds = {
+                name: np.concatenate([j.feeds[name] for j in batch]) for name in batch[0].feeds
+            }
+            merged = model.run(feeds, batch[0].outputs)
+        except Exception as exc:  # every waiter gets the error, the worker lives on
+            for job in batch:
+                job.future.set_exception(exc)
+            return
+        self.batch_sizes.append(len(batch))
+        del self.batch_sizes[:-1000]
+        start = 0
+        for job in batch:
+            share = {n: v[start : start + job.rows] for n, v in merged.items()}
+            job.future.set_result((model, share))
+            start += job.rows

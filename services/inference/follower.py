@@ -1,0 +1,175 @@
+"""Keep each served model on the version its alias names: download, verify, warm, then swap."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from services.inference import stats
+from services.inference.model import LoadedModel
+from services.inference.repository import ServedModel
+from shared.clients.registry import RegistryClient
+from shared.errors import NotFound, StreamlearnError
+from shared.kafka.consumer import high_watermarks
+from shared.ort import Device
+from streamlearn.v1 import events_pb2, registry_pb2
+
+log = logging.getLogger(__name__)
+
+RELEVANT = {
+    events_pb2.MODEL_EVENT_TYPE_VERSION_REGISTERED,
+    events_pb2.MODEL_EVENT_TYPE_ALIAS_SET,
+    events_pb2.MODEL_EVENT_TYPE_ALIAS_DELETED,
+    events_pb2.MODEL_EVENT_TYPE_PROMOTED,
+    events_pb2.MODEL_EVENT_TYPE_ROLLED_BACK,
+}
+
+
+class VersionFollower:
+    """Reconciles one served model with the registry: the alias's version, else the newest."""
+
+    def __init__(
+        self,
+        served: ServedModel,
+        registry: RegistryClient,
+        alias: str,
+        pinned_version: int = 0,
+        device: Device = "auto",
+        threads: int = 1,
+    ) -> None:
+        self.served = served
+        self._registry = registry
+        self._alias = alias
+        self._pinned = pinned_version
+        self._device = device
+        self._threads = threads
+        self._lock = threading.Lock()  # one load at a time per model
+
+    def target(self) -> registry_pb2.ModelVersion | None:
+        """The version that should be served now (None: the model has no versions yet)."""
+        name = self.served.name
+        try:
+            if self._pinned:
+                return self._registry.get_version(name, self._pinned)
+            try:
+                return self._registry.get_version(name, alias=self._alias)
+            except NotFound:
+                return self._registry.get_version(name)  # no alias yet: the newest
+        except NotFound:
+            return None
+
+    def reconcile(self) -> bool:
+        """Load and swap in the target version if it is not served; True if a swap happened.
+
+        A version that fails to download, verify, load or warm up is refused: the old one
+        keeps serving, and the next event or periodic check tries again.
+        """
+        with self._lock:
+            wanted = self.target()
+            current = self.served.current
+            if wanted is None or (current and current.version == wanted.version):
+                return False
+            try:
+                model = self._load(wanted.version)
+            except Exception:
+                stats.SWAPS.labels(self.served.name, "refused").inc()
+                log.exception(
+                    "refused version",
+                    extra={"model": self.served.name, "model_version": wanted.version},
+                )
+                return False
+            previous = self.served.swap(model)
+        stats.SWAPS.labels(self.served.name, "swapped").inc()
+        stats.SERVED.labels(self.served.name).set(model.version)
+        log.info(
+            "serving new version",
+            extra={
+                "model": self.served.name,
+                "model_version": model.version,
+                "previous_version": previous,
+                "providers": model.providers,
+            },
+        )
+        return True
+
+    def _load(self, version: int) -> LoadedModel:
+        meta, data = self._registry.download(self.served.name, version)  # sha256 checked
+        model = LoadedModel(
+            self.served.name, meta.version, data, meta.artifact.sha256, self._device, self._threads
+        )
+        model.warm_up()
+        return model
+
+
+class EventWatcher:
+    """Reconciles followers when the model-events topic announces a relevant change.
+
+    Also reconciles every `resync_s`, so a missed event (or a registry that was down) only
+    delays a swap. Reads from the end of the topic: state is rebuilt from the registry.
+    """
+
+    def __init__(
+        self,
+        followers: list[VersionFollower],
+        consumer: Consumer,
+        topic: str,
+        resync_s: float = 30.0,
+    ) -> None:
+        self._followers = {f.served.name: f for f in followers}
+        self._consumer = consumer
+        self._topic = topic
+        self._resync_s = resync_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-events", daemon=True)
+
+    def start(self) -> None:
+        """Pin the current end of the topic, then follow from there.
+
+        The end offset is resolved now, not lazily at the first fetch: an event written
+        between this call and the first fetch would otherwise be skipped. Callers reconcile
+        after `start`, so every change is covered by the reconcile or by an event.
+        """
+        end = high_watermarks(self._consumer, self._topic)[0]
+        self._consumer.assign([TopicPartition(self._topic, 0, end)])
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following and close the consumer."""
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+    def reconcile_all(self) -> None:
+        """Bring every model to its target version now."""
+        for follower in self._followers.values():
+            try:
+                follower.reconcile()
+            except StreamlearnError as exc:  # registry unreachable: retried later
+                log.warning(
+                    "reconcile failed", extra={"model": follower.served.name, "error": str(exc)}
+                )
+
+    def _run(self) -> None:
+        next_resync = time.monotonic() + self._resync_s
+        while not self._stop.is_set():
+            due = self._due(self._consumer.consume(100, 0.2))
+            if time.monotonic() >= next_resync:
+                due, next_resync = set(self._followers), time.monotonic() + self._resync_s
+            for name in due:
+                try:
+                    self._followers[name].reconcile()
+                except StreamlearnError as exc:
+                    log.warning("reconcile failed", extra={"model": name, "error": str(exc)})
+
+    def _due(self, messages: list[Message]) -> set[str]:
+        due = set()
+        for msg in messages:
+            if msg.error() is not None:
+                continue
+            event = events_pb2.ModelEvent.FromString(msg.value() or b"")
+            if event.model in self._followers and event.type in RELEVANT:
+                due.add(event.model)
+        return due

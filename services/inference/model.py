@@ -1,0 +1,111 @@
+"""A loaded model version: one ONNX Runtime session, its tensor specs, input checks, warm-up."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.inference.datatypes import numpy_dtype, v2_name
+from shared.errors import IntegrityError, InvalidArgument
+from shared.ort import Device, make_session
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: V2 datatype and shape, -1 for a variable dimension."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        """E.g. `x FP32 [-1, 32]`."""
+        return f"{self.name} {self.datatype} {list(self.shape)}"
+
+
+def _spec(node: object) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) else -1 for d in node.shape)  # type: ignore[attr-defined]
+    return TensorSpec(node.name, v2_name(node.type), shape)  # type: ignore[attr-defined]
+
+
+class LoadedModel:
+    """An immutable, warmed-up version; requests hold a reference, so a swap never cuts them."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        onnx_bytes: bytes,
+        sha256: str = "",
+        device: Device = "auto",
+        threads: int = 1,
+    ) -> None:
+        if sha256 and hashlib.sha256(onnx_bytes).hexdigest() != sha256:
+            raise IntegrityError(f"{name} v{version}: artifact does not match its sha256")
+        self.name = name
+        self.version = version
+        self.session = make_session(onnx_bytes, device, threads)
+        self.inputs = [_spec(i) for i in self.session.get_inputs()]
+        self.outputs = [_spec(o) for o in self.session.get_outputs()]
+        self._inputs = {s.name: s for s in self.inputs}
+        self._output_names = [s.name for s in self.outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session runs on."""
+        return list(self.session.get_providers())
+
+    def input_spec(self, name: str) -> TensorSpec:
+        """The spec of an input; InvalidArgument naming the expected inputs otherwise."""
+        spec = self._inputs.get(name)
+        if spec is None:
+            raise InvalidArgument(
+                f"{self.name} has no input {name!r}; expected inputs: "
+                f"{', '.join(s.describe() for s in self.inputs)}"
+            )
+        return spec
+
+    def check(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> None:
+        """Reject anything the session would refuse, with what was expected."""
+        for name, array in feeds.items():
+            spec = self.input_spec(name)
+            fits = len(array.shape) == len(spec.shape) and all(
+                want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
+            )
+            if not fits:
+                raise InvalidArgument(
+                    f"{self.name}: input {name!r} has shape {list(array.shape)}"
+                    f"; expected {list(spec.shape)}"
+                )
+        missing = [s.name for s in self.inputs if s.name not in feeds]
+        if missing:
+            raise InvalidArgument(
+                f"{self.name}: missing input(s) {missing}; expected "
+                f"{', '.join(s.describe() for s in self.inputs)}"
+            )
+        unknown = [o for o in outputs if o not in self._output_names]
+        if unknown:
+            raise InvalidArgument(
+                f"{self.name}: unknown output(s) {unknown}; outputs: {self._output_names}"
+            )
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> dict[str, np.ndarray]:
+        """Run the session; all outputs when none are named."""
+        names = list(outputs) or self._output_names
+        values = self.session.run(names, dict(feeds))
+        return dict(zip(names, values, strict=True))
+
+    def warm_up(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """Run a zero batch once, so the first real request pays no lazy initialisation."""
+        feeds = {
+            s.name: np.zeros(
+                tuple(batch if d == -1 else d for d in s.shape), numpy_dtype(s.datatype)
+            )
+            for s in self.inputs
+        }
+        return self.run(feeds)

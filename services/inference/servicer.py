@@ -1,0 +1,196 @@
+"""The KServe V2 / Triton GRPCInferenceService over the engine: protobuf only at this edge."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc, model_config_pb2
+from services.inference import stats
+from services.inference.datatypes import V2_TO_CONFIG
+from services.inference.engine import Engine
+from services.inference.model import LoadedModel
+from services.inference.tensors import decode_inputs, encode_response, requested_outputs
+from shared.errors import InvalidArgument, ResourceExhausted, StreamlearnError
+from shared.grpc.status import abort_with, status_code_for
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "streamlearn"
+SERVER_VERSION = "0.1.0"
+PLATFORM = "onnxruntime_onnx"
+
+
+def _version(text: str) -> int:
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise InvalidArgument(f"model version must be a number, got {text!r}")
+    return int(text)
+
+
+class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+    """Answers tritonclient, perf_analyzer and any KServe V2 gRPC client."""
+
+    def __init__(self, engine: Engine, max_request_bytes: int) -> None:
+        self._engine = engine
+        self._max_request_bytes = max_request_bytes
+        self.counters = {m.name: stats.ModelCounters() for m in engine.repository.all()}
+
+    def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
+        """The process answers."""
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:  # noqa: N802
+        """Every served model has a version loaded."""
+        return pb.ServerReadyResponse(ready=self._engine.repository.ready())
+
+    def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:  # noqa: N802
+        """Name, version and protocol extensions."""
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME,
+            version=SERVER_VERSION,
+            extensions=["model_configuration", "statistics"],
+        )
+
+    def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:  # noqa: N802
+        """True when the model (or that version) can serve now."""
+        try:
+            self._engine.resolve(request.name, _version(request.version))
+        except StreamlearnError as exc:
+            if status_code_for(exc) == grpc.StatusCode.NOT_FOUND and not request.version:
+                abort_with(context, exc)  # an unknown model is an error, not "not ready"
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
+        """Versions loaded and tensor signatures."""
+        try:
+            model = self._engine.resolve(request.name, _version(request.version))
+        except StreamlearnError as exc:
+            abort_with(context, exc)
+        served = self._engine.repository.model(request.name)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[str(v) for v in served.versions()],
+            platform=PLATFORM,
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.inputs],
+            outputs=[
+                tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.outputs
+            ],
+        )
+
+    def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:  # noqa: N802
+        """A Triton model config: batch dimension implicit, dynamic batching as configured."""
+        try:
+            model = self._engine.resolve(request.name, _version(request.version))
+        except StreamlearnError as exc:
+            abort_with(context, exc)
+        return pb.ModelConfigResponse(config=self._config(model))
+
+    def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+        """One inference."""
+        try:
+            return self._infer(request)
+        except StreamlearnError as exc:
+            abort_with(context, exc)
+
+    def ModelStreamInfer(  # noqa: N802
+        self,
+        request_iterator: Any,
+        context: Any,
+    ) -> Iterator[pb.ModelStreamInferResponse]:
+        """Bidirectional stream: one response per request; errors in `error_message`."""
+        for request in request_iterator:
+            try:
+                yield pb.ModelStreamInferResponse(infer_response=self._infer(request))
+            except StreamlearnError as exc:
+                yield pb.ModelStreamInferResponse(error_message=str(exc))
+
+    def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:  # noqa: N802
+        """Success/failure counts and durations per model."""
+        names = [request.name] if request.name else list(self.counters)
+        reply = pb.ModelStatisticsResponse()
+        for name in names:
+            if name not in self.counters:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {name!r}")
+            counters = self.counters[name]
+            served = self._engine.repository.model(name)
+            with counters.lock:
+                reply.model_stats.add(
+                    name=name,
+                    version=str(served.current.version if served.current else ""),
+                    last_inference=counters.last_inference_ms,
+                    inference_count=counters.inference_count,
+                    execution_count=counters.success_count,
+                    inference_stats=pb.InferStatistics(
+                        success=pb.StatisticDuration(
+                            count=counters.success_count, ns=counters.success_ns
+                        ),
+                        fail=pb.StatisticDuration(count=counters.fail_count, ns=counters.fail_ns),
+                    ),
+                )
+        return reply
+
+    def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:  # noqa: N802
+        """Every served model and its loaded versions."""
+        reply = pb.RepositoryIndexResponse()
+        for served in self._engine.repository.all():
+            for version in served.versions() or [0]:
+                state = "READY" if version else "UNAVAILABLE"
+                reply.models.add(name=served.name, version=str(version or ""), state=state)
+        return reply
+
+    def _infer(self, request: Any) -> pb.ModelInferResponse:
+        started = time.perf_counter_ns()
+        ok, rows = False, 0
+        try:
+            if request.ByteSize() > self._max_request_bytes:
+                raise ResourceExhausted(
+                    f"request of {request.ByteSize()} bytes exceeds the "
+                    f"{self._max_request_bytes}-byte limit"
+                )
+            version = _version(request.model_version)
+            model = self._engine.resolve(request.model_name, version)
+            feeds = decode_inputs(request, model)
+            rows = next(iter(feeds.values())).shape[0] if feeds else 0
+            ran_on, results = self._engine.infer(
+                model, feeds, requested_outputs(request), pinned=bool(version)
+            )
+            response = encode_response(request, ran_on, results)
+            ok = True
+            return response
+        finally:
+            self._record(request.model_name, ok, time.perf_counter_ns() - started, rows)
+
+    def _record(self, name: str, ok: bool, elapsed_ns: int, rows: int) -> None:
+        counters = self.counters.get(name)
+        if counters is not None:
+            counters.record(ok, elapsed_ns, rows)
+            stats.LATENCY.labels(name).observe(elapsed_ns / 1e9)
+        stats.REQUESTS.labels(name if counters else "unknown", "OK" if ok else "ERROR").inc()
+
+    def _config(self, model: LoadedModel) -> model_config_pb2.ModelConfig:
+        batched = bool(model.inputs) and model.inputs[0].shape[:1] == (-1,)
+        skip = 1 if batched else 0
+        config = model_config_pb2.ModelConfig(
+            name=model.name,
+            platform=PLATFORM,
+            backend="onnxruntime",
+            max_batch_size=self._engine.max_batch if batched else 0,
+        )
+        for s in model.inputs:
+            config.input.add(name=s.name, data_type=V2_TO_CONFIG[s.datatype], dims=s.shape[skip:])
+        for s in model.outputs:
+            config.output.add(name=s.name, data_type=V2_TO_CONFIG[s.datatype], dims=s.shape[skip:])
+        if self._engine.batching:
+            config.dynamic_batching.max_queue_delay_microseconds = int(
+                self._engine.max_delay_s * 1e6
+            )
+        return config

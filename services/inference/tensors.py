@@ -1,0 +1,72 @@
+"""KServe V2 tensors <-> numpy, at the edge: raw_input_contents or typed contents in, raw out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from inference import grpc_service_pb2 as pb
+from services.inference.datatypes import V2_TYPES, numpy_dtype, v2_of_array
+from services.inference.model import LoadedModel
+from shared.errors import InvalidArgument
+
+
+def decode_inputs(request: Any, model: LoadedModel) -> dict[str, np.ndarray]:
+    """The request's input tensors as arrays, checked against the model's inputs."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    feeds = {}
+    for index, tensor in enumerate(request.inputs):
+        spec = model.input_spec(tensor.name)
+        if tensor.datatype != spec.datatype:
+            raise InvalidArgument(
+                f"input {tensor.name!r} has datatype {tensor.datatype}; expected {spec.datatype}"
+            )
+        shape = tuple(int(d) for d in tensor.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidArgument(f"input {tensor.name!r} has a negative dimension {list(shape)}")
+        data = raw[index] if raw else None
+        feeds[tensor.name] = _array(tensor, shape, data)
+    return feeds
+
+
+def _array(tensor: Any, shape: tuple[int, ...], raw: bytes | None) -> np.ndarray:
+    dtype = numpy_dtype(tensor.datatype)
+    count = math.prod(shape)
+    if raw is not None:
+        if len(raw) != count * dtype.itemsize:
+            raise InvalidArgument(
+                f"input {tensor.name!r}: {len(raw)} bytes for shape "
+                f"{list(shape)} of {tensor.datatype} (needs "
+                f"{count * dtype.itemsize})"
+            )
+        return np.frombuffer(raw, dtype).reshape(shape)
+    values = getattr(tensor.contents, V2_TYPES[tensor.datatype][1])
+    if len(values) != count:
+        raise InvalidArgument(
+            f"input {tensor.name!r}: {len(values)} values for shape {list(shape)}"
+        )
+    return np.asarray(values, dtype).reshape(shape)
+
+
+def requested_outputs(request: Any) -> list[str]:
+    """Output names the client asked for, in its order (empty: all)."""
+    return [o.name for o in request.outputs]
+
+
+def encode_response(
+    request: Any, model: LoadedModel, results: dict[str, np.ndarray]
+) -> pb.ModelInferResponse:
+    """Outputs in the requested order (or the model's), as raw little-endian bytes."""
+    names = requested_outputs(request) or [s.name for s in model.outputs]
+    response = pb.ModelInferResponse(
+        model_name=model.name, model_version=str(model.version), id=request.id
+    )
+    for name in names:
+        array = np.ascontiguousarray(results[name])
+        response.outputs.add(name=name, datatype=v2_of_array(array), shape=list(array.shape))
+        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+    return response
