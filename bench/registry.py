@@ -37,6 +37,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             grpc_port=0,
             kafka=ctx.kafka,
             log_json=False,
+            keep_last_versions=10**9,  # the point is to hold every version: no retention
             topics=TopicSettings(model_events=f"bench.registry.events.{uuid.uuid4().hex[:8]}"),
         )
         app = registry_app.build(settings)
