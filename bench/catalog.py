@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import kafka, registry
+from bench import inference, kafka, registry
 from bench.core import BenchContext, Figure
 
 BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
     "kafka": kafka.run,
     "registry": registry.run,
+    "inference": inference.run,
 }

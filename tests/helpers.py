@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from typing import Any
@@ -10,14 +9,8 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 
 from shared.kafka.config import consumer_config
+from shared.net import free_port  # noqa: F401 - re-exported for the suites
 from shared.settings import KafkaSettings
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def read_all(

@@ -1,0 +1,140 @@
+"""Serving overhead: the inference service over gRPC vs ONNX Runtime called in-process.
+
+For the demo model (logistic regression, 32 features, batch of 1 row per request) at
+concurrency 1, 8 and 32, with dynamic batching off and on, the service's p50/p99 latency and
+throughput are reported beside ONNX Runtime's `session.run` on the same inputs from the same
+number of threads. Registry and inference run as separate processes, like in production.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from bench.core import BenchContext, Figure
+from bench.processes import service
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc
+from shared.clients.registry import RegistryClient
+from shared.net import free_port
+from shared.onnx_models import INPUT, OUTPUT, linear_model
+from shared.ort import make_session
+
+FEATURES = 32
+LEVELS = (1, 8, 32)
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    """Measure ORT in-process, then the service without and with dynamic batching."""
+    seconds = max(0.5, 3.0 * ctx.scale)
+    model = linear_model(np.linspace(-1, 1, FEATURES).astype(np.float32), 0.1)
+    x = np.random.default_rng(0).normal(size=(1, FEATURES)).astype(np.float32)
+    session = make_session(model, "auto")
+
+    def ort_call() -> Callable[[], object]:
+        return lambda: session.run([OUTPUT], {INPUT: x})
+
+    direct = {c: _load(c, seconds, ort_call) for c in LEVELS}
+    figures = []
+    for label, delay_us in (("unbatched", 0), ("batched", 500)):
+        served = _measure_service(ctx, model, x, delay_us, seconds)
+        for c in LEVELS:
+            figures += _compare(f"c={c} {label}", served[c], direct[c])
+    return figures
+
+
+def _compare(label: str, served: dict[str, float], direct: dict[str, float]) -> list[Figure]:
+    return [
+        Figure(f"p50 {label}", served["p50"], "ms", "ORT in-process", direct["p50"], False),
+        Figure(f"p99 {label}", served["p99"], "ms", "ORT in-process", direct["p99"], False),
+        Figure(f"throughput {label}", served["rps"], "req/s", "ORT in-process", direct["rps"]),
+    ]
+
+
+def _measure_service(
+    ctx: BenchContext, model: bytes, x: np.ndarray, delay_us: int, seconds: float
+) -> dict[int, dict[str, float]]:
+    registry_port, inference_port = free_port(), free_port()
+    events = f"bench.inference.events.{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        common = {
+            "KAFKA__BOOTSTRAP_SERVERS": ctx.kafka.bootstrap_servers,
+            "TOPICS__MODEL_EVENTS": events,
+            "LOG_JSON": "true",
+            "STATE_DIR": tmp,
+        }
+        registry_env = {f"REGISTRY_{k}": v for k, v in common.items()} | {
+            "REGISTRY_GRPC_PORT": str(registry_port),
+            "REGISTRY_METRICS_PORT": "0",
+        }
+        inference_env = {f"INFERENCE_{k}": v for k, v in common.items()} | {
+            "INFERENCE_GRPC_PORT": str(inference_port),
+            "INFERENCE_METRICS_PORT": "0",
+            "INFERENCE_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+            "INFERENCE_MAX_QUEUE_DELAY_US": str(delay_us),
+        }
+        with service(
+            "services.registry",
+            registry_env,
+            f"127.0.0.1:{registry_port}",
+            Path(tmp) / "registry.log",
+        ):
+            with RegistryClient(f"127.0.0.1:{registry_port}") as registry:
+                registry.create_model("demo")
+                version = registry.register("demo", model).version
+                registry.set_alias("demo", "production", version)
+            address = f"127.0.0.1:{inference_port}"
+            with service("services.inference", inference_env, address, Path(tmp) / "inference.log"):
+                return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
+
+
+def _grpc_call(address: str, x: np.ndarray) -> Callable[[], Callable[[], object]]:
+    request = pb.ModelInferRequest(model_name="demo", raw_input_contents=[x.tobytes()])
+    request.inputs.add(name=INPUT, datatype="FP32", shape=list(x.shape))
+
+    def per_thread() -> Callable[[], object]:
+        channel = grpc.insecure_channel(address)
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        return lambda: stub.ModelInfer(request)
+
+    return per_thread
+
+
+def _load(
+    concurrency: int, seconds: float, make_call: Callable[[], Callable[[], object]]
+) -> dict[str, float]:
+    """Run `concurrency` closed-loop threads for `seconds`; latency percentiles and rate."""
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    start = threading.Barrier(concurrency + 1)
+    deadline = [0.0]
+
+    def worker(i: int) -> None:
+        call = make_call()  # one client per thread
+        call()  # warm up
+        start.wait()
+        while time.perf_counter() < deadline[0]:
+            t = time.perf_counter()
+            call()
+            latencies[i].append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.perf_counter() + seconds + 0.05
+    start.wait()
+    for t in threads:
+        t.join()
+    flat = sorted(v for per in latencies for v in per)
+    return {
+        "p50": statistics.median(flat) * 1e3,
+        "p99": flat[int(len(flat) * 0.99)] * 1e3,
+        "rps": len(flat) / seconds,
+    }

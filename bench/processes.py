@@ -1,0 +1,37 @@
+"""Services as child processes for benchmarks: started with env settings, ready on gRPC health."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shared.grpc.probe import check
+
+
+@contextmanager
+def service(
+    module: str, env: dict[str, str], address: str, log: Path, timeout: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `python -m module` until the block ends; wait until its gRPC health is SERVING."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=os.environ | env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not check(address, timeout=0.5):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{module} did not become ready:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(30)
