@@ -223,3 +223,23 @@ def test_fifty_swaps_under_load_fail_no_request_and_never_go_backwards(
     assert all(v == sorted(v) for v in seen.values())  # never backwards for a client
     assert max(max(v) for v in seen.values()) == 51
     assert sum(len(v) for v in seen.values()) > 200
+
+
+def test_the_sdk_client_predicts_and_reports_the_version(
+    served: tuple[Running, RegistryClient],
+) -> None:
+    from shared.errors import InvalidArgument, NotFound
+    from streamlearn.client import InferenceClient
+
+    with InferenceClient(served[0].address) as client:
+        assert client.ready() and client.ready("demo")
+        x = np.ones((3, FEATURES), np.float32)
+        scores, version = client.predict("demo", x)
+        assert version == 1 and scores.shape == (3, 1)
+        np.testing.assert_allclose(
+            scores.ravel(), 1 / (1 + np.exp(-(x @ weights(1) + 0.05))), rtol=1e-6
+        )
+        with pytest.raises(InvalidArgument):
+            client.predict("demo", np.ones((1, 3), np.float32))
+        with pytest.raises(NotFound):
+            client.predict("ghost", x)

@@ -1,0 +1,98 @@
+"""A thin client for the common case: numpy in, numpy out, over the KServe V2 gRPC protocol.
+
+Any KServe V2 / Triton client works against the inference service; this one has no
+dependency beyond streamlearn's own contracts and keeps one channel per client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc
+from shared.grpc.channel import insecure_channel
+from shared.grpc.status import error_from_rpc
+
+_V2: dict[np.dtype[Any], str] = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.bool_): "BOOL",
+    np.dtype(np.uint8): "UINT8",
+}
+_NP: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in _V2.items()}
+
+
+class InferenceClient:
+    """Predictions from a streamlearn inference server.
+
+    Example:
+        with InferenceClient("127.0.0.1:8001") as client:
+            scores, version = client.predict("demo", features)
+
+    """
+
+    def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self._channel = insecure_channel(address)
+        self._stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._timeout = timeout
+        self._inputs: dict[str, str] = {}
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def ready(self, model: str = "") -> bool:
+        """The server (or one model) is ready to answer."""
+        try:
+            if model:
+                return bool(
+                    self._call(self._stub.ModelReady, pb.ModelReadyRequest(name=model)).ready
+                )
+            return bool(self._call(self._stub.ServerReady, pb.ServerReadyRequest()).ready)
+        except Exception:
+            return False
+
+    def predict(
+        self, model: str, features: np.ndarray, version: int = 0, output: str = ""
+    ) -> tuple[np.ndarray, int]:
+        """Run `features` (rows x columns) through the model's single input.
+
+        Returns:
+            The first (or named) output and the version that computed it.
+
+        """
+        name = self._input_name(model)
+        array = np.ascontiguousarray(features)
+        request = pb.ModelInferRequest(
+            model_name=model, model_version=str(version or ""), raw_input_contents=[array.tobytes()]
+        )
+        request.inputs.add(name=name, datatype=_V2[array.dtype], shape=list(array.shape))
+        if output:
+            request.outputs.add(name=output)
+        reply = self._call(self._stub.ModelInfer, request)
+        tensor = reply.outputs[0]
+        values = np.frombuffer(reply.raw_output_contents[0], _NP[tensor.datatype])
+        return values.reshape(tuple(tensor.shape)), int(reply.model_version)
+
+    def _input_name(self, model: str) -> str:
+        if model not in self._inputs:
+            metadata = self._call(self._stub.ModelMetadata, pb.ModelMetadataRequest(name=model))
+            self._inputs[model] = metadata.inputs[0].name
+        return self._inputs[model]
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
