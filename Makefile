@@ -10,9 +10,11 @@ setup:  ## create or reuse the environment (cached outside the clone) and link .
 	@scripts/bootstrap.sh
 
 demo: setup  ## run the system on embedded defaults (local Kafka + demo stream)
+	@scripts/system-deps.sh
 	$(VENV)/bin/streamlearn demo
 
 test: setup check-protos lint  ## everything CI runs: contracts current, lint, all test suites
+	@scripts/system-deps.sh --tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup  ## fast feedback: unit tests only (no broker)

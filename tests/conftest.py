@@ -22,6 +22,7 @@ from shared.kafka.local.broker import LocalBroker
 from shared.kafka.local.files import BrokerConfig
 from shared.settings import DEFAULT_CACHE_DIR, KafkaSettings
 from tests.helpers import free_port
+from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,6 +72,24 @@ def _answers(bootstrap: str) -> bool:
     except Exception:
         return False
     return True
+
+
+@pytest.fixture(scope="session")
+def postgres_base() -> Iterator[str]:
+    """A PostgreSQL server for the session (the project's own throwaway cluster)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_base: str) -> str:
+    """A fresh database for one test."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{postgres_base}/postgres", autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_base}/{name}"
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,8 @@ class RegistryApp:
 
 def build(settings: RegistrySettings) -> RegistryApp:
     """Open storage, create the model-events topic if missing, and build the server."""
-    store = Store(settings.sqlite_path)
+    password = settings.db_password.get_secret_value() if settings.db_password else None
+    store = Store(settings.database, password)
     policy = Policy(
         settings.policy_metric,
         settings.policy_lower_is_better,

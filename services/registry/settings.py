@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -18,8 +18,10 @@ class RegistrySettings(ServiceSettings):
 
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     metrics_port: int = Field(default=9103, ge=0, le=65535)
-    # Empty: SQLite under state_dir; or sqlite:///path/to/registry.db.
+    # Empty: SQLite under state_dir; or sqlite:///path/to/registry.db, or
+    # postgresql://user@host:5432/db (the password goes in db_password, not the URL).
     db_url: str = ""
+    db_password: SecretStr | None = None
     artifact_dir: Path | None = None
     keep_last_versions: int = Field(default=100, ge=1)
     gc_interval_s: float = Field(default=60.0, gt=0)
@@ -32,13 +34,18 @@ class RegistrySettings(ServiceSettings):
     drain_grace_s: float = Field(default=10.0, ge=0)
 
     @property
-    def sqlite_path(self) -> Path:
-        """The SQLite file: from `sqlite:///path` or the default under the state directory."""
+    def database(self) -> Path | str:
+        """A SQLite file path, or a PostgreSQL URL."""
         if not self.db_url:
             return self.state_dir / "registry" / "registry.db"
         if self.db_url.startswith("sqlite:///"):
             return Path(self.db_url.removeprefix("sqlite:///"))
-        raise ConfigError(f"unsupported REGISTRY_DB_URL {self.db_url!r}: only sqlite:/// for now")
+        if self.db_url.startswith(("postgresql://", "postgres://")):
+            return self.db_url
+        raise ConfigError(
+            f"unsupported REGISTRY_DB_URL {self.db_url!r}: use sqlite:///PATH "
+            "or postgresql://USER@HOST:PORT/DB"
+        )
 
     @property
     def resolved_artifact_dir(self) -> Path:

@@ -22,45 +22,74 @@ from services.registry.model import (
     VersionFilter,
 )
 from services.registry.schema import migrate
-from shared.errors import NotFound
+from shared.errors import Conflict, NotFound, Unavailable
 
 
 class Store:
-    """One SQLite database (WAL, fsync on commit); every call is serialised by one lock."""
+    """Registry metadata in SQLite (a file) or PostgreSQL (a URL), through one schema.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        migrate(self._db)
+    Every call of one Store is serialised by its lock. Across registry replicas sharing a
+    PostgreSQL database, transactions are SERIALIZABLE: a concurrent compare-and-set loses
+    with Conflict instead of overwriting.
+    """
+
+    def __init__(self, target: Path | str, password: str | None = None) -> None:
         self.lock = threading.RLock()
+        if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
+            self.dialect = "postgres"
+            self._db = _connect_postgres(target, password)
+            self._begin = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        else:
+            self.dialect = "sqlite"
+            self._db = _connect_sqlite(Path(target))
+            self._begin = "BEGIN IMMEDIATE"
+        migrate(self._db, self.dialect, self._begin, self._placeholder)
 
     def close(self) -> None:
         """Close the database."""
         with self.lock:
             self._db.close()
 
+    @property
+    def _placeholder(self) -> str:
+        return "%s" if self.dialect == "postgres" else "?"
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All statements inside commit together or not at all."""
+        """All statements inside commit together or not at all.
+
+        Raises:
+            Conflict: PostgreSQL could not serialise this transaction with a concurrent one.
+
+        """
         with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(self._begin)
             try:
                 yield
-            except BaseException:
+                self._db.execute("COMMIT")
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
+                if _is_serialization_failure(exc):
+                    raise Conflict("a concurrent change won; re-read and retry") from exc
                 raise
-            self._db.execute("COMMIT")
 
-    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._db.execute(sql, args).fetchone()
-        return row
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        if self.dialect == "postgres":
+            sql = sql.replace("?", "%s")
+        return self._db.execute(sql, args)
 
-    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        return self._db.execute(sql, args).fetchall()
+    def _one(self, sql: str, *args: Any) -> Any:
+        return self._execute(sql, args).fetchone()
+
+    def _all(self, sql: str, *args: Any) -> list[Any]:
+        return list(self._execute(sql, args).fetchall())
+
+    def _json(self, column: str, *keys: str, number: bool = False) -> tuple[str, str]:
+        """An SQL expression reading `column`'s JSON at `keys`, and the path argument."""
+        if self.dialect == "postgres":
+            cast = "::double precision" if number else ""
+            return f"(({column})::jsonb #>> ?){cast}", "{" + ",".join(keys) + "}"
+        return f"json_extract({column}, ?)", "$." + ".".join(f'"{k}"' for k in keys)
 
     # --- models -----------------------------------------------------------------------------
     def model_id(self, name: str) -> int:
@@ -72,7 +101,7 @@ class Store:
 
     def insert_model(self, name: str, description: str) -> None:
         """Create a model row (the caller checked it is new)."""
-        self._db.execute(
+        self._execute(
             "INSERT INTO models (name, description, created_at) VALUES (?, ?, ?)",
             (name, description, time.time()),
         )
@@ -102,7 +131,7 @@ class Store:
     # --- versions ---------------------------------------------------------------------------
     def next_version(self, model_id: int) -> int:
         """Reserve the next version number of a model."""
-        self._db.execute(
+        self._execute(
             "UPDATE models SET latest_version = latest_version + 1 WHERE id = ?", (model_id,)
         )
         row = self._one("SELECT latest_version FROM models WHERE id = ?", model_id)
@@ -111,7 +140,7 @@ class Store:
 
     def insert_version(self, model_id: int, v: Version) -> None:
         """Store a version's metadata."""
-        self._db.execute(
+        self._execute(
             "INSERT INTO versions (model_id, version, sha256, size_bytes, format, lineage, tags,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -142,25 +171,25 @@ class Store:
         sql = ["SELECT * FROM versions WHERE model_id = ? AND version < ?"]
         args: list[Any] = [model_id, before]
         for key, value in where.tags.items():
-            sql.append("AND json_extract(tags, ?) = ?")
-            args += [f'$."{key}"', value]
+            expression, path = self._json("tags", key)
+            sql.append(f"AND {expression} = ?")
+            args += [path, value]
         if where.metric:
-            sql.append(
-                "AND json_extract(lineage, ?) " + ("<=" if where.lower_is_better else ">=") + " ?"
-            )
-            args += [f'$.metrics."{where.metric}"', where.min_metric]
+            expression, path = self._json("lineage", "metrics", where.metric, number=True)
+            sql.append(f"AND {expression} {'<=' if where.lower_is_better else '>='} ?")
+            args += [path, where.min_metric]
         sql.append("ORDER BY version DESC LIMIT ?")
         rows = self._all(" ".join(sql), *args, limit)
         return [self._version(model, model_id, row) for row in rows]
 
     def set_tags(self, model_id: int, number: int, tags: dict[str, str]) -> None:
         """Replace a version's tags."""
-        self._db.execute(
+        self._execute(
             "UPDATE versions SET tags = ? WHERE model_id = ? AND version = ?",
             (json.dumps(tags), model_id, number),
         )
 
-    def _version(self, model: str, model_id: int, row: sqlite3.Row) -> Version:
+    def _version(self, model: str, model_id: int, row: Any) -> Version:
         lineage = json.loads(row["lineage"])
         lineage["offsets"] = tuple(OffsetRange(**o) for o in lineage["offsets"])
         aliases = tuple(
@@ -195,20 +224,20 @@ class Store:
 
     def put_alias(self, model_id: int, name: str, version: int, previous: int) -> None:
         """Point an alias at a version (creating it) and mark the version as ever aliased."""
-        self._db.execute(
+        self._execute(
             "INSERT INTO aliases (model_id, name, version, previous_version) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (model_id, name) DO UPDATE SET version = excluded.version,"
             " previous_version = excluded.previous_version",
             (model_id, name, version, previous),
         )
-        self._db.execute(
+        self._execute(
             "UPDATE versions SET ever_aliased = 1 WHERE model_id = ? AND version = ?",
             (model_id, version),
         )
 
     def drop_alias(self, model_id: int, name: str) -> None:
         """Remove an alias."""
-        self._db.execute("DELETE FROM aliases WHERE model_id = ? AND name = ?", (model_id, name))
+        self._execute("DELETE FROM aliases WHERE model_id = ? AND name = ?", (model_id, name))
 
     # --- audit and events -------------------------------------------------------------------
     def add_audit(
@@ -224,13 +253,20 @@ class Store:
     ) -> Audit:
         """Append an audit record."""
         now = time.time()
-        cursor = self._db.execute(
+        row = self._one(
             "INSERT INTO audit (model_id, action, alias, from_version, to_version, actor, reason,"
-            " time) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (model_id, action, alias, from_version, to_version, actor, reason, now),
+            " time) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            model_id,
+            action,
+            alias,
+            from_version,
+            to_version,
+            actor,
+            reason,
+            now,
         )
         return Audit(
-            int(cursor.lastrowid or 0),
+            int(row["id"]),
             model,
             action,
             alias,
@@ -266,7 +302,7 @@ class Store:
         fields = asdict(event)
         del fields["sequence"]
         fields["time"] = fields["time"] or time.time()
-        self._db.execute(
+        self._execute(
             f"INSERT INTO events ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
             tuple(fields.values()),
         )
@@ -283,7 +319,7 @@ class Store:
         if unpublished:
             sql += " AND published = 0"
         rows = self._all(sql + " ORDER BY sequence LIMIT ?", *args, limit)
-        # sqlite3.Row iterates over values, so keys() is needed here.
+        # sqlite3.Row iterates over values (unlike a dict row), so keys() is needed here.
         return [
             Event(**{k: r[k] for k in r.keys() if k != "published"})  # noqa: SIM118
             for r in rows
@@ -296,7 +332,7 @@ class Store:
 
     def mark_published(self, up_to: int) -> None:
         """Record that every event up to `up_to` reached Kafka."""
-        self._db.execute(
+        self._execute(
             "UPDATE events SET published = 1 WHERE published = 0 AND sequence <= ?", (up_to,)
         )
 
@@ -314,9 +350,7 @@ class Store:
 
     def delete_version(self, model_id: int, number: int) -> None:
         """Forget a version's metadata."""
-        self._db.execute(
-            "DELETE FROM versions WHERE model_id = ? AND version = ?", (model_id, number)
-        )
+        self._execute("DELETE FROM versions WHERE model_id = ? AND version = ?", (model_id, number))
 
     def sha_in_use(self, sha256: str) -> bool:
         """True while any version still refers to this artifact."""
@@ -325,3 +359,29 @@ class Store:
     def all_model_ids(self) -> list[tuple[int, str]]:
         """(id, name) of every model."""
         return [(r["id"], r["name"]) for r in self._all("SELECT id, name FROM models")]
+
+
+def _connect_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _connect_postgres(url: str, password: str | None) -> Any:
+    """A psycopg connection in autocommit mode with dict rows (imported only when used)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        return psycopg.connect(url, password=password, autocommit=True, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        raise Unavailable(f"cannot connect to the registry database: {exc}") from exc
+
+
+def _is_serialization_failure(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) == "40001"

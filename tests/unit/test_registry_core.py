@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,14 @@ from services.registry.registry import Registry
 from services.registry.store import Store
 from shared.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
 
+Make = Callable[[Path], Registry]
 
-def make(tmp_path: Path) -> Registry:
-    return Registry(Store(tmp_path / "db.sqlite"), LocalArtifactStore(tmp_path / "artifacts"))
+
+@pytest.fixture
+def make() -> Make:
+    """A registry over a database that survives re-making (the integration suite swaps in
+    PostgreSQL by overriding this fixture)."""
+    return lambda root: Registry(Store(root / "db.sqlite"), LocalArtifactStore(root / "artifacts"))
 
 
 def register(reg: Registry, data: bytes, model: str = "m", **kw: object):  # type: ignore[no-untyped-def]
@@ -24,7 +30,7 @@ def register(reg: Registry, data: bytes, model: str = "m", **kw: object):  # typ
 
 
 @pytest.fixture
-def reg(tmp_path: Path) -> Registry:
+def reg(make: Make, tmp_path: Path) -> Registry:
     registry = make(tmp_path)
     registry.create_model("m")
     return registry
@@ -161,7 +167,7 @@ def test_retention_keeps_recent_and_aliased_versions_and_open_downloads(reg: Reg
         reg.open_artifact(VersionRef("m", 4))
 
 
-def test_a_restart_loses_nothing(tmp_path: Path) -> None:
+def test_a_restart_loses_nothing(make: Make, tmp_path: Path) -> None:
     first = make(tmp_path)
     first.create_model("m")
     register(first, b"weights")
