@@ -85,6 +85,7 @@ def _measure_service(
             "services.registry",
             registry_env,
             f"127.0.0.1:{registry_port}",
+            "streamlearn.v1.ModelRegistry",
             Path(tmp) / "registry.log",
         ):
             with RegistryClient(f"127.0.0.1:{registry_port}") as registry:
@@ -92,7 +93,13 @@ def _measure_service(
                 version = registry.register("demo", model).version
                 registry.set_alias("demo", "production", version)
             address = f"127.0.0.1:{inference_port}"
-            with service("services.inference", inference_env, address, Path(tmp) / "inference.log"):
+            with service(
+                "services.inference",
+                inference_env,
+                address,
+                "inference.GRPCInferenceService",
+                Path(tmp) / "inference.log",
+            ):
                 return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
 
 

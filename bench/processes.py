@@ -15,9 +15,14 @@ from shared.grpc.probe import check
 
 @contextmanager
 def service(
-    module: str, env: dict[str, str], address: str, log: Path, timeout: float = 60.0
+    module: str,
+    env: dict[str, str],
+    address: str,
+    health_name: str,
+    log: Path,
+    timeout: float = 60.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python -m module` until the block ends; wait until its gRPC health is SERVING."""
+    """Run `python -m module` until the block ends; wait until `health_name` is SERVING."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", module],
@@ -27,7 +32,7 @@ def service(
         )
     try:
         deadline = time.monotonic() + timeout
-        while not check(address, timeout=0.5):
+        while not check(address, health_name, timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{module} did not become ready:\n{log.read_text()[-3000:]}")
             time.sleep(0.2)
