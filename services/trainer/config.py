@@ -1,0 +1,108 @@
+"""What a trainer learns and how: model, optimizer, schedule, loss, batching, guard.
+
+The classic example, `Dense(10, relu) -> Dense(1)` trained with SGD lr 0.01 on MSE, is:
+
+    model: {kind: mlp, features: 8, hidden: [10]}
+    optimizer: {name: sgd, lr: 0.01}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(_Frozen):
+    """The network. `outputs` defaults from the loss (1, or `classes` for cross-entropy)."""
+
+    kind: Literal["linear", "logistic", "softmax", "mlp", "embedding_bag", "module"] = "logistic"
+    features: int = Field(default=32, ge=1)
+    hidden: tuple[int, ...] = ()
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    classes: int = Field(default=2, ge=2)
+    outputs: int | None = None
+    # embedding_bag: hashed sparse ids -> mean embedding, with the dense features -> linear head
+    sparse_buckets: int = Field(default=0, ge=0)
+    embedding_dim: int = Field(default=8, ge=1)
+    # module: any torch.nn.Module by dotted path, built with `module_kwargs`
+    module: str = ""
+    module_kwargs: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+
+
+class OptimizerSpec(_Frozen):
+    """Optimizer and learning-rate schedule."""
+
+    name: Literal["sgd", "adam", "rmsprop", "adagrad"] = "sgd"
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    # constant | inv_sqrt: lr / sqrt(1 + t / scale) | exponential: lr * gamma ** (t / scale)
+    schedule: Literal["constant", "inv_sqrt", "exponential"] = "constant"
+    schedule_scale: float = Field(default=1.0, gt=0)
+    gamma: float = Field(default=0.999, gt=0, le=1)
+
+
+class TrainerConfig(_Frozen):
+    """Everything that decides the parameters a stream produces (hashed into lineage)."""
+
+    model: ModelSpec = ModelSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    loss: Literal["auto", "mse", "huber", "bce", "cross_entropy"] = "auto"
+    huber_delta: float = Field(default=1.0, gt=0)
+    # 1: online gradient descent, one update per event; N: one update per N events.
+    batch_size: int = Field(default=1, ge=1)
+    clip_norm: float | None = Field(default=None, gt=0)
+    metrics_window: int = Field(default=1000, ge=10)
+
+    @model_validator(mode="after")
+    def _loss_fits_model(self) -> TrainerConfig:
+        if self.resolved_loss == "cross_entropy" and self.model.kind in ("linear", "logistic"):
+            raise ValueError(f"cross_entropy needs several outputs, not a {self.model.kind} model")
+        return self
+
+    @property
+    def resolved_loss(self) -> str:
+        """The loss `auto` means for this model kind."""
+        if self.loss != "auto":
+            return self.loss
+        return {
+            "linear": "mse",
+            "mlp": "mse",
+            "logistic": "bce",
+            "softmax": "cross_entropy",
+            "embedding_bag": "bce",
+            "module": "mse",
+        }[self.model.kind]
+
+    @property
+    def task(self) -> Literal["regression", "binary", "multiclass"]:
+        """What the labels are, from the loss."""
+        return {
+            "mse": "regression",
+            "huber": "regression",
+            "bce": "binary",
+            "cross_entropy": "multiclass",
+        }[self.resolved_loss]  # type: ignore[return-value]
+
+    @property
+    def outputs(self) -> int:
+        """Width of the network's output."""
+        if self.model.outputs is not None:
+            return self.model.outputs
+        return self.model.classes if self.task == "multiclass" else 1
+
+    def hash(self) -> str:
+        """A stable digest of the config, recorded in every version's lineage."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """The config as JSON, for lineage and reproduction."""
+        return json.dumps(self.model_dump(), sort_keys=True)
