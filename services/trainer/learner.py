@@ -72,6 +72,18 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def finite_rows(self, limit: int) -> Batch:
+        """Up to `limit` rows whose features and labels are all finite (e.g. an export probe)."""
+        ok = torch.isfinite(self.features).all(dim=1) & torch.isfinite(self.labels.float())
+        index = torch.nonzero(ok).flatten()[:limit]
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+
+        return Batch(
+            self.features[index], self.labels[index], pick(self.weights), pick(self.sparse)
+        )
+
     def slice(self, start: int, stop: int) -> Batch:
         """Rows [start, stop)."""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.trainer.config import TrainerConfig
 from shared.settings import ServiceSettings
 
 
@@ -25,3 +27,13 @@ class TrainerSettings(ServiceSettings):
     checkpoint_every_s: float = Field(default=10.0, gt=0)
     version_every_events: int = Field(default=5_000, gt=0)
     version_every_s: float = Field(default=5.0, gt=0)
+    trainer_id: str = "trainer-0"
+    fetch_max: int = Field(default=1000, ge=1)
+    # What to learn: TRAINER_CONFIG='{"model": {"kind": "mlp", "hidden": [10]}}' or nested
+    # variables such as TRAINER_CONFIG__OPTIMIZER__LR=0.05.
+    config: TrainerConfig = TrainerConfig()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """One checkpoint file per model under the state directory."""
+        return self.state_dir / "trainer" / f"{self.model_name}.ckpt"

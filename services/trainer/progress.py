@@ -1,0 +1,62 @@
+"""What a trainer has applied: per-partition offsets, and when to checkpoint or publish next."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Message
+
+
+@dataclass
+class Positions:
+    """First and next offsets of the events applied, per `topic:partition`."""
+
+    next: dict[str, int] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)
+
+    def advance(self, applied: Sequence[Message]) -> None:
+        """Record that these records (in consume order) were applied."""
+        for msg in applied:
+            key = f"{msg.topic()}:{msg.partition()}"
+            offset = int(msg.offset() or 0)
+            self.first.setdefault(key, offset)
+            self.next[key] = offset + 1
+
+    def resume_at(self, topic: str, partition: int) -> int | None:
+        """Where to continue reading a partition (None: never read, start at the beginning)."""
+        return self.next.get(f"{topic}:{partition}")
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        """Plain data for checkpoints."""
+        return {"next": dict(self.next), "first": dict(self.first)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, dict[str, int]]) -> Positions:
+        """Back from `as_dict()`."""
+        return cls(dict(data["next"]), dict(data["first"]))
+
+
+@dataclass
+class Every:
+    """Due every `events` events or `seconds` seconds, whichever comes first."""
+
+    events: int
+    seconds: float
+    _since_events: int = 0
+    _since: float = field(default_factory=time.monotonic)
+
+    def count(self, n: int) -> None:
+        """`n` more events happened."""
+        self._since_events += n
+
+    def due(self) -> bool:
+        """True when enough events or time passed (and at least one event)."""
+        return self._since_events > 0 and (
+            self._since_events >= self.events or time.monotonic() - self._since >= self.seconds
+        )
+
+    def reset(self) -> None:
+        """Start counting again."""
+        self._since_events, self._since = 0, time.monotonic()

@@ -1,0 +1,61 @@
+"""Publishing the learner's current weights to the registry as a version with lineage."""
+
+from __future__ import annotations
+
+import logging
+
+from services.trainer.export import OnnxExporter
+from services.trainer.learner import Learner
+from services.trainer.progress import Positions
+from shared.clients.registry import RegistryClient
+from streamlearn.v1 import registry_pb2
+
+log = logging.getLogger(__name__)
+
+
+class VersionPublisher:
+    """Exports (verified ONNX) and registers versions; remembers the parent version."""
+
+    def __init__(
+        self, registry: RegistryClient, model: str, stream: str, trainer_id: str, learner: Learner
+    ) -> None:
+        self._registry = registry
+        self._model = model
+        self._stream = stream
+        self._trainer_id = trainer_id
+        self._learner = learner
+        self.exporter: OnnxExporter | None = None
+        self.last_version = 0
+
+    def publish(self, positions: Positions) -> int:
+        """Register the current weights; returns the new version number."""
+        if self.exporter is None:
+            raise RuntimeError("no probe batch yet: nothing learned")
+        data = self.exporter.export()
+        lineage = registry_pb2.Lineage(
+            stream=self._stream,
+            events_seen=self._learner.applied,
+            metrics=self._learner.metrics.snapshot(),
+            config_hash=self._learner.config.hash(),
+            config_json=self._learner.config.to_json(),
+            parent_version=self.last_version,
+            trainer_id=self._trainer_id,
+            offsets=[_range(key, positions) for key in sorted(positions.next)],
+        )
+        version = self._registry.register(self._model, data, lineage=lineage).version
+        log.info(
+            "version published",
+            extra={"model": self._model, "model_version": version, "events": self._learner.applied},
+        )
+        self.last_version = version
+        return version
+
+
+def _range(key: str, positions: Positions) -> registry_pb2.OffsetRange:
+    topic, _, partition = key.rpartition(":")
+    return registry_pb2.OffsetRange(
+        topic=topic,
+        partition=int(partition),
+        first_offset=positions.first.get(key, 0),
+        next_offset=positions.next[key],
+    )
