@@ -20,7 +20,7 @@ from bench.core import BenchContext, Figure, events_per_second
 from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import consumer_config, producer_config
 from shared.kafka.consumer import consume_batches, store_processed
-from shared.kafka.producer import delivering
+from shared.kafka.producer import delivering, produce
 from streamlearn.v1 import sample_pb2
 
 FEATURES = 32
@@ -71,8 +71,7 @@ def _produce_shared(ctx: BenchContext, topic: str, payloads: list[bytes]) -> Non
     producer = Producer(producer_config(ctx.kafka))
     with delivering(producer) as report:
         for i, value in enumerate(payloads):
-            producer.produce(topic, value, f"k{i % 64}".encode(), on_delivery=report)
-            producer.poll(0)
+            produce(producer, topic, value, f"k{i % 64}".encode(), on_delivery=report)
 
 
 def _produce_plain(ctx: BenchContext, topic: str, payloads: list[bytes]) -> None:

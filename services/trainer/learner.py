@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from services.trainer.config import TrainerConfig
+from services.trainer.fused_learner import FusedUpdates, eligible
 from services.trainer.metrics import Prequential
 from services.trainer.model import build_model
 
@@ -101,7 +102,9 @@ class Batch:
 class Learner:
     """A network, its optimizer and schedule, prequential metrics and the non-finite guard."""
 
-    def __init__(self, config: TrainerConfig, device: str = "cpu") -> None:
+    def __init__(
+        self, config: TrainerConfig, device: str = "cpu", fused_enabled: bool = True
+    ) -> None:
         self.config = config
         self.device = resolve_device(device)
         self.network = build_model(config).to(self.device)
@@ -111,6 +114,8 @@ class Learner:
         self.metrics = Prequential(config.task, config.metrics_window)
         self.applied = 0  # events learned from
         self.skipped = 0  # events refused by the guard
+        # Linear models learning event by event on the CPU take the compiled path.
+        self._fused = FusedUpdates(self) if fused_enabled and eligible(self) else None
 
     @property
     def uses_sparse(self) -> bool:
@@ -119,6 +124,10 @@ class Learner:
 
     def learn(self, batch: Batch) -> None:
         """Predict then learn every event of `batch`, in order."""
+        if self._fused is not None:
+            predictions, losses, ok = self._fused.learn(batch)
+            self._count(ok, predictions, batch.labels.numpy(), losses)
+            return
         size = self.config.batch_size
         for start in range(0, len(batch), size):
             self._step(batch.slice(start, start + size))
@@ -156,14 +165,20 @@ class Learner:
     def _account(
         self, scores: torch.Tensor, batch: Batch, losses: torch.Tensor, usable: torch.Tensor
     ) -> None:
-        ok = usable.cpu().numpy()
+        self._count(
+            usable.cpu().numpy(),
+            self._activate(scores).cpu().numpy(),
+            batch.labels.cpu().numpy(),
+            losses.cpu().numpy(),
+        )
+
+    def _count(
+        self, ok: np.ndarray, predictions: np.ndarray, labels: np.ndarray, losses: np.ndarray
+    ) -> None:
         self.applied += int(ok.sum())
         self.skipped += int((~ok).sum())
         if ok.any():
-            predictions = self._activate(scores).cpu().numpy()[ok]
-            self.metrics.update(
-                predictions, batch.labels.cpu().numpy()[ok], losses.cpu().numpy()[ok]
-            )
+            self.metrics.update(predictions[ok], labels[ok], losses[ok])
 
     def _finite_rows(self, batch: Batch) -> torch.Tensor:
         ok = torch.isfinite(batch.features).all(dim=1) & torch.isfinite(batch.labels.float())

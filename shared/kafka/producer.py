@@ -6,9 +6,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 
 from shared.errors import Unavailable
 
@@ -62,3 +62,20 @@ def delivering(producer: Flushable, flush_timeout: float = 30.0) -> Iterator[Del
     if remaining:
         raise Unavailable(f"{remaining} record(s) still queued after {flush_timeout:.0f}s flush")
     report.raise_for_failures()
+
+
+def produce(
+    producer: Producer, topic: str, value: bytes, key: bytes | None = None, **kwargs: Any
+) -> None:
+    """Produce one record, waiting (serving delivery reports) while the local queue is full.
+
+    librdkafka raises BufferError instead of blocking when its queue is full; a fast
+    producer must let deliveries drain and try again rather than drop the record.
+    """
+    while True:
+        try:
+            producer.produce(topic, value, key, **kwargs)
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)

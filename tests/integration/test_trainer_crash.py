@@ -152,6 +152,11 @@ def test_with_several_partitions_every_event_is_applied_exactly_once(
     produce_stream(kafka, topic, total, partitions=3)
     path = tmp_path / "trainer" / "demo.ckpt"
     env = trainer_env(kafka, topic, tmp_path, registry_service.address)
+    # A logistic model: this run exercises the compiled per-event path.
+    env["TRAINER_CONFIG"] = TrainerConfig(
+        model=ModelSpec(kind="logistic", features=FEATURES),
+        optimizer=OptimizerSpec(name="adagrad", lr=0.1),
+    ).model_dump_json()
     saved = run_with_kills(env, path, total, [2_500, 6_000], tmp_path / "trainer.log")
     learner = saved["learner"]
     assert learner["applied"] + learner["skipped"] == total  # type: ignore[index]

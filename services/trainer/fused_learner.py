@@ -1,0 +1,145 @@
+"""Drives `fused.learn_events` on a Learner's torch parameters and optimizer state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from services.trainer import fused
+
+if TYPE_CHECKING:
+    from services.trainer.learner import Batch, Learner
+
+_OPTIMIZERS = {
+    "sgd": fused.SGD,
+    "adam": fused.ADAM,
+    "rmsprop": fused.RMSPROP,
+    "adagrad": fused.ADAGRAD,
+}
+_LOSSES = {"mse": fused.MSE, "huber": fused.HUBER, "bce": fused.BCE}
+_SCHEDULES = {
+    "constant": fused.CONSTANT,
+    "inv_sqrt": fused.INV_SQRT,
+    "exponential": fused.EXPONENTIAL,
+}
+
+
+def eligible(learner: Learner) -> bool:
+    """Per-event learning of one linear layer with one output on the CPU."""
+    config = learner.config
+    return (
+        config.batch_size == 1
+        and config.model.kind in ("linear", "logistic")
+        and config.outputs == 1
+        and config.resolved_loss in _LOSSES
+        and learner.device.type == "cpu"
+    )
+
+
+def _view(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().numpy().reshape(-1)
+
+
+class FusedUpdates:
+    """Per-event updates of a Learner whose network is a single torch.nn.Linear."""
+
+    def __init__(self, learner: Learner) -> None:
+        self._learner = learner
+        self._layer: torch.nn.Linear = learner.network  # type: ignore[assignment]
+
+    def learn(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Learn every row; returns predictions, losses and which rows were applied."""
+        learner, config = self._learner, self._learner.config
+        n = len(batch)
+        x = np.ascontiguousarray(batch.features.numpy(), dtype=np.float32)
+        y = batch.labels.numpy().astype(np.float32)
+        weight = (
+            np.ones(n, np.float32)
+            if batch.weights is None
+            else batch.weights.numpy().astype(np.float32)
+        )
+        s1w, s1b, s2w, s2b, step = self._state()
+        predictions, losses, ok = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.bool_)
+        group = learner.optimizer.param_groups[0]
+        o = config.optimizer
+        betas = group.get("betas", (0.9, 0.999))
+        steps = fused.learn_events(
+            x,
+            y,
+            weight,
+            _view(self._layer.weight),
+            _view(self._layer.bias),
+            s1w,
+            s1b,
+            s2w,
+            s2b,
+            step,
+            _OPTIMIZERS[o.name],
+            float(learner.scheduler.base_lrs[0]),
+            float(group.get("momentum", 0.0)),
+            float(group.get("weight_decay", 0.0)),
+            float(betas[0]),
+            float(betas[1]),
+            float(group.get("eps", 1e-8)),
+            float(group.get("alpha", 0.99)),
+            _SCHEDULES[o.schedule],
+            o.schedule_scale,
+            o.gamma,
+            int(learner.scheduler.last_epoch),
+            _LOSSES[config.resolved_loss],
+            config.huber_delta,
+            float(config.clip_norm or 0.0),
+            config.task == "binary",
+            predictions,
+            losses,
+            ok,
+        )
+        self._sync(steps, step)
+        return predictions, losses, ok
+
+    def _state(self) -> tuple[np.ndarray, ...]:
+        """Views of the torch optimizer state, created in torch's own layout when missing."""
+        optimizer, name = self._learner.optimizer, self._learner.config.optimizer.name
+        group = optimizer.param_groups[0]
+        states = [optimizer.state[p] for p in (self._layer.weight, self._layer.bias)]
+        first, second = {
+            "sgd": ("momentum_buffer", None),
+            "adam": ("exp_avg", "exp_avg_sq"),
+            "rmsprop": ("momentum_buffer", "square_avg"),
+            "adagrad": ("sum", None),
+        }[name]
+        uses_first = name in ("adam", "adagrad") or group.get("momentum", 0.0) > 0
+        fresh_sgd = name == "sgd" and first not in states[0]
+        for state, param in zip(states, (self._layer.weight, self._layer.bias), strict=True):
+            if name != "sgd":
+                state.setdefault("step", torch.tensor(0.0))
+            for key, wanted in ((first, uses_first), (second, second is not None)):
+                if key and wanted:
+                    state.setdefault(
+                        key, torch.zeros_like(param, memory_format=torch.preserve_format)
+                    )
+        views = [_view(s[first]) if uses_first else np.zeros(1, np.float32) for s in states]
+        views += [_view(s[second]) if second else np.zeros(1, np.float32) for s in states]
+        if name == "sgd":  # no step in torch's SGD state: 1 after the buffer's first update
+            step = np.array([0.0 if fresh_sgd else 1.0])
+        else:
+            step = np.array([float(states[0]["step"])])
+        return views[0], views[1], views[2], views[3], step
+
+    def _sync(self, steps: int, step: np.ndarray) -> None:
+        """Move the step counters and LambdaLR on as if torch had taken `steps` steps."""
+        learner = self._learner
+        if learner.config.optimizer.name != "sgd":
+            for param in (self._layer.weight, self._layer.bias):
+                learner.optimizer.state[param]["step"].fill_(float(step[0]))
+        scheduler: Any = learner.scheduler
+        scheduler.last_epoch += steps
+        lrs = [
+            base * fn(scheduler.last_epoch)
+            for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+        ]
+        for group, lr in zip(learner.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = lrs

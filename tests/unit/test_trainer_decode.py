@@ -1,0 +1,78 @@
+"""The compiled wire decoder agrees with the protobuf library, and refuses what it should."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.trainer import wire
+from services.trainer.decode import decode
+from shared.fakes import FakeMessage
+from streamlearn.v1 import sample_pb2
+
+
+def msg(value: bytes, offset: int = 0) -> FakeMessage:
+    return FakeMessage("t", 0, offset, b"k", value)
+
+
+def full_sample(i: int, **label: object) -> sample_pb2.Sample:
+    return sample_pb2.Sample(
+        schema_version=1,
+        event_id=f"e{i}",
+        key="k",
+        stream="s",
+        event_time=Timestamp(seconds=9),
+        dense=[i + 0.5, -1.25, 3e-3],
+        sparse=sample_pb2.SparseFeatures(indices=[3], values=[1]),
+        weight=0.0 if i % 2 else 2.5,
+        text="free text",
+        attributes={"a": "b"},
+        **label,
+    )
+
+
+def test_field_numbers_match_the_contract() -> None:
+    fields = sample_pb2.Sample.DESCRIPTOR.fields_by_name
+    assert (
+        fields["dense"].number,
+        fields["regression"].number,
+        fields["class_index"].number,
+        fields["weight"].number,
+    ) == (wire.DENSE, wire.REGRESSION, wire.CLASS_INDEX, wire.WEIGHT)
+
+
+@pytest.mark.parametrize(
+    ("task", "label"),
+    [
+        ("regression", {"regression": -2.75}),
+        ("binary", {"class_index": 1}),
+        ("multiclass", {"class_index": 0}),
+    ],
+)
+def test_decodes_like_the_protobuf_library(task: str, label: dict[str, object]) -> None:
+    samples = [full_sample(i, **label) for i in range(6)]
+    batch, bad = decode([msg(s.SerializeToString(), i) for i, s in enumerate(samples)], task, 3)
+    assert bad == 0
+    np.testing.assert_array_equal(
+        batch.features.numpy(), np.array([list(s.dense) for s in samples], np.float32)
+    )
+    expected = next(iter(label.values()))
+    assert batch.labels.tolist() == [expected] * 6
+    assert batch.weights is not None and batch.weights.tolist() == [2.5, 1.0] * 3
+
+
+def test_unusable_records_become_nan_rows_that_are_counted() -> None:
+    good = full_sample(1, class_index=1).SerializeToString()
+    records = [
+        good,
+        b"\xff\xff\xff",
+        good[:-3],
+        full_sample(2).SerializeToString(),
+        sample_pb2.Sample(dense=[1.0], class_index=1).SerializeToString(),
+        good,
+    ]
+    batch, bad = decode([msg(v, i) for i, v in enumerate(records)], "binary", 3)
+    rows_ok = np.isfinite(batch.features.numpy()).all(axis=1) & np.isfinite(batch.labels.numpy())
+    assert rows_ok.tolist() == [True, False, False, False, False, True]
+    assert bad == 3  # garbage, truncated, wrong shape (the unlabeled one is the guard's)
