@@ -44,6 +44,7 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
             enable_auto_commit=False,
             group_instance_id=settings.trainer_id,
             session_timeout_ms=10_000,
+            max_partition_fetch_bytes=settings.fetch_partition_bytes,
         )
     )
     return TrainerLoop(

@@ -28,7 +28,10 @@ class TrainerSettings(ServiceSettings):
     version_every_events: int = Field(default=5_000, gt=0)
     version_every_s: float = Field(default=5.0, gt=0)
     trainer_id: str = "trainer-0"
-    fetch_max: int = Field(default=1000, ge=1)
+    fetch_max: int = Field(default=5000, ge=1)
+    # Bytes per partition per fetch: large fetches keep a CPU-busy trainer fed (measured on
+    # 2 cores: 1 MiB caps it near 130k events/s, 32 MiB lets it reach about 290k).
+    fetch_partition_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # What to learn: TRAINER_CONFIG='{"model": {"kind": "mlp", "hidden": [10]}}' or nested
     # variables such as TRAINER_CONFIG__OPTIMIZER__LR=0.05.
     config: TrainerConfig = TrainerConfig()
