@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 
 from shared.errors import IntegrityError
-from shared.grpc.channel import insecure_channel
+from shared.grpc.client import GrpcClient
 from shared.grpc.status import error_from_rpc
 from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
@@ -17,31 +17,16 @@ T = TypeVar("T")
 CHUNK = 1024 * 1024
 
 
-class RegistryClient:
+class RegistryClient(GrpcClient):
     """Typed calls with domain errors (NotFound, Conflict, ...) instead of RpcError."""
 
     def __init__(self, address: str, timeout: float = 30.0) -> None:
-        self.address = address
-        self._channel = insecure_channel(address)
+        super().__init__(address, timeout)
         self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)  # type: ignore[no-untyped-call]
-        self._timeout = timeout
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def _call(self, reply: type[T], method: Callable[..., Any], request: Any) -> T:
         """Call `method`; its reply is checked to be a `reply` (generated stubs are untyped)."""
-        try:
-            result = method(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+        result = self._invoke(method, request)
         if not isinstance(result, reply):
             raise TypeError(f"expected {reply.__name__}, got {type(result).__name__}")
         return result

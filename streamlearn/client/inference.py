@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc
-from shared.grpc.channel import insecure_channel
-from shared.grpc.status import error_from_rpc
+from shared.grpc.client import GrpcClient
 
 _V2: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
@@ -27,7 +25,7 @@ _V2: dict[np.dtype[Any], str] = {
 _NP: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in _V2.items()}
 
 
-class InferenceClient:
+class InferenceClient(GrpcClient):
     """Predictions from a streamlearn inference server.
 
     Example:
@@ -37,20 +35,9 @@ class InferenceClient:
     """
 
     def __init__(self, address: str, timeout: float = 10.0) -> None:
-        self._channel = insecure_channel(address)
+        super().__init__(address, timeout)
         self._stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._timeout = timeout
         self._inputs: dict[str, str] = {}
-
-    def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
-
-    def __enter__(self) -> InferenceClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def ready(self, model: str = "") -> bool:
         """The server (or one model) is ready to answer."""
@@ -91,8 +78,4 @@ class InferenceClient:
             self._inputs[model] = metadata.inputs[0].name
         return self._inputs[model]
 
-    def _call(self, method: Any, request: Any) -> Any:
-        try:
-            return method(request, timeout=self._timeout)
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+    _call = GrpcClient._invoke

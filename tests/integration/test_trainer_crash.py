@@ -73,7 +73,7 @@ def trainer_env(kafka: KafkaSettings, topic: str, state: Path, registry: str) ->
         "TRAINER_CHECKPOINT_EVERY_S": "0.2",
         "TRAINER_VERSION_EVERY_S": "1",
         "TRAINER_CONFIG": CONFIG.model_dump_json(),
-        "TRAINER_LOG_LEVEL": "WARNING",
+        "TRAINER_LOG_LEVEL": "INFO",
     }
 
 
@@ -103,7 +103,13 @@ def run_with_kills(
         wait_for(lambda t=target, p=process: progress(path) >= t or p.poll() is not None, 120)
         process.send_signal(signal.SIGKILL)  # no chance to checkpoint on the way out
         process.wait()
+    starts = log.read_text().count("trainer running") if log.exists() else 0
     process = start(env, log)
+    # SIGTERM only once the trainer runs (its handler checkpoints on the way out): the
+    # last kill may have come after every event was already checkpointed.
+    wait_for(
+        lambda: log.read_text().count("trainer running") > starts or process.poll() is not None, 120
+    )
     wait_for(lambda: progress(path) >= total or process.poll() is not None, 180)
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0, log.read_text()[-3000:]
