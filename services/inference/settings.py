@@ -19,7 +19,9 @@ class InferenceSettings(ServiceSettings):
     grpc_port: int = Field(default=8001, ge=0, le=65535)
     metrics_port: int = Field(default=8002, ge=0, le=65535)
     registry_address: str = "127.0.0.1:50052"
-    model_name: str = "demo"
+    # Every model served by this process; each follows `alias` (or `pinned_version`).
+    # From the environment as JSON: INFERENCE_MODEL_NAMES='["demo", "ctr"]'.
+    model_names: list[str] = Field(default_factory=lambda: ["demo"], min_length=1)
     alias: str = "production"
     max_batch_size: int = Field(default=64, ge=1)
     max_queue_delay_us: int = Field(default=500, ge=0)

@@ -28,10 +28,20 @@ def weights(version: int) -> np.ndarray:
     return BASE * (1 + version / 10)
 
 
-def publish(client: RegistryClient, version_hint: int, alias: str = "production") -> int:
-    v = client.register("demo", linear_model(weights(version_hint), 0.05)).version
-    client.set_alias("demo", alias, v)
+def publish(
+    client: RegistryClient, version_hint: int, alias: str = "production", model: str = "demo"
+) -> int:
+    v = client.register(model, linear_model(weights(version_hint), 0.05)).version
+    client.set_alias(model, alias, v)
     return v
+
+
+def two_models(client: RegistryClient) -> None:
+    """`demo` at v1 and `second` (weights of hint 9): the server serves both."""
+    client.create_model("demo")
+    client.create_model("second")
+    publish(client, 1)
+    publish(client, 9, model="second")
 
 
 def wait_until(predicate: Any, timeout: float = 30.0) -> None:
@@ -55,7 +65,7 @@ def start_inference(registry: Running, settings: RegistrySettings, **overrides: 
         registry_address=registry.address,
         kafka=settings.kafka,
         topics=settings.topics,
-        model_name="demo",
+        model_names=["demo", "second"],
         resync_s=60.0,
         **overrides,
     )
@@ -66,8 +76,7 @@ def start_inference(registry: Running, settings: RegistrySettings, **overrides: 
 def served(
     registry_service: Running, registry_client: RegistryClient, registry_settings: RegistrySettings
 ) -> Iterator[tuple[Running, RegistryClient]]:
-    registry_client.create_model("demo")
-    publish(registry_client, 1)
+    two_models(registry_client)
     service = start_inference(registry_service, registry_settings)
     client = triton.InferenceServerClient(url=service.address)
     wait_until(lambda: client.is_server_ready())
@@ -180,8 +189,7 @@ def test_fifty_swaps_under_load_fail_no_request_and_never_go_backwards(
     registry_settings: RegistrySettings,
     delay_us: int,
 ) -> None:
-    registry_client.create_model("demo")
-    publish(registry_client, 1)
+    two_models(registry_client)
     service = start_inference(registry_service, registry_settings, max_queue_delay_us=delay_us)
     try:
         probe = triton.InferenceServerClient(url=service.address)
@@ -243,3 +251,18 @@ def test_the_sdk_client_predicts_and_reports_the_version(
             client.predict("demo", np.ones((1, 3), np.float32))
         with pytest.raises(NotFound):
             client.predict("ghost", x)
+
+
+def test_each_model_follows_its_own_alias(served: tuple[Running, RegistryClient]) -> None:
+    from streamlearn.client import InferenceClient
+
+    service, registry = served
+    x = np.ones((1, FEATURES), np.float32)
+    with InferenceClient(service.address) as client:
+        first, v_first = client.predict("second", x)
+        newer = publish(registry, 4)  # only demo moves
+        wait_until(lambda: client.predict("demo", x)[1] == newer)
+        again, v_again = client.predict("second", x)
+    assert v_first == v_again == 1
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first.ravel(), 1 / (1 + np.exp(-(x @ weights(9) + 0.05))), rtol=1e-6)
