@@ -22,7 +22,7 @@ from rich.table import Table
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import consumer_config, producer_config
 from shared.kafka.consumer import consume_batches, high_watermarks, store_processed
-from shared.kafka.producer import delivering
+from shared.kafka.producer import delivering, produce
 from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.cli.context import settings_of
 from streamlearn.cli.kafka_access import kafka_for_cli
@@ -83,10 +83,9 @@ def _produce(kafka: KafkaSettings, topic: str, events: int) -> int:
                 dense=features,
                 class_index=label,
             )
-            producer.produce(
-                topic, sample.SerializeToString(), sample.key.encode(), on_delivery=report
+            produce(
+                producer, topic, sample.SerializeToString(), sample.key.encode(), on_delivery=report
             )
-            producer.poll(0)
     return report.delivered
 
 
