@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -20,7 +20,6 @@ class ConsumerLike(Protocol):
     def store_offsets(
         self, message: Message | None = None, offsets: list[TopicPartition] | None = None
     ) -> None: ...
-    def commit(self, *, asynchronous: Literal[False]) -> list[TopicPartition]: ...
 
 
 def where(msg: Message) -> str:
@@ -94,8 +93,3 @@ def store_processed(consumer: ConsumerLike, batch: list[Message]) -> None:
     broker round trip per batch (~5-7 ms here).
     """
     consumer.store_offsets(offsets=next_offsets(batch))
-
-
-def commit_stored(consumer: ConsumerLike) -> None:
-    """Synchronously commit the stored offsets (before a rebalance hands partitions over)."""
-    consumer.commit(asynchronous=False)
