@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -25,6 +26,10 @@ _typer_app.command("demo")(demo.demo)
 @_typer_app.callback()
 def _root(ctx: typer.Context, verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
     configure_logging("cli", "DEBUG" if verbose else "WARNING", json_format=False)
+    if not verbose:
+        # librdkafka warns about retries it then wins (e.g. a fresh broker's coordinator
+        # still loading); the CLI reports real failures as errors.
+        logging.getLogger("librdkafka").setLevel(logging.ERROR)
     ctx.obj = CliSettings()
 
 
