@@ -17,7 +17,7 @@ from services.inference.engine import Engine
 from services.inference.model import LoadedModel
 from services.inference.tensors import decode_inputs, encode_response, requested_outputs
 from shared.errors import InvalidArgument, ResourceExhausted, StreamlearnError
-from shared.grpc.status import abort_with, status_code_for
+from shared.grpc.status import abort_with, domain_errors, status_code_for
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
+    @domain_errors
     def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
         """Versions loaded and tensor signatures."""
-        try:
-            model = self._engine.resolve(request.name, _version(request.version))
-        except StreamlearnError as exc:
-            abort_with(context, exc)
+        model = self._engine.resolve(request.name, _version(request.version))
         served = self._engine.repository.model(request.name)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
@@ -86,20 +84,16 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             ],
         )
 
+    @domain_errors
     def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:  # noqa: N802
         """A Triton model config: batch dimension implicit, dynamic batching as configured."""
-        try:
-            model = self._engine.resolve(request.name, _version(request.version))
-        except StreamlearnError as exc:
-            abort_with(context, exc)
+        model = self._engine.resolve(request.name, _version(request.version))
         return pb.ModelConfigResponse(config=self._config(model))
 
+    @domain_errors
     def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         """One inference."""
-        try:
-            return self._infer(request)
-        except StreamlearnError as exc:
-            abort_with(context, exc)
+        return self._infer(request)
 
     def ModelStreamInfer(  # noqa: N802
         self,

@@ -11,37 +11,13 @@ import grpc
 from services.registry import convert
 from services.registry.artifacts import read_chunks
 from services.registry.registry import Registry
-from shared.errors import InvalidArgument, StreamlearnError
-from shared.grpc.status import abort_with
+from shared.errors import InvalidArgument
+from shared.grpc.status import domain_errors, streaming_domain_errors
 from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 1024 * 1024
-
-
-def _domain_errors(method: Any) -> Any:
-    """Turn a StreamlearnError raised by the core into the matching gRPC status."""
-
-    def wrapper(self: RegistryServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return method(self, request, context)
-        except StreamlearnError as exc:
-            abort_with(context, exc)
-
-    wrapper.__name__ = method.__name__
-    return wrapper
-
-
-def _streaming_domain_errors(method: Any) -> Any:
-    def wrapper(self: RegistryServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            yield from method(self, request, context)
-        except StreamlearnError as exc:
-            abort_with(context, exc)
-
-    wrapper.__name__ = method.__name__
-    return wrapper
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
@@ -50,19 +26,19 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    @_domain_errors
+    @domain_errors
     def CreateModel(self, request: Any, context: Any) -> registry_pb2.Model:  # noqa: N802
         """Create a model."""
         return convert.model_to_pb(
             self._registry.create_model(request.name, request.description, request.exist_ok)
         )
 
-    @_domain_errors
+    @domain_errors
     def GetModel(self, request: Any, context: Any) -> registry_pb2.Model:  # noqa: N802
         """Describe a model."""
         return convert.model_to_pb(self._registry.get_model(request.name))
 
-    @_domain_errors
+    @domain_errors
     def ListModels(self, request: Any, context: Any) -> registry_pb2.ListModelsResponse:  # noqa: N802
         """Models by name, paged."""
         models, token = self._registry.list_models(request.page_size, request.page_token)
@@ -70,7 +46,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             models=[convert.model_to_pb(m) for m in models], next_page_token=token
         )
 
-    @_domain_errors
+    @domain_errors
     def RegisterVersion(self, request_iterator: Any, context: Any) -> registry_pb2.ModelVersion:  # noqa: N802
         """Header first, then artifact chunks; the version exists only if every byte matched."""
         first = next(request_iterator, None)
@@ -89,12 +65,12 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         )
         return convert.version_to_pb(version)
 
-    @_domain_errors
+    @domain_errors
     def GetVersion(self, request: Any, context: Any) -> registry_pb2.ModelVersion:  # noqa: N802
         """One version by number, alias or newest."""
         return convert.version_to_pb(self._registry.get_version(convert.ref_from_pb(request.ref)))
 
-    @_domain_errors
+    @domain_errors
     def ListVersions(self, request: Any, context: Any) -> registry_pb2.ListVersionsResponse:  # noqa: N802
         """Newest first, paged, filtered by tags and a metric."""
         before = _page_token(request.page_token)
@@ -106,7 +82,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             next_page_token=str(next_before) if next_before else "",
         )
 
-    @_streaming_domain_errors
+    @streaming_domain_errors
     def DownloadArtifact(self, request: Any, context: Any) -> Iterator[registry_pb2.ArtifactChunk]:  # noqa: N802
         """The verified artifact in chunks; the first carries the version."""
         version, handle = self._registry.open_artifact(convert.ref_from_pb(request.ref))
@@ -119,7 +95,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         if first:  # empty artifact: still say which version it is
             yield registry_pb2.ArtifactChunk(version=convert.version_to_pb(version))
 
-    @_domain_errors
+    @domain_errors
     def SetAlias(self, request: Any, context: Any) -> registry_pb2.Alias:  # noqa: N802
         """Move an alias, compare-and-set when `check_expected`."""
         expected = request.expected_version if request.check_expected else None
@@ -133,7 +109,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         )
         return registry_pb2.Alias(model=request.model, name=request.alias, version=request.version)
 
-    @_domain_errors
+    @domain_errors
     def DeleteAlias(self, request: Any, context: Any) -> registry_pb2.DeleteAliasResponse:  # noqa: N802
         """Remove an alias, compare-and-set when `check_expected`."""
         expected = request.expected_version if request.check_expected else None
@@ -142,7 +118,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         )
         return registry_pb2.DeleteAliasResponse()
 
-    @_domain_errors
+    @domain_errors
     def Promote(self, request: Any, context: Any) -> registry_pb2.AuditRecord:  # noqa: N802
         """Candidate -> production (or the aliases named)."""
         return convert.audit_to_pb(
@@ -155,7 +131,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             )
         )
 
-    @_domain_errors
+    @domain_errors
     def Rollback(self, request: Any, context: Any) -> registry_pb2.AuditRecord:  # noqa: N802
         """Point an alias back at its previous version."""
         return convert.audit_to_pb(
@@ -167,7 +143,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             )
         )
 
-    @_domain_errors
+    @domain_errors
     def SetTags(self, request: Any, context: Any) -> registry_pb2.ModelVersion:  # noqa: N802
         """Change a version's tags."""
         return convert.version_to_pb(
@@ -176,13 +152,13 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             )
         )
 
-    @_domain_errors
+    @domain_errors
     def History(self, request: Any, context: Any) -> registry_pb2.HistoryResponse:  # noqa: N802
         """Audit records, newest first."""
         records = self._registry.history(request.model, request.limit)
         return registry_pb2.HistoryResponse(records=[convert.audit_to_pb(r) for r in records])
 
-    @_domain_errors
+    @domain_errors
     def ReportLiveMetric(  # noqa: N802
         self, request: Any, context: Any
     ) -> registry_pb2.ReportLiveMetricResponse:
@@ -196,7 +172,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             rolled_back=True, audit=convert.audit_to_pb(audit)
         )
 
-    @_streaming_domain_errors
+    @streaming_domain_errors
     def Watch(self, request: Any, context: Any) -> Iterator[events_pb2.ModelEvent]:  # noqa: N802
         """Events after `after_sequence` (or only new ones), then live, until the client leaves."""
         after = request.after_sequence or self._registry.last_sequence()

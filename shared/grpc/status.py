@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+import functools
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import grpc
 
@@ -43,3 +45,29 @@ def abort_with(context: grpc.ServicerContext, error: errors.StreamlearnError) ->
     """End the RPC with the status that matches `error` and its message."""
     context.abort(status_code_for(error), str(error))
     raise AssertionError("context.abort returned")  # grpc raises; this keeps type checkers honest
+
+
+def domain_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a unary servicer method: a StreamlearnError becomes the matching status."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except errors.StreamlearnError as exc:
+            abort_with(context, exc)
+
+    return wrapper
+
+
+def streaming_domain_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The same for a server-streaming method (a generator)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from method(self, request, context)
+        except errors.StreamlearnError as exc:
+            abort_with(context, exc)
+
+    return wrapper
