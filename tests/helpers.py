@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Message
@@ -33,3 +34,11 @@ def read_all(
     finally:
         consumer.close()
     return out
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, pause: float = 0.05) -> None:
+    """Poll `condition` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not reached within {timeout:.0f}s"
+        time.sleep(pause)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from shared.ort import make_session
 from shared.settings import KafkaSettings
 from streamlearn.client import InferenceClient
 from streamlearn.v1 import sample_pb2
+from tests.helpers import wait_until
 from tests.integration.conftest import Running
 
 FEATURES = 8
@@ -41,13 +41,6 @@ def events(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def logloss(p: np.ndarray, y: np.ndarray) -> float:
     p = np.clip(p.ravel(), 1e-7, 1 - 1e-7)
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
@@ -90,7 +83,7 @@ def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
         with delivering(producer) as report:
             for i in range(500):  # a trickle first: the first version knows little
                 send(producer, train, x[i], y[i], i, report)
-        wait_for(lambda: versions(registry) != [], 120)
+        wait_until(lambda: versions(registry) != [], 120, pause=0.2)
         first = min(versions(registry))
         inference = Running(
             InferenceSettings(
@@ -114,10 +107,12 @@ def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
             make_session(first_bytes, "cpu").run([OUTPUT], {INPUT: held_x})[0], held_y
         )
         with InferenceClient(inference.address) as client:
-            wait_for(lambda: client.ready("e2e"), 60)
-            wait_for(lambda: registry.get_version("e2e").lineage.events_seen >= len(y), 180)
+            wait_until(lambda: client.ready("e2e"), 60, pause=0.2)
+            wait_until(
+                lambda: registry.get_version("e2e").lineage.events_seen >= len(y), 180, pause=0.2
+            )
             newest = registry.get_version("e2e").version
-            wait_for(lambda: client.predict("e2e", held_x[:1])[1] == newest, 60)
+            wait_until(lambda: client.predict("e2e", held_x[:1])[1] == newest, 60, pause=0.2)
             served, version = client.predict("e2e", held_x)
         assert version > first
         assert logloss(served, held_y) < first_loss - 0.05, (logloss(served, held_y), first_loss)

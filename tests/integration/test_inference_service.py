@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from services.inference.settings import InferenceSettings
 from services.registry.settings import RegistrySettings
 from shared.clients.registry import RegistryClient
 from shared.onnx_models import INPUT, OUTPUT, linear_model
+from tests.helpers import wait_until
 from tests.integration.conftest import Running
 
 FEATURES = 8
@@ -42,13 +42,6 @@ def two_models(client: RegistryClient) -> None:
     client.create_model("second")
     publish(client, 1)
     publish(client, 9, model="second")
-
-
-def wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def refusals() -> float:

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from shared.kafka.config import producer_config
 from shared.kafka.producer import delivering
 from shared.settings import KafkaSettings
 from streamlearn.v1 import sample_pb2
-from tests.helpers import read_all
+from tests.helpers import read_all, wait_until
 from tests.integration.conftest import Running
 
 FEATURES = 6
@@ -100,29 +99,22 @@ def run_with_kills(
 ) -> dict[str, object]:
     for target in kills:
         process = start(env, log)
-        wait_for(lambda t=target, p=process: progress(path) >= t or p.poll() is not None, 120)
+        wait_until(lambda t=target, p=process: progress(path) >= t or p.poll() is not None, 120)
         process.send_signal(signal.SIGKILL)  # no chance to checkpoint on the way out
         process.wait()
     starts = log.read_text().count("trainer running") if log.exists() else 0
     process = start(env, log)
     # SIGTERM only once the trainer runs (its handler checkpoints on the way out): the
     # last kill may have come after every event was already checkpointed.
-    wait_for(
+    wait_until(
         lambda: log.read_text().count("trainer running") > starts or process.poll() is not None, 120
     )
-    wait_for(lambda: progress(path) >= total or process.poll() is not None, 180)
+    wait_until(lambda: progress(path) >= total or process.poll() is not None, 180)
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0, log.read_text()[-3000:]
     saved = checkpoint.load(path)
     assert saved is not None
     return saved
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_killed_at_random_points_ends_with_the_parameters_of_an_uninterrupted_run(
