@@ -144,13 +144,14 @@ class EventWatcher:
 
     def reconcile_all(self) -> None:
         """Bring every model to its target version now."""
-        for follower in self._followers.values():
-            try:
-                follower.reconcile()
-            except StreamlearnError as exc:  # registry unreachable: retried later
-                log.warning(
-                    "reconcile failed", extra={"model": follower.served.name, "error": str(exc)}
-                )
+        for name in self._followers:
+            self._reconcile(name)
+
+    def _reconcile(self, name: str) -> None:
+        try:
+            self._followers[name].reconcile()
+        except StreamlearnError as exc:  # registry unreachable: retried later
+            log.warning("reconcile failed", extra={"model": name, "error": str(exc)})
 
     def _run(self) -> None:
         next_resync = time.monotonic() + self._resync_s
@@ -159,10 +160,7 @@ class EventWatcher:
             if time.monotonic() >= next_resync:
                 due, next_resync = set(self._followers), time.monotonic() + self._resync_s
             for name in due:
-                try:
-                    self._followers[name].reconcile()
-                except StreamlearnError as exc:
-                    log.warning("reconcile failed", extra={"model": name, "error": str(exc)})
+                self._reconcile(name)
 
     def _due(self, messages: list[Message]) -> set[str]:
         due = set()

@@ -97,7 +97,7 @@ class LocalBroker:
 
     def _check_layout(self) -> None:
         """KRaft stores the controller's address at format time: it must not change later."""
-        layout = {"host": self.config.host, "controller_port": self.config.controller_port}
+        layout = self._layout()
         if self._layout_file.exists():
             stored = json.loads(self._layout_file.read_text())
             if stored != layout:
@@ -105,6 +105,10 @@ class LocalBroker:
                     f"{self.config.state_dir} was formatted for controller {stored}; "
                     f"use those settings or remove the directory for a fresh broker"
                 )
+
+    def _layout(self) -> dict[str, object]:
+        """What formatting fixes for good: the controller's address."""
+        return {"host": self.config.host, "controller_port": self.config.controller_port}
 
     def _check_ports_free(self) -> None:
         for port in (self.config.port, self.config.controller_port):
@@ -143,9 +147,7 @@ class LocalBroker:
                 str(self.config.state_dir / "server.properties"),
             ],
         )
-        self._layout_file.write_text(
-            json.dumps({"host": self.config.host, "controller_port": self.config.controller_port})
-        )
+        self._layout_file.write_text(json.dumps(self._layout()))
 
     def _run_tool(self, java: str, jars: Path, args: list[str]) -> str:
         result = subprocess.run(

@@ -52,13 +52,15 @@ def ensure_jars(
     if executable is None:
         raise BrokerError(f"Maven ('{mvn}') is not installed: it is needed once to fetch Kafka")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
         log.info("resolving Kafka jars with Maven", extra={"pom": str(pom), "into": str(target)})
-        _copy_dependencies([executable, *mvn_args], pom, Path(tmp), timeout)
-        (Path(tmp) / _COMPLETE).write_text(pom.read_text())
+        _copy_dependencies([executable, *mvn_args], pom, staging, timeout)
+        (staging / _COMPLETE).write_text(pom.read_text())
         shutil.rmtree(target, ignore_errors=True)
-        Path(tmp).rename(target)  # atomic: a half-downloaded set is never used
-        Path(tmp).mkdir()  # TemporaryDirectory wants something to delete
+        staging.rename(target)  # atomic: a half-downloaded set is never used
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
     return target
 
 
