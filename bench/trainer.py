@@ -94,7 +94,7 @@ def _from_kafka(ctx: BenchContext, topic: str, n: int, batch_size: int) -> float
     """Consume, decode and learn every event; events/s from the first record to the last."""
     learner = Learner(_config(batch_size))
     warm_x, warm_y = _stream(batch_size)
-    learner.learn(decode_free(warm_x, warm_y))  # compile/initialise outside the timing
+    learner.learn(_in_memory_batch(warm_x, warm_y))  # compile/initialise outside the timing
     warm = sample_pb2.Sample(dense=warm_x[0].tolist(), class_index=1).SerializeToString()
     decode([FakeMessage(topic, 0, 0, None, warm)], "binary", FEATURES)  # type: ignore[list-item]
     consumer = Consumer(
@@ -117,7 +117,7 @@ def _from_kafka(ctx: BenchContext, topic: str, n: int, batch_size: int) -> float
         consumer.close()
 
 
-def decode_free(x: np.ndarray, y: np.ndarray) -> Batch:
+def _in_memory_batch(x: np.ndarray, y: np.ndarray) -> Batch:
     return Batch(torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)))
 
 

@@ -20,8 +20,8 @@ from confluent_kafka.admin import AdminClient
 from shared.kafka.admin import TopicSpec, ensure_topics, probe_admin, wait_for_broker
 from shared.kafka.local.broker import LocalBroker
 from shared.kafka.local.files import BrokerConfig
+from shared.net import free_port
 from shared.settings import DEFAULT_CACHE_DIR, KafkaSettings
-from tests.helpers import free_port
 from tests.postgres import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent

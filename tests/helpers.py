@@ -10,7 +10,6 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 
 from shared.kafka.config import consumer_config
-from shared.net import free_port  # noqa: F401 - re-exported for the suites
 from shared.settings import KafkaSettings
 
 

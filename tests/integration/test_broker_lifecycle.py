@@ -14,8 +14,9 @@ import pytest
 from shared.errors import BrokerError
 from shared.kafka.local.broker import LocalBroker
 from shared.kafka.local.files import BrokerConfig
+from shared.net import free_port
 from shared.settings import DEFAULT_CACHE_DIR, KafkaSettings
-from tests.helpers import free_port, read_all
+from tests.helpers import read_all
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
