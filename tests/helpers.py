@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from shared.kafka.config import consumer_config
 from shared.settings import KafkaSettings
@@ -41,3 +41,34 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, pause: fl
     while not condition():
         assert time.monotonic() < deadline, f"condition not reached within {timeout:.0f}s"
         time.sleep(pause)
+
+
+def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list[Message]:
+    """Every record of `topic` up to its current end, partition by partition (no group)."""
+    consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:8]}"))
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)[1]
+            for p in partitions
+        }
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < sum(ends.values()) and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+        return out
+    finally:
+        consumer.close()
+
+
+def record_count(kafka: KafkaSettings, topic: str) -> int:
+    """Records written to `topic` so far (sum of its partitions' end offsets)."""
+    consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:8]}"))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
+        )
+    finally:
+        consumer.close()

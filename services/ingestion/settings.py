@@ -20,3 +20,5 @@ class IngestionSettings(ServiceSettings):
     max_message_bytes: int = Field(default=1024 * 1024, gt=0)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     max_age_s: float = Field(default=30 * 24 * 3600.0, gt=0)
+    commit_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_s: float = Field(default=10.0, ge=6.0)

@@ -1,5 +1,6 @@
-"""Client SDK of streamlearn: gRPC inference today; producers arrive with ingestion."""
+"""Client SDK of streamlearn: the sample producer and the gRPC inference client."""
 
 from streamlearn.client.inference import InferenceClient
+from streamlearn.client.producer import SampleProducer
 
-__all__ = ["InferenceClient"]
+__all__ = ["InferenceClient", "SampleProducer"]

@@ -1,0 +1,20 @@
+"""`python -m services.ingestion`: settings -> logging -> build -> run (SIGTERM drains)."""
+
+from __future__ import annotations
+
+from services.ingestion.app import build, run
+from services.ingestion.settings import IngestionSettings
+from shared.lifecycle import stop_on_signals
+from shared.logs import configure_logging
+
+
+def main() -> None:
+    """Route raw samples until SIGTERM or SIGINT (handled by the faust worker)."""
+    settings = IngestionSettings()
+    configure_logging("ingestion", settings.log_level, json_format=settings.log_json)
+    stop = stop_on_signals()  # until the faust worker installs its own handlers
+    run(build(settings, stop), stop)
+
+
+if __name__ == "__main__":
+    main()

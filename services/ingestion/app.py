@@ -1,0 +1,103 @@
+"""Wiring of the ingestion service: topics, stream catalog, router, faust worker, gRPC ingest."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import faust
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from grpc import Server
+from grpc_health.v1.health import HealthServicer
+from prometheus_client import start_http_server
+
+from services.ingestion.publisher import RawPublisher
+from services.ingestion.router import Router
+from services.ingestion.servicer import SERVICE, IngestionServicer
+from services.ingestion.settings import IngestionSettings
+from services.ingestion.validation import TimeLimits
+from services.ingestion.worker import build_app
+from shared.errors import ConfigError
+from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
+from shared.kafka.admin import ensure_topics, standard_topics
+from shared.kafka.config import producer_config
+from shared.streams import StreamCatalog
+from streamlearn.v1 import ingest_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestionApp:
+    """A built, not yet running, ingestion service."""
+
+    settings: IngestionSettings
+    catalog: StreamCatalog
+    publisher: RawPublisher
+    worker_app: faust.App
+    server: Server
+    health: HealthServicer
+    port: int
+
+
+def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
+    """Create missing topics, load the stream definitions and build the worker and server."""
+    topics = settings.topics
+    admin = AdminClient(settings.kafka.client_config())
+    wanted = (topics.raw, topics.train, topics.dlq, topics.streams)
+    ensure_topics(admin, [t for t in standard_topics(topics) if t.name in wanted])
+    _check_partition_preserving(admin, topics.raw, (topics.train, topics.dlq))
+    catalog = StreamCatalog(settings.kafka, topics.streams).start()
+    limits = TimeLimits(int(settings.max_future_skew_s * 1000), int(settings.max_age_s * 1000))
+    router = Router(catalog.get, limits, settings.max_message_bytes)
+    publisher = RawPublisher(Producer(producer_config(settings.kafka)), topics.raw)
+    binding = ServiceBinding(
+        ingest_pb2_grpc.add_IngestionServicer_to_server,
+        IngestionServicer(router, publisher),
+        SERVICE,
+    )
+    server, health, port = build_server(f"0.0.0.0:{settings.grpc_port}", [binding])
+    return IngestionApp(
+        settings, catalog, publisher, build_app(settings, router, stop), server, health, port
+    )
+
+
+def run(app: IngestionApp, stop: threading.Event) -> None:
+    """Serve gRPC and run the worker until SIGTERM/SIGINT (faust's handlers), then drain."""
+    if stop.is_set():  # stopped while starting up
+        app.publisher.close()
+        app.catalog.close()
+        return
+    if app.settings.metrics_port:
+        start_http_server(app.settings.metrics_port)
+    app.server.start()
+    mark_serving(app.health, [SERVICE])
+    log.info("ingestion running", extra={"grpc_port": app.port, "raw": app.settings.topics.raw})
+    worker = faust.Worker(
+        app.worker_app,
+        loglevel=app.settings.log_level,
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    try:
+        worker.execute_from_commandline()  # returns by SystemExit once stopped
+    finally:
+        mark_draining(app.health)
+        app.server.stop(5).wait()
+        app.publisher.close()
+        app.catalog.close()
+        log.info("ingestion stopped")
+
+
+def _check_partition_preserving(admin: AdminClient, raw: str, outputs: tuple[str, ...]) -> None:
+    """Outputs keep the raw partition: they need at least as many partitions."""
+    metadata = admin.list_topics(timeout=15).topics
+    count = {name: len(metadata[name].partitions) for name in (raw, *outputs)}
+    short = [name for name in outputs if count[name] < count[raw]]
+    if short:
+        raise ConfigError(
+            f"topics {short} have fewer partitions than {raw} ({count[raw]}): {count}"
+        )

@@ -1,0 +1,190 @@
+"""Checks of samples against their stream's definition: transport-free, one rule per check.
+
+`check_sample` judges one `Sample`; `check_rows` judges every row of a columnar batch with
+array operations. The first failing check names the reason, in the order of the list below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.ingestion.reasons import Reason, Rejection
+from shared.samples import Columns
+from streamlearn.v1 import sample_pb2, stream_pb2
+
+KIND = stream_pb2.LabelKind
+SUPPORTED_SCHEMAS = (0, 1)  # 0: producers that leave it unset mean the first version
+
+
+@dataclass(frozen=True)
+class TimeLimits:
+    """How far an event time may lie ahead of or behind the ingestion clock."""
+
+    max_future_ms: int
+    max_age_ms: int
+
+    def check(self, event_ms: int, now_ms: int) -> Rejection | None:
+        """A rejection when a set (non-zero) event time is out of bounds."""
+        if event_ms and event_ms > now_ms + self.max_future_ms:
+            return Rejection(
+                Reason.FUTURE_TIMESTAMP, f"event time {event_ms} ms is ahead of now ({now_ms})"
+            )
+        if event_ms and event_ms < now_ms - self.max_age_ms:
+            return Rejection(
+                Reason.ANCIENT_TIMESTAMP, f"event time {event_ms} ms is older than the max age"
+            )
+        return None
+
+
+def check_sample(
+    sample: sample_pb2.Sample,
+    definition: stream_pb2.StreamDefinition,
+    limits: TimeLimits,
+    now_ms: int,
+) -> Rejection | None:
+    """The first rule `sample` breaks, or None when it is a valid sample of `definition`."""
+    for check in (_identity, _shape, _finite, _label):
+        rejection = check(sample, definition)
+        if rejection:
+            return rejection
+    stamp = sample.event_time
+    return limits.check(stamp.seconds * 1000 + stamp.nanos // 1_000_000, now_ms)
+
+
+def check_envelope(
+    schema_version: int, stream: str, definition: stream_pb2.StreamDefinition | None
+) -> Rejection | None:
+    """A supported schema version and a defined stream (`definition` as looked up, or None)."""
+    if schema_version not in SUPPORTED_SCHEMAS:
+        return Rejection(
+            Reason.UNSUPPORTED_SCHEMA, f"schema version {schema_version} is not supported"
+        )
+    if definition is None:
+        return Rejection(Reason.UNKNOWN_STREAM, f"no stream named {stream!r} is defined")
+    return None
+
+
+def _identity(sample: sample_pb2.Sample, _: stream_pb2.StreamDefinition) -> Rejection | None:
+    if not sample.event_id:
+        return Rejection(Reason.MISSING_EVENT_ID, "event_id is empty")
+    return None
+
+
+def _shape(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    if len(sample.dense) != definition.dense_dim:
+        return Rejection(
+            Reason.WRONG_DIMENSION,
+            f"{len(sample.dense)} dense features, stream has {definition.dense_dim}",
+        )
+    sparse = sample.sparse
+    if len(sparse.indices) != len(sparse.values):
+        return Rejection(Reason.WRONG_DIMENSION, "sparse indices and values differ in length")
+    if sparse.indices and not all(0 <= i < definition.sparse_buckets for i in sparse.indices):
+        return Rejection(
+            Reason.WRONG_DIMENSION, f"sparse index outside [0, {definition.sparse_buckets})"
+        )
+    return None
+
+
+def _finite(sample: sample_pb2.Sample, _: stream_pb2.StreamDefinition) -> Rejection | None:
+    # A float64 sum of float32 values cannot overflow: it is non-finite iff an element is.
+    for field, values in (("dense", sample.dense), ("sparse", sample.sparse.values)):
+        if not math.isfinite(sum(values)):
+            return Rejection(Reason.NON_FINITE, f"{field} features hold NaN or infinity")
+    if not math.isfinite(sample.regression) or not math.isfinite(sample.weight):
+        return Rejection(Reason.NON_FINITE, "label or weight is NaN or infinity")
+    if sample.weight < 0:
+        return Rejection(Reason.INVALID_WEIGHT, f"weight {sample.weight} is negative")
+    return None
+
+
+def _label(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    which = sample.WhichOneof("label")
+    if which is None:
+        return Rejection(Reason.MISSING_LABEL, "the sample has no label")
+    expected = _LABEL_FIELD.get(definition.label_kind)
+    if which != expected:
+        return Rejection(
+            Reason.LABEL_KIND, f"{which} label on a {KIND.Name(definition.label_kind)} stream"
+        )
+    classes = _class_count(definition)
+    if which == "class_index" and not 0 <= sample.class_index < classes:
+        return Rejection(
+            Reason.LABEL_OUT_OF_RANGE, f"class {sample.class_index} outside [0, {classes})"
+        )
+    if which == "multi_label" and not all(0 <= c < classes for c in sample.multi_label.classes):
+        return Rejection(Reason.LABEL_OUT_OF_RANGE, f"a class outside [0, {classes})")
+    return None
+
+
+_LABEL_FIELD = {
+    KIND.LABEL_KIND_REGRESSION: "regression",
+    KIND.LABEL_KIND_BINARY: "class_index",
+    KIND.LABEL_KIND_MULTICLASS: "class_index",
+    KIND.LABEL_KIND_MULTILABEL: "multi_label",
+}
+
+
+def _class_count(definition: stream_pb2.StreamDefinition) -> int:
+    return 2 if definition.label_kind == KIND.LABEL_KIND_BINARY else definition.num_classes
+
+
+def check_rows(
+    columns: Columns, definition: stream_pb2.StreamDefinition, limits: TimeLimits, now_ms: int
+) -> dict[int, Rejection]:
+    """The rejected rows of a batch that passed `check_batch`; rows not in the result are valid."""
+    found: dict[int, Rejection] = {}
+    masks = _row_masks(columns, definition, limits, now_ms)
+    for reason, (mask, detail) in masks.items():
+        for row in np.flatnonzero(mask).tolist():
+            found.setdefault(row, Rejection(reason, detail))
+    return found
+
+
+def check_batch(columns: Columns, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    """Rules a batch breaks as a whole: its shape or its label column."""
+    dim = columns.dense.shape[1]
+    if dim != definition.dense_dim:
+        return Rejection(
+            Reason.WRONG_DIMENSION, f"{dim} dense features, stream has {definition.dense_dim}"
+        )
+    if len(columns.labels) == 0 and len(columns):
+        return Rejection(Reason.MISSING_LABEL, "the batch has no label column")
+    expected = _LABEL_FIELD.get(definition.label_kind)
+    given = "regression" if columns.labels.dtype.kind == "f" else "class_index"
+    if given != expected:
+        return Rejection(
+            Reason.LABEL_KIND, f"{given} labels on a {KIND.Name(definition.label_kind)} stream"
+        )
+    return None
+
+
+def _row_masks(
+    columns: Columns, definition: stream_pb2.StreamDefinition, limits: TimeLimits, now_ms: int
+) -> dict[Reason, tuple[np.ndarray, str]]:
+    """Per reason, which rows break it (dict order is the order of precedence)."""
+    ids = np.array([not e for e in columns.event_ids], dtype=bool)
+    finite = np.isfinite(columns.dense).all(axis=1) & np.isfinite(columns.weights)
+    if columns.labels.dtype.kind == "f":
+        finite &= np.isfinite(columns.labels)
+        out_of_range = np.zeros(len(columns), dtype=bool)
+    else:
+        out_of_range = (columns.labels < 0) | (columns.labels >= _class_count(definition))
+    times = columns.event_time_ms
+    return {
+        Reason.MISSING_EVENT_ID: (ids, "event_id is empty"),
+        Reason.NON_FINITE: (~finite, "features, label or weight hold NaN or infinity"),
+        Reason.INVALID_WEIGHT: (columns.weights < 0, "weight is negative"),
+        Reason.LABEL_OUT_OF_RANGE: (out_of_range, f"class outside [0, {_class_count(definition)})"),
+        Reason.FUTURE_TIMESTAMP: (
+            (times != 0) & (times > now_ms + limits.max_future_ms),
+            "event time is ahead of now",
+        ),
+        Reason.ANCIENT_TIMESTAMP: (
+            (times != 0) & (times < now_ms - limits.max_age_ms),
+            "event time is older than the max age",
+        ),
+    }

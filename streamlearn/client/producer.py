@@ -1,0 +1,210 @@
+"""`SampleProducer`: the Python front door that publishes training samples to the raw topic.
+
+Idempotent and `acks=all` (a retry never duplicates or reorders), keyed by the sample key
+(per-key order is kept up to the trainer), batched by librdkafka. Every record's delivery
+is reported: failures are counted, passed to an optional callback, and raised by `flush`.
+
+Example:
+    with SampleProducer(stream="clicks") as producer:
+        producer.send({"key": "user-1", "features": [0.1, 0.2], "label": 1})
+        producer.send_columns(features, labels, keys=keys)   # the high-rate path
+
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaError, Message, Producer
+
+from shared import samples
+from shared.errors import InvalidArgument, Unavailable
+from shared.kafka.config import producer_config
+from shared.kafka.producer import produce
+from shared.settings import KafkaSettings, TopicSettings
+from streamlearn.v1 import sample_pb2
+
+DeliveryCallback = Callable[[str | None, int], None]  # (error or None, samples in the record)
+_SAMPLE_HEADERS = [(samples.CONTENT_TYPE, samples.SAMPLE_TYPE)]
+_BATCH_HEADERS = [(samples.CONTENT_TYPE, samples.BATCH_TYPE)]
+
+
+class SampleProducer:
+    """Publishes samples (dicts, protobufs or numpy columns) to streamlearn's raw topic."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str = "127.0.0.1:9092",
+        *,
+        stream: str = "",
+        topic: str = TopicSettings().raw,
+        kafka: KafkaSettings | None = None,
+        on_delivery: DeliveryCallback | None = None,
+        **librdkafka: Any,
+    ) -> None:
+        """Connect a producer.
+
+        Args:
+            bootstrap_servers: Kafka brokers (ignored when `kafka` is given).
+            stream: Default stream of samples that name none.
+            topic: The raw topic ingestion reads.
+            kafka: Full connection settings (SASL and so on).
+            on_delivery: Called once per record with an error text (or None) and its sample count.
+            **librdkafka: Extra producer properties, dots written as underscores.
+
+        """
+        settings = kafka or KafkaSettings(bootstrap_servers=bootstrap_servers)
+        self._producer = Producer(producer_config(settings, **librdkafka))
+        self._stream = stream
+        self._topic = topic
+        self._callback = on_delivery
+        self.delivered = 0  # samples acknowledged by the broker
+        self.failed: list[str] = []
+
+    def send(self, sample: sample_pb2.Sample | Mapping[str, Any]) -> None:
+        """Queue one sample; see `to_sample` for the dict form."""
+        message = (
+            sample if isinstance(sample, sample_pb2.Sample) else to_sample(sample, self._stream)
+        )
+        if not message.stream:
+            message.stream = self._stream
+        self._produce(message.key.encode(), message.SerializeToString(), _SAMPLE_HEADERS, 1)
+
+    def send_columns(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        *,
+        keys: Sequence[str] | None = None,
+        event_ids: Sequence[str] | None = None,
+        weights: np.ndarray | None = None,
+        event_times_ms: np.ndarray | None = None,
+        stream: str = "",
+        rows_per_record: int = 1000,
+    ) -> int:
+        """Queue many samples packed as columns, `rows_per_record` per Kafka record.
+
+        Integer labels are class indices, floating ones regression targets. Each record is
+        keyed by its first row's key, so group rows by key for per-key order. Returns the
+        number of records queued.
+        """
+        n = len(features)
+        columns = samples.Columns(
+            stream or self._stream,
+            list(event_ids) if event_ids is not None else [uuid.uuid4().hex for _ in range(n)],
+            list(keys) if keys is not None else [""] * n,
+            _times(event_times_ms, n),
+            np.asarray(features, dtype=np.float32).reshape(n, -1),
+            np.asarray(labels),
+            np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32),
+        )
+        records = 0
+        for start in range(0, n, rows_per_record):
+            part = columns.take(np.arange(start, min(start + rows_per_record, n)))
+            self._produce(
+                part.keys[0].encode(), samples.encode_batch(part), _BATCH_HEADERS, len(part)
+            )
+            records += 1
+        return records
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every queued record's report; returns the samples delivered so far.
+
+        Raises:
+            Unavailable: records are still queued after `timeout`, or some were not delivered.
+
+        """
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise Unavailable(f"{remaining} record(s) still queued after {timeout:.0f}s")
+        if self.failed:
+            raise Unavailable(f"{len(self.failed)} record(s) not delivered: {self.failed[0]}")
+        return self.delivered
+
+    def close(self) -> None:
+        """Flush (raising on failures)."""
+        self.flush()
+
+    def __enter__(self) -> SampleProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _produce(
+        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], rows: int
+    ) -> None:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self.delivered += rows
+            else:
+                self.failed.append(err.str())
+            if self._callback is not None:
+                self._callback(None if err is None else err.str(), rows)
+
+        produce(
+            self._producer, self._topic, value, key or None, headers=headers, on_delivery=report
+        )
+
+
+def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:
+    """A `Sample` from a dict.
+
+    Keys: `features` (or `dense`), `label` (int: class index, float: regression target),
+    `labels` (multi-label class list), `key`, `event_id` (default: a new UUID), `stream`,
+    `weight`, `event_time` (unix seconds; default: now), `sparse` ({indices, values}),
+    `text`, `attributes`.
+
+    Raises:
+        InvalidArgument: an unknown key or a label of another type.
+
+    """
+    unknown = set(fields) - _DICT_KEYS
+    if unknown:
+        raise InvalidArgument(
+            f"unknown sample fields {sorted(unknown)}; known: {sorted(_DICT_KEYS)}"
+        )
+    sample = sample_pb2.Sample(
+        schema_version=1,
+        event_id=str(fields.get("event_id") or uuid.uuid4().hex),
+        key=str(fields.get("key", "")),
+        stream=str(fields.get("stream") or stream),
+        dense=list(np.asarray(fields.get("features", fields.get("dense", ())), dtype=np.float32)),
+        weight=float(fields.get("weight", 0.0)),
+        text=str(fields.get("text", "")),
+        attributes={str(k): str(v) for k, v in dict(fields.get("attributes", {})).items()},
+    )
+    sample.event_time.FromMilliseconds(int(float(fields.get("event_time", time.time())) * 1000))
+    if "sparse" in fields:
+        sample.sparse.indices.extend(int(i) for i in fields["sparse"]["indices"])
+        sample.sparse.values.extend(float(v) for v in fields["sparse"]["values"])
+    _set_label(sample, fields)
+    return sample
+
+
+_DICT_KEYS = {
+    "features", "dense", "label", "labels", "key", "event_id", "stream", "weight",
+    "event_time", "sparse", "text", "attributes",
+}  # fmt: skip
+
+
+def _set_label(sample: sample_pb2.Sample, fields: Mapping[str, Any]) -> None:
+    label = fields.get("label")
+    if isinstance(label, bool | int | np.integer):
+        sample.class_index = int(label)
+    elif isinstance(label, float | np.floating):
+        sample.regression = float(label)
+    elif label is not None:
+        raise InvalidArgument(f"label must be an int (class) or a float (target), not {label!r}")
+    if "labels" in fields:
+        sample.multi_label.classes.extend(int(c) for c in fields["labels"])
+
+
+def _times(event_times_ms: np.ndarray | None, n: int) -> np.ndarray:
+    if event_times_ms is None:
+        return np.full(n, int(time.time() * 1000), dtype=np.int64)
+    return np.asarray(event_times_ms, dtype=np.int64)
