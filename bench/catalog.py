@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import inference, kafka, registry, trainer
+from bench import inference, ingestion, kafka, registry, trainer
 from bench.core import BenchContext, Figure
 
 BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
     "kafka": kafka.run,
+    "ingestion": ingestion.run,
     "registry": registry.run,
     "inference": inference.run,
     "trainer": trainer.run,

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from shared.errors import Conflict, InvalidArgument
 from shared.kafka.config import consumer_config, producer_config
@@ -111,7 +111,12 @@ class StreamCatalog:
         position = 0
         while not self._stop.is_set():
             asked_at = time.time()
-            end = self._consumer.get_watermark_offsets(TopicPartition(self._topic, 0), 10)[1]
+            try:
+                end = self._consumer.get_watermark_offsets(TopicPartition(self._topic, 0), 10)[1]
+            except KafkaException as exc:  # e.g. a leader moving, a broker restarting
+                log.warning("stream definitions unreachable", extra={"error": str(exc)})
+                self._stop.wait(1.0)
+                continue
             while position < end and not self._stop.is_set():
                 for msg in self._consumer.consume(500, 0.5):
                     if msg.error() is None:

@@ -27,6 +27,7 @@ from services.ingestion.router import RawRecord, Router
 from services.ingestion.settings import IngestionSettings
 
 log = logging.getLogger(__name__)
+TAKE_MAX, TAKE_WITHIN_S = 500, 0.02
 
 
 class _IdempotentProducer(aiokafka_driver.Producer):
@@ -92,21 +93,24 @@ def build_app(settings: IngestionSettings, router: Router, stop: threading.Event
 
     @app.agent(raw)
     async def route(stream: faust.StreamT[Any]) -> None:
-        async for event in stream.events():
-            message = event.message
-            memory = await memory_of(message.partition)
-            started = time.perf_counter()
-            routed = router.route(_raw_record(message), memory)
-            for output in routed:
-                await outputs[output.rejection is None].send(
-                    key=output.key,
-                    value=output.value,
-                    partition=message.partition,
-                    headers=output.headers,
-                )
-            metrics.LATENCY.observe(time.perf_counter() - started)
-            metrics.count(routed)
-            positions[message.partition] = message.offset
+        # Events come in small batches to save faust's per-event overhead; each is still
+        # routed on its own, in order, and acked only after its batch was handled.
+        async for events in stream.take_events(TAKE_MAX, TAKE_WITHIN_S):
+            for event in events:
+                message = event.message
+                memory = await memory_of(message.partition)
+                started = time.perf_counter()
+                routed = router.route(_raw_record(message), memory)
+                for output in routed:
+                    await outputs[output.rejection is None].send(
+                        key=output.key,
+                        value=output.value,
+                        partition=message.partition,
+                        headers=output.headers,
+                    )
+                metrics.LATENCY.observe(time.perf_counter() - started)
+                metrics.count(routed)
+                positions[message.partition] = message.offset
 
     @app.task  # type: ignore[untyped-decorator]
     async def replay_early_stop() -> None:

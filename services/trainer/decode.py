@@ -12,6 +12,8 @@ from google.protobuf.message import DecodeError
 
 from services.trainer import wire
 from services.trainer.learner import Batch
+from shared import samples
+from shared.errors import InvalidArgument
 from shared.kafka.consumer import where
 from streamlearn.v1 import sample_pb2
 
@@ -25,6 +27,7 @@ def decode(messages: Sequence[Message], task: str, features: int) -> tuple[Batch
     the protobuf library. Unusable records (undecodable, wrong number of features, no label)
     become rows of NaN, so the learner's guard skips and counts them while their offsets
     advance with the rest (ingestion normally keeps such records out of this topic).
+    A `SampleBatch` record (the high-rate path) contributes all its rows, in place.
     """
     n = len(messages)
     values = [m.value() or b"" for m in messages]
@@ -36,11 +39,49 @@ def decode(messages: Sequence[Message], task: str, features: int) -> tuple[Batch
     w = np.ones(n, dtype=np.float32)
     status = np.zeros(n, dtype=np.int8)
     wire.decode_samples(buf, ends - lengths, ends, x, y, w, status)
+    batches: dict[int, samples.Columns] = {}
     for i in map(int, np.flatnonzero(status == wire.MALFORMED)):
-        status[i] = _decode_slowly(values[i], messages[i], task, x, y, w, i)
+        if samples.is_batch(samples.headers_of(messages[i])):
+            batches[i], status[i] = _columns(values[i], messages[i], features)
+        else:
+            status[i] = _decode_slowly(values[i], messages[i], task, x, y, w, i)
     bad = np.flatnonzero(status != wire.OK)
     x[bad] = np.nan
+    if batches:
+        x, y, w = _expand(x, y, w, batches)
     return Batch(torch.from_numpy(x), _labels(y, task), torch.from_numpy(w)), len(bad)
+
+
+def _columns(value: bytes, msg: Message, features: int) -> tuple[samples.Columns, int]:
+    """The rows of a `SampleBatch` record; an unusable one becomes one row of NaN."""
+    try:
+        columns = samples.decode_batch(sample_pb2.SampleBatch.FromString(value))
+    except (DecodeError, InvalidArgument):
+        log.warning("undecodable sample batch", extra={"position": where(msg)})
+        return _NO_ROWS, wire.MALFORMED
+    if columns.dense.shape[1] != features:
+        return _NO_ROWS, wire.WRONG_SHAPE
+    return columns, wire.OK
+
+
+_NO_ROWS = samples.Columns("", [], [], np.empty(0), np.empty((0, 0)), np.empty(0), np.empty(0))
+
+
+def _expand(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, batches: dict[int, samples.Columns]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Replace the row of each batch record by the batch's rows, keeping record order."""
+    xs, ys, ws, start = [], [], [], 0
+    for i in sorted(batches):
+        columns = batches[i]
+        xs += [x[start:i], columns.dense.astype(np.float32)]
+        ys += [y[start:i], columns.labels.astype(np.float64)]
+        ws += [w[start:i], columns.weights.astype(np.float32)]
+        if not len(columns):  # an unusable batch record: keep its NaN row, so it is counted
+            xs[-1], ys[-1], ws[-1] = x[i : i + 1], y[i : i + 1], w[i : i + 1]
+        start = i + 1
+    xs, ys, ws = [*xs, x[start:]], [*ys, y[start:]], [*ws, w[start:]]
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
 
 
 def _decode_slowly(

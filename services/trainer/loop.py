@@ -23,6 +23,7 @@ from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
+from shared import samples
 from shared.errors import StreamlearnError
 from shared.kafka.consumer import where
 from streamlearn.v1 import metrics_pb2
@@ -98,11 +99,12 @@ class TrainerLoop:
             self._consumer.commit(offsets=offsets, asynchronous=True)
 
     def _learn(self, records: list[Message]) -> None:
-        ready = self._pending + records
-        usable = len(ready) - len(ready) % self.learner.config.batch_size
-        applying, self._pending = ready[:usable], ready[usable:]
-        if not applying:
-            return
+        size = self.learner.config.batch_size
+        segments, self._pending = _mini_batch_cut(self._pending + records, size)
+        for applying in segments:
+            self._apply(applying)
+
+    def _apply(self, applying: list[Message]) -> None:
         config = self.learner.config
         batch, _ = decode(applying, config.task, config.model.features)
         before = (self.learner.applied, self.learner.skipped)
@@ -183,3 +185,25 @@ class TrainerLoop:
 def _split(key: str) -> tuple[str, int]:
     topic, _, partition = key.rpartition(":")
     return topic, int(partition)
+
+
+def _mini_batch_cut(ready: list[Message], size: int) -> tuple[list[list[Message]], list[Message]]:
+    """(segments to learn now, records to hold back) so mini-batches never depend on polling.
+
+    Mini-batches are counted from the last cut: held-back single samples wait for a full
+    mini-batch, and a batch record (many rows) always ends a segment, its last mini-batch
+    possibly short. The grouping is thus a function of the stream alone, and a restart from
+    a checkpoint (always taken at a cut) repeats it exactly.
+    """
+    if size == 1:
+        return ([ready] if ready else []), []
+    segments, start = [], 0
+    for i, message in enumerate(ready):
+        if samples.is_batch(samples.headers_of(message)):
+            segments.append(ready[start : i + 1])
+            start = i + 1
+    tail = ready[start:]
+    usable = len(tail) - len(tail) % size
+    if usable:
+        segments.append(tail[:usable])
+    return segments, tail[usable:]

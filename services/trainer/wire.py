@@ -81,6 +81,8 @@ def _decode_one(
             length, pos = _varint(buf, pos, end)
             if pos < 0 or pos + length > end:
                 return MALFORMED
+            if field in (REGRESSION, CLASS_INDEX):
+                return MALFORMED  # not a Sample (a SampleBatch has columns there)
             if field == DENSE:
                 if length % 4:
                     return MALFORMED

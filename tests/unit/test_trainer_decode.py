@@ -8,6 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer import wire
 from services.trainer.decode import decode
+from services.trainer.loop import _mini_batch_cut
+from shared import samples
 from shared.fakes import FakeMessage
 from streamlearn.v1 import sample_pb2
 
@@ -76,3 +78,44 @@ def test_unusable_records_become_nan_rows_that_are_counted() -> None:
     rows_ok = np.isfinite(batch.features.numpy()).all(axis=1) & np.isfinite(batch.labels.numpy())
     assert rows_ok.tolist() == [True, False, False, False, False, True]
     assert bad == 3  # garbage, truncated, wrong shape (the unlabeled one is the guard's)
+
+
+def batch_record(rows: int, offset: int, features: int = 3) -> FakeMessage:
+    columns = samples.Columns(
+        "s",
+        [f"b{offset}-{r}" for r in range(rows)],
+        ["k"] * rows,
+        np.zeros(rows, np.int64),
+        np.full((rows, features), offset, np.float32) + np.arange(rows)[:, None],
+        np.arange(rows, dtype=np.int32) % 2,
+        np.ones(rows, np.float32),
+    )
+    headers = [(samples.CONTENT_TYPE, samples.BATCH_TYPE)]
+    return FakeMessage("t", 0, offset, b"k", samples.encode_batch(columns), headers)
+
+
+def test_batch_records_contribute_their_rows_in_place() -> None:
+    records = [
+        msg(full_sample(0, class_index=1).SerializeToString(), 0),
+        batch_record(3, 100),
+        msg(full_sample(1, class_index=0).SerializeToString(), 2),
+        batch_record(2, 200, features=5),  # wrong shape: one skipped row
+    ]
+    batch, bad = decode(records, "binary", 3)
+    assert bad == 1 and len(batch) == 6
+    np.testing.assert_array_equal(batch.features[1:4, 0].numpy(), [100, 101, 102])
+    assert batch.labels.tolist()[:5] == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert batch.features[0, 0].item() == 0.5 and batch.features[4, 0].item() == 1.5
+    assert np.isnan(batch.features[5].numpy()).all()
+
+
+def test_mini_batches_are_cut_by_the_stream_not_by_polling() -> None:
+    singles = [msg(full_sample(i, class_index=1).SerializeToString(), i) for i in range(7)]
+    stream = [*singles[:3], batch_record(5, 3), *singles[3:]]
+    whole, held = _mini_batch_cut(stream, 2)
+    assert [len(s) for s in whole] == [4, 4] and len(held) == 0
+    first, held_first = _mini_batch_cut(stream[:2], 2)
+    second, held_second = _mini_batch_cut(held_first + stream[2:], 2)
+    assert [m.offset() for s in first + second for m in s] == [m.offset() for s in whole for m in s]
+    assert [len(s) for s in first + second] == [2, 2, 4]  # same rows, same mini-batches
+    assert held_second == []
