@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import inference, ingestion, kafka, registry, trainer
+from bench import inference, ingestion, kafka, registry, replay, trainer
 from bench.core import BenchContext, Figure
 
 BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
@@ -13,4 +13,5 @@ BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
     "registry": registry.run,
     "inference": inference.run,
     "trainer": trainer.run,
+    "replay": replay.run,
 }

@@ -44,12 +44,12 @@ MAX_FETCH = TrainerSettings.model_fields["fetch_partition_bytes"].default
 def run(ctx: BenchContext) -> list[Figure]:
     """Kafka-fed streamlearn vs River, VW and naive torch on the same events."""
     n = ctx.count(200_000)
-    x, y = _stream(n)
+    x, y = stream(n)
     topic = f"bench.trainer.{uuid.uuid4().hex[:8]}"
     ensure_topics(AdminClient(ctx.kafka.client_config()), [TopicSpec(topic, 1)])
-    _produce(ctx, topic, x, y)
-    per_event = _from_kafka(ctx, topic, n, batch_size=1)
-    mini_batch = _from_kafka(ctx, topic, n, batch_size=256)
+    produce_stream(ctx, topic, x, y)
+    per_event = from_kafka(ctx, topic, n, batch_size=1)
+    mini_batch = from_kafka(ctx, topic, n, batch_size=256)
     river, vw = _river(x, y), _vw(x, y)
     naive = _naive_torch(x[: min(n, 20_000)], y[: min(n, 20_000)])
     return [
@@ -60,7 +60,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     ]
 
 
-def _stream(n: int) -> tuple[np.ndarray, np.ndarray]:
+def stream(n: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(42)
     x = rng.normal(size=(n, FEATURES)).astype(np.float32)
     w = rng.normal(size=FEATURES)
@@ -68,7 +68,7 @@ def _stream(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _produce(ctx: BenchContext, topic: str, x: np.ndarray, y: np.ndarray) -> None:
+def produce_stream(ctx: BenchContext, topic: str, x: np.ndarray, y: np.ndarray) -> None:
     producer = Producer(producer_config(ctx.kafka))
     with delivering(producer) as report:
         for i in range(len(y)):
@@ -82,7 +82,7 @@ def _produce(ctx: BenchContext, topic: str, x: np.ndarray, y: np.ndarray) -> Non
             produce(producer, topic, sample.SerializeToString(), partition=0, on_delivery=report)
 
 
-def _config(batch_size: int) -> TrainerConfig:
+def config(batch_size: int) -> TrainerConfig:
     return TrainerConfig(
         model=ModelSpec(kind="logistic", features=FEATURES),
         optimizer=OptimizerSpec(name="sgd", lr=LR),
@@ -90,10 +90,10 @@ def _config(batch_size: int) -> TrainerConfig:
     )
 
 
-def _from_kafka(ctx: BenchContext, topic: str, n: int, batch_size: int) -> float:
+def from_kafka(ctx: BenchContext, topic: str, n: int, batch_size: int) -> float:
     """Consume, decode and learn every event; events/s from the first record to the last."""
-    learner = Learner(_config(batch_size))
-    warm_x, warm_y = _stream(batch_size)
+    learner = Learner(config(batch_size))
+    warm_x, warm_y = stream(batch_size)
     learner.learn(_in_memory_batch(warm_x, warm_y))  # compile/initialise outside the timing
     warm = sample_pb2.Sample(dense=warm_x[0].tolist(), class_index=1).SerializeToString()
     decode([FakeMessage(topic, 0, 0, None, warm)], "binary", FEATURES)  # type: ignore[list-item]

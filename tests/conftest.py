@@ -10,6 +10,7 @@ The broker is, in order of preference:
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,7 +108,7 @@ def make_topic(kafka_admin: AdminClient, request: pytest.FixtureRequest) -> Call
     """Create a topic unique to this test: `make_topic(partitions=3, suffix="out")`."""
 
     def make(partitions: int = 1, suffix: str = "") -> str:
-        base = request.node.name.replace("[", "-").replace("]", "")[:80]
+        base = re.sub(r"[^A-Za-z0-9._-]", "-", request.node.name)[:80]
         name = f"test.{base}.{suffix or 't'}.{uuid.uuid4().hex[:8]}"
         ensure_topics(kafka_admin, [TopicSpec(name, partitions)])
         return name

@@ -95,7 +95,7 @@ def build_app(settings: IngestionSettings, router: Router, stop: threading.Event
     async def route(stream: faust.StreamT[Any]) -> None:
         # Events come in small batches to save faust's per-event overhead; each is still
         # routed on its own, in order, and acked only after its batch was handled.
-        async for events in stream.take_events(TAKE_MAX, TAKE_WITHIN_S):
+        async for events in stream.take_events(TAKE_MAX, TAKE_WITHIN_S):  # type: ignore[attr-defined]
             for event in events:
                 message = event.message
                 memory = await memory_of(message.partition)

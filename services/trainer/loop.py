@@ -100,7 +100,7 @@ class TrainerLoop:
 
     def _learn(self, records: list[Message]) -> None:
         size = self.learner.config.batch_size
-        segments, self._pending = _mini_batch_cut(self._pending + records, size)
+        segments, self._pending = mini_batch_cut(self._pending + records, size)
         for applying in segments:
             self._apply(applying)
 
@@ -187,7 +187,7 @@ def _split(key: str) -> tuple[str, int]:
     return topic, int(partition)
 
 
-def _mini_batch_cut(ready: list[Message], size: int) -> tuple[list[list[Message]], list[Message]]:
+def mini_batch_cut(ready: list[Message], size: int) -> tuple[list[list[Message]], list[Message]]:
     """(segments to learn now, records to hold back) so mini-batches never depend on polling.
 
     Mini-batches are counted from the last cut: held-back single samples wait for a full

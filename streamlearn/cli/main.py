@@ -9,7 +9,7 @@ import typer
 
 from shared.errors import ConfigError, InvalidArgument, StreamlearnError
 from shared.logs import configure_logging
-from streamlearn.cli import bench, demo, kafka, produce, registry, streams
+from streamlearn.cli import bench, demo, kafka, produce, registry, replay, streams
 from streamlearn.cli.settings import CliSettings
 
 _typer_app = typer.Typer(
@@ -20,6 +20,7 @@ _typer_app = typer.Typer(
 _typer_app.add_typer(kafka.app, name="kafka")
 _typer_app.add_typer(registry.app, name="registry")
 _typer_app.add_typer(streams.app, name="stream")
+_typer_app.add_typer(replay.app, name="replay")
 _typer_app.command("produce")(produce.produce)
 _typer_app.command("bench")(bench.bench)
 _typer_app.command("demo")(demo.demo)

@@ -187,7 +187,7 @@ def test_killed_mid_stream_every_event_ends_up_exactly_once_in_training_or_dead_
             producer.send_columns(x, np.arange(100) % 2, keys=[f"k{b % 13}"] * 100, event_ids=ids)
             expected_ids += ids
         total = len(expected_ids)
-    kills = sorted(random.Random(3).sample(range(500, 5_500), 3))
+    kills = sorted(random.Random(3).sample(range(300, 4_000), 3))
     for target in kills:
         ingestion.start()
         wait_until(lambda t=target: _records(kafka, topics) >= t, 120, pause=0.01)

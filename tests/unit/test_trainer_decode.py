@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer import wire
 from services.trainer.decode import decode
-from services.trainer.loop import _mini_batch_cut
+from services.trainer.loop import mini_batch_cut
 from shared import samples
 from shared.fakes import FakeMessage
 from streamlearn.v1 import sample_pb2
@@ -112,10 +112,10 @@ def test_batch_records_contribute_their_rows_in_place() -> None:
 def test_mini_batches_are_cut_by_the_stream_not_by_polling() -> None:
     singles = [msg(full_sample(i, class_index=1).SerializeToString(), i) for i in range(7)]
     stream = [*singles[:3], batch_record(5, 3), *singles[3:]]
-    whole, held = _mini_batch_cut(stream, 2)
+    whole, held = mini_batch_cut(stream, 2)
     assert [len(s) for s in whole] == [4, 4] and len(held) == 0
-    first, held_first = _mini_batch_cut(stream[:2], 2)
-    second, held_second = _mini_batch_cut(held_first + stream[2:], 2)
+    first, held_first = mini_batch_cut(stream[:2], 2)
+    second, held_second = mini_batch_cut(held_first + stream[2:], 2)
     assert [m.offset() for s in first + second for m in s] == [m.offset() for s in whole for m in s]
     assert [len(s) for s in first + second] == [2, 2, 4]  # same rows, same mini-batches
     assert held_second == []

@@ -1,0 +1,200 @@
+"""Replay operations over a topic slice: backtest, evaluate, search, redrive.
+
+None of them joins a consumer group, writes to a live topic or calls the registry unless
+asked to (`evaluate` reads versions; `search --register` registers the winner; `redrive`
+writes to the target topic it is given).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from confluent_kafka import Producer
+from pydantic import ValidationError
+
+from services.replay.runs import Run, halving_points, prune
+from services.replay.scoring import Scored
+from services.replay.slices import Slice, read
+from services.trainer.config import TrainerConfig
+from services.trainer.export import OnnxExporter
+from services.trainer.learner import Batch
+from shared.clients.registry import RegistryClient
+from shared.errors import ConfigError, InvalidArgument
+from shared.kafka.config import producer_config
+from shared.kafka.producer import delivering, produce
+from shared.onnx_models import INPUT, OUTPUT
+from shared.ort import make_session
+from shared.settings import KafkaSettings
+from streamlearn.v1 import registry_pb2
+
+Progress = Callable[[int], None]  # records read so far
+
+
+def backtest(
+    kafka: KafkaSettings, piece: Slice, runs: Sequence[Run], progress: Progress = lambda _: None
+) -> list[Run]:
+    """Every run learns the whole slice, test-then-train."""
+    done = 0
+    for records in read(kafka, piece):
+        for run in runs:
+            run.feed(records)
+        done += len(records)
+        progress(done)
+    for run in runs:
+        run.finish()
+    return list(runs)
+
+
+def search(
+    kafka: KafkaSettings,
+    piece: Slice,
+    runs: Sequence[Run],
+    metric: str,
+    lower_is_better: bool,
+    eta: int = 3,
+    progress: Progress = lambda _: None,
+) -> list[Run]:
+    """Successive halving in one pass: at each rung's end only the best 1/eta keep learning.
+
+    Returns every run, the survivors first, ranked by `metric` at the end.
+    """
+    alive, done = list(runs), 0
+    rungs = halving_points(len(piece), len(runs), eta)
+    for records in read(kafka, piece):
+        for run in alive:
+            run.feed(records)
+        done += len(records)
+        while rungs and done >= rungs[0] and len(alive) > 1:
+            alive = prune(alive, metric, lower_is_better, eta)
+            rungs.pop(0)
+        progress(done)
+    for run in alive:
+        run.finish()
+    stopped = sorted((r for r in runs if r not in alive), key=lambda r: -(r.stopped_at or 0))
+    return prune(alive, metric, lower_is_better, 1) + stopped
+
+
+def evaluate(
+    kafka: KafkaSettings,
+    piece: Slice,
+    registry: RegistryClient,
+    model: str,
+    refs: Sequence[str],
+    progress: Progress = lambda _: None,
+) -> list[Scored]:
+    """Score versions (numbers or aliases) predict-only, side by side, on the slice."""
+    scored = [_scored(registry, model, ref) for ref in refs]
+    done = 0
+    for records in read(kafka, piece):
+        for one in scored:
+            one.feed(records)
+        done += len(records)
+        progress(done)
+    return scored
+
+
+def _scored(registry: RegistryClient, model: str, ref: str) -> Scored:
+    version, alias = (int(ref), "") if ref.isdigit() else (0, ref)
+    meta, data = registry.download(model, version=version, alias=alias)
+    try:
+        config = TrainerConfig.model_validate_json(meta.lineage.config_json)
+    except ValidationError as exc:
+        raise InvalidArgument(f"{model} v{meta.version} has no usable trainer config") from exc
+    session = make_session(data, "cpu")
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run([OUTPUT], {INPUT: x})[0])
+
+    name = f"{model} v{meta.version}" + (f" ({alias})" if alias else "")
+    return Scored(name, config.task, config.model.features, predict)
+
+
+def register(
+    registry: RegistryClient, model: str, run: Run, piece: Slice, alias: str = "candidate"
+) -> int:
+    """Register a run's model as a version with the slice as lineage, and point `alias` at it."""
+    probe = Batch(torch.zeros(4, run.config.model.features), torch.zeros(4))  # to verify the export
+    data = OnnxExporter(run.learner, probe).export()
+    lineage = registry_pb2.Lineage(
+        stream=piece.topic,
+        events_seen=run.learner.applied,
+        metrics=run.learner.metrics.snapshot(),
+        config_hash=run.config.hash(),
+        config_json=run.config.to_json(),
+        trainer_id=f"replay-search:{run.name}",
+        offsets=[
+            registry_pb2.OffsetRange(topic=piece.topic, partition=p, first_offset=s, next_offset=e)
+            for p, (s, e) in sorted(piece.ranges.items())
+        ],
+    )
+    registry.create_model(model, exist_ok=True)
+    version = registry.register(model, data, lineage=lineage).version
+    registry.set_alias(model, alias, version)
+    return version
+
+
+def redrive(
+    kafka: KafkaSettings,
+    piece: Slice,
+    target: str,
+    rate: float,
+    progress: Progress = lambda _: None,
+) -> int:
+    """Copy the slice (keys, values, headers) to `target`, at most `rate` records/s (0: any)."""
+    producer = Producer(producer_config(kafka))
+    started, done = time.perf_counter(), 0
+    with delivering(producer) as report:
+        for records in read(kafka, piece, chunk=500):
+            for msg in records:
+                produce(
+                    producer,
+                    target,
+                    msg.value() or b"",
+                    msg.key(),
+                    headers=msg.headers() or [],
+                    on_delivery=report,
+                )
+                done += 1
+                if rate > 0 and (ahead := started + done / rate - time.perf_counter()) > 0:
+                    time.sleep(ahead)
+            progress(done)
+    return report.delivered
+
+
+def grid(
+    base: TrainerConfig, axes: dict[str, list[Any]], samples: int = 0, seed: int = 0
+) -> list[Run]:
+    """Runs for every combination of `axes` (dotted config paths), or `samples` random ones."""
+    names = list(axes)
+    combos = list(itertools.product(*(axes[n] for n in names)))
+    if samples and samples < len(combos):
+        combos = random.Random(seed).sample(combos, samples)
+    runs = []
+    for combo in combos:
+        changes = dict(zip(names, combo, strict=True))
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in changes.items())
+        runs.append(Run(label or "base", with_changes(base, changes)))
+    return runs
+
+
+def with_changes(base: TrainerConfig, changes: dict[str, Any]) -> TrainerConfig:
+    """`base` with dotted fields replaced, e.g. {"optimizer.lr": 0.1}; ConfigError if invalid."""
+    data = base.model_dump()
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"no config field {path!r}")
+        node[leaf] = value
+    try:
+        return TrainerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"config {changes} is invalid: {exc.errors()[0]['msg']}") from exc

@@ -1,0 +1,118 @@
+"""Learning runs over a slice: the trainer's own learner, decoder and mini-batch cuts.
+
+A `Run` is one trainer config learning test-then-train from records, exactly as the live
+trainer would (same `Learner`, same `decode`, same `mini_batch_cut`), recording its
+prequential metrics every `every` events as a learning curve. Runs are transport-free:
+they take record chunks, wherever those come from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Message
+
+from services.trainer.config import TrainerConfig
+from services.trainer.decode import decode
+from services.trainer.learner import Learner
+from services.trainer.loop import mini_batch_cut
+
+
+@dataclass
+class Run:
+    """One config learning a slice; `curve` holds (events, metrics) points."""
+
+    name: str
+    config: TrainerConfig
+    every: int = 1000
+    learner: Learner = field(init=False)
+    curve: list[dict[str, float]] = field(default_factory=list)
+    stopped_at: int | None = None  # events seen when successive halving stopped it
+    _pending: list[Message] = field(default_factory=list)
+    _next_point: int = 0
+
+    def __post_init__(self) -> None:
+        self.learner = Learner(self.config, "cpu")
+        self._next_point = self.every
+
+    @property
+    def events(self) -> int:
+        """Events learned from plus events refused by the guard."""
+        return self.learner.applied + self.learner.skipped
+
+    def feed(self, records: Sequence[Message]) -> None:
+        """Learn from the next records of the slice, in order."""
+        segments, self._pending = mini_batch_cut(
+            self._pending + list(records), self.config.batch_size
+        )
+        for segment in segments:
+            # Learn up to each curve point, so points fall on multiples of `every` (a record
+            # with many rows, or a mini-batch, may carry a point a little past it).
+            step = max(self.config.batch_size, 1)
+            while segment:
+                room = max(self._next_point - self.events, 1)
+                take = max(room // step, 1) * step
+                part, segment = segment[:take], segment[take:]
+                batch, _ = decode(part, self.config.task, self.config.model.features)
+                self.learner.learn(batch)
+                if self.events >= self._next_point:
+                    self.curve.append(self.snapshot())
+                    while self._next_point <= self.events:
+                        self._next_point += self.every
+
+    def finish(self) -> None:
+        """Record the final point (held-back records of an unfinished mini-batch stay out)."""
+        if not self.curve or self.curve[-1]["events"] != self.events:
+            self.curve.append(self.snapshot())
+
+    def snapshot(self) -> dict[str, float]:
+        """Prequential metrics now, with the event count."""
+        return self.learner.metrics.snapshot() | {"events": float(self.events)}
+
+    def score(self, metric: str) -> float:
+        """The run's current value of `metric` (inf when it has none yet)."""
+        value = self.learner.metrics.snapshot().get(metric)
+        return math.inf if value is None or math.isnan(value) else value
+
+    def report(self) -> dict[str, Any]:
+        """The run as JSON-ready data."""
+        return {
+            "name": self.name,
+            "config": self.config.model_dump(mode="json"),
+            "config_hash": self.config.hash(),
+            "applied": self.learner.applied,
+            "skipped": self.learner.skipped,
+            "final": self.snapshot(),
+            "stopped_at": self.stopped_at,
+            "curve": self.curve,
+        }
+
+
+def halving_points(total: int, configs: int, eta: int = 3) -> list[int]:
+    """Event counts at which successive halving keeps the best 1/eta of the runs.
+
+    With R = ceil(log_eta(configs)) rungs, rung r ends after total / eta**(R - r) events, so
+    the survivors of each rung get eta times the budget of the one before.
+    """
+    if configs <= 1:
+        return []
+    rungs = math.ceil(math.log(configs, eta))
+    return [max(1, total // eta ** (rungs - r)) for r in range(rungs)]
+
+
+def prune(runs: list[Run], metric: str, lower_is_better: bool, eta: int) -> list[Run]:
+    """Keep the best ceil(len/eta) runs by `metric`; mark the others stopped."""
+
+    def key(run: Run) -> tuple[bool, float]:  # runs without the metric yet rank last
+        value = run.score(metric)
+        return math.isinf(value), value if lower_is_better else -value
+
+    ranked = sorted(runs, key=key)
+    keep = max(1, math.ceil(len(runs) / eta))
+    for run in ranked[keep:]:
+        run.stopped_at = run.events
+        run.finish()
+    return ranked[:keep]

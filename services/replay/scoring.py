@@ -1,0 +1,64 @@
+"""Predict-only scoring of served versions on a slice (ONNX Runtime, as inference serves them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Message
+
+from services.trainer.decode import decode
+from services.trainer.metrics import Prequential
+
+_EPS = 1e-12
+Predict = Callable[[np.ndarray], np.ndarray]  # features [n, d] -> served outputs
+
+
+@dataclass
+class Scored:
+    """One version's metrics over the slice so far, and its curve every `every` events."""
+
+    name: str
+    task: str
+    features: int
+    predict: Predict
+    every: int = 1000
+    total: Prequential = field(init=False)
+    recent: Prequential = field(init=False)
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.total = Prequential(self.task, 10_000_000)
+        self.recent = Prequential(self.task, self.every)
+
+    def feed(self, records: Sequence[Message]) -> None:
+        """Score the next records (rows the trainer would skip are skipped here too)."""
+        batch, _ = decode(records, self.task, self.features)
+        x, y = batch.features.numpy(), batch.labels.numpy()
+        ok = np.isfinite(x).all(axis=1) & np.isfinite(y.astype(np.float64))
+        if not ok.any():
+            return
+        predictions = self.predict(x[ok])
+        losses = _losses(self.task, predictions, y[ok])
+        for start in range(0, int(ok.sum()), self.every):
+            part = slice(start, start + self.every)
+            for metrics in (self.total, self.recent):
+                metrics.update(predictions[part], y[ok][part], losses[part])
+            self.curve.append(self.recent.snapshot() | {"events": float(self.total.events)})
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready results."""
+        return {"name": self.name, "final": self.total.snapshot(), "curve": self.curve}
+
+
+def _losses(task: str, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-event loss as the trainer counts it: squared error, log-loss, or -log p(label)."""
+    if task == "regression":
+        return np.asarray((predictions.reshape(-1) - labels) ** 2)
+    if task == "binary":
+        p = np.clip(predictions.reshape(-1), _EPS, 1 - _EPS)
+        return np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    picked = predictions[np.arange(len(labels)), labels.astype(int)]
+    return np.asarray(-np.log(np.clip(picked, _EPS, 1.0)))

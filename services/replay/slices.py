@@ -1,0 +1,157 @@
+"""Topic slices: which records a replay reads, resolved to offsets, and reading them (Kafka).
+
+A replay never joins or commits a consumer group: it assigns partitions directly, so live
+consumers and their offsets are untouched. Records of several partitions are merged by
+timestamp (ties by partition, then offset), so a slice reads the same way every time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from shared.errors import InvalidArgument, NotFound
+from shared.kafka.config import consumer_config
+from shared.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """What to read: a topic, some partitions, and bounds by offset or by time (ms)."""
+
+    topic: str
+    partitions: tuple[int, ...] = ()
+    from_offset: int | None = None
+    to_offset: int | None = None  # exclusive
+    from_time_ms: int | None = None
+    to_time_ms: int | None = None  # exclusive
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A resolved slice: per partition, the offsets [start, end) to read."""
+
+    topic: str
+    ranges: dict[int, tuple[int, int]]
+
+    def __len__(self) -> int:
+        return sum(end - start for start, end in self.ranges.values())
+
+    def describe(self) -> str:
+        """E.g. `clicks[0]@0..1000, clicks[1]@5..900`."""
+        return ", ".join(f"{self.topic}[{p}]@{s}..{e}" for p, (s, e) in sorted(self.ranges.items()))
+
+
+def resolve(kafka: KafkaSettings, spec: SliceSpec) -> Slice:
+    """Offsets of `spec`; InvalidArgument/NotFound with a clear message when it cannot be read."""
+    consumer = _consumer(kafka)
+    try:
+        partitions = _partitions(consumer, spec)
+        ranges = {p: _bounds(consumer, spec, p) for p in partitions}
+    finally:
+        consumer.close()
+    ranges = {p: r for p, r in ranges.items() if r[1] > r[0]}
+    if not ranges and spec.from_time_ms is not None:
+        raise InvalidArgument(
+            f"no record of {spec.topic} at or after {spec.from_time_ms} ms: past its end"
+        )
+    if not ranges:
+        raise InvalidArgument(f"the slice of {spec.topic} is empty (no records between the bounds)")
+    return Slice(spec.topic, ranges)
+
+
+def read(kafka: KafkaSettings, piece: Slice, chunk: int = 5000) -> Iterator[list[Message]]:
+    """The slice's records in chunks, merged across partitions by (timestamp, partition, offset)."""
+    consumer = _consumer(kafka)
+    consumer.assign([TopicPartition(piece.topic, p, s) for p, (s, _) in piece.ranges.items()])
+    try:
+        if len(piece.ranges) == 1:  # one partition is already in order: no merging
+            yield from _in_order(consumer, piece, chunk)
+            return
+        out: list[Message] = []
+        for msg in _merged(consumer, piece):
+            out.append(msg)
+            if len(out) >= chunk:
+                yield out
+                out = []
+        if out:
+            yield out
+    finally:
+        consumer.close()
+
+
+def _in_order(consumer: Consumer, piece: Slice, chunk: int) -> Iterator[list[Message]]:
+    [(partition, (position, end))] = piece.ranges.items()
+    while position < end:
+        records = [m for m in consumer.consume(chunk, 0.2) if m.error() is None]
+        if records and (records[-1].offset() or 0) >= end:
+            records = [m for m in records if (m.offset() or 0) < end]
+            position = end
+        elif records:
+            position = (records[-1].offset() or 0) + 1
+        if records:
+            yield records
+
+
+def _merged(consumer: Consumer, piece: Slice) -> Iterator[Message]:
+    buffers: dict[int, deque[Message]] = {p: deque() for p in piece.ranges}
+    positions = {p: s for p, (s, _) in piece.ranges.items()}
+
+    def starving() -> bool:  # an unfinished partition without a buffered record
+        return any(not buffers[p] and positions[p] < end for p, (_, end) in piece.ranges.items())
+
+    while True:
+        while starving():
+            for msg in consumer.consume(1000, 1.0):
+                if msg.error() is not None:
+                    continue
+                p, offset = msg.partition() or 0, msg.offset() or 0
+                if offset < piece.ranges[p][1]:
+                    buffers[p].append(msg)
+                positions[p] = offset + 1
+        heads = [(b[0].timestamp()[1], p, b[0].offset() or 0) for p, b in buffers.items() if b]
+        if not heads:
+            return
+        yield buffers[min(heads)[1]].popleft()
+
+
+def _consumer(kafka: KafkaSettings) -> Consumer:
+    return Consumer(
+        consumer_config(kafka, f"streamlearn-replay-{uuid.uuid4().hex}", enable_auto_commit=False)
+    )
+
+
+def _partitions(consumer: Consumer, spec: SliceSpec) -> list[int]:
+    try:
+        metadata = consumer.list_topics(spec.topic, timeout=15).topics.get(spec.topic)
+    except KafkaException as exc:
+        raise NotFound(f"topic {spec.topic!r}: {exc.args[0].str()}") from exc
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise NotFound(f"no topic named {spec.topic!r}")
+    known = sorted(metadata.partitions)
+    unknown = [p for p in spec.partitions if p not in known]
+    if unknown:
+        raise InvalidArgument(f"{spec.topic} has partitions {known}, not {unknown}")
+    return list(spec.partitions) or known
+
+
+def _bounds(consumer: Consumer, spec: SliceSpec, partition: int) -> tuple[int, int]:
+    low, high = consumer.get_watermark_offsets(TopicPartition(spec.topic, partition), 15)
+    start = max(low, spec.from_offset if spec.from_offset is not None else low)
+    end = min(high, spec.to_offset if spec.to_offset is not None else high)
+    if spec.from_time_ms is not None:
+        at = _offset_at(consumer, spec.topic, partition, spec.from_time_ms)
+        start = max(start, high if at < 0 else at)
+    if spec.to_time_ms is not None:
+        at = _offset_at(consumer, spec.topic, partition, spec.to_time_ms)
+        end = min(end, high if at < 0 else at)
+    return start, max(start, end)
+
+
+def _offset_at(consumer: Consumer, topic: str, partition: int, time_ms: int) -> int:
+    [found] = consumer.offsets_for_times([TopicPartition(topic, partition, time_ms)], timeout=15)
+    return found.offset or -1

@@ -1,0 +1,210 @@
+"""`streamlearn replay backtest|evaluate|search|redrive`: what-if runs over a topic slice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.table import Table
+
+from services.replay import replay
+from services.replay.report import plot, write_json
+from services.replay.runs import Run
+from services.replay.slices import Slice, SliceSpec, resolve
+from services.trainer.config import TrainerConfig
+from shared.clients.registry import RegistryClient
+from shared.errors import ConfigError, InvalidArgument
+from shared.settings import TopicSettings
+from streamlearn.cli.context import settings_of
+from streamlearn.cli.kafka_access import kafka_for_cli
+
+app = typer.Typer(
+    help="Replay a topic slice: backtest, evaluate, search, redrive.", no_args_is_help=True
+)
+console = Console(stderr=True)
+TOPIC = typer.Option(TopicSettings().train, "--topic", help="Topic to read.")
+PARTITIONS = typer.Option("", help="Comma-separated partitions (default: all).")
+FROM_OFFSET = typer.Option(None, help="First offset, per partition.")
+TO_OFFSET = typer.Option(None, help="End offset (exclusive), per partition.")
+FROM_TIME = typer.Option("", help="Start time: ISO 8601 or unix ms.")
+TO_TIME = typer.Option("", help="End time (exclusive): ISO 8601 or unix ms.")
+REPORT = typer.Option(None, help="Write the JSON report here.")
+PLOT = typer.Option(None, "--plot", help="Write a PNG of the learning curves here.")
+
+
+def _slice(ctx: typer.Context, topic: str, partitions: str, from_offset: int | None,
+           to_offset: int | None, from_time: str, to_time: str) -> tuple[Any, Slice]:  # fmt: skip
+    kafka = kafka_for_cli(settings_of(ctx))
+    spec = SliceSpec(
+        topic,
+        tuple(int(p) for p in partitions.split(",") if p.strip()),
+        from_offset,
+        to_offset,
+        _time_ms(from_time),
+        _time_ms(to_time),
+    )
+    piece = resolve(kafka, spec)
+    console.print(f"slice: {piece.describe()} ({len(piece):,} records)")
+    return kafka, piece
+
+
+def _time_ms(text: str) -> int | None:
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"{text!r} is neither ISO 8601 nor unix milliseconds") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _configs(paths: list[Path], every: int = 1000) -> list[Run]:
+    runs = []
+    for path in paths:
+        try:
+            config = TrainerConfig.model_validate_json(path.read_text())
+        except (OSError, ValidationError) as exc:
+            raise ConfigError(f"{path}: not a usable trainer config: {_first_error(exc)}") from exc
+        runs.append(Run(path.stem, config, every))
+    return runs
+
+
+def _first_error(exc: Exception) -> str:
+    return exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("replay", total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+@app.command()
+def backtest(
+    ctx: typer.Context,
+    config: list[Path] = typer.Option(..., "--config", help="Trainer config JSON (repeatable)."),  # noqa: B008
+    metric: str = typer.Option("loss", help="Metric to plot and rank by."),
+    every: int = typer.Option(1000, min=10, help="Events between curve points."),
+    topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
+    to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
+    report: Path | None = REPORT, png: Path | None = PLOT,
+) -> None:  # fmt: skip
+    """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
+    runs = _configs(config, every)
+    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
+    with _progress(len(piece)) as progress:
+        replay.backtest(kafka, piece, runs, progress)
+    _finish("backtest", piece, [r.report() for r in runs], metric, report, png)
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Registered model."),
+    versions: str = typer.Option("production", help="Comma-separated versions or aliases."),
+    metric: str = typer.Option("loss"),
+    topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
+    to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
+    report: Path | None = REPORT, png: Path | None = PLOT,
+) -> None:  # fmt: skip
+    """Score registered versions predict-only on the slice, side by side."""
+    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
+    refs = [v.strip() for v in versions.split(",") if v.strip()]
+    with RegistryClient(settings_of(ctx).registry_address) as registry, _progress(len(piece)) as p:
+        scored = replay.evaluate(kafka, piece, registry, model, refs, p)
+    _finish("evaluate", piece, [s.report() for s in scored], metric, report, png)
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., "--config", help="Base trainer config JSON."),  # noqa: B008
+    axis: list[str] = typer.Option(..., "--axis", help='e.g. optimizer.lr=0.001,0.01,0.1'),  # noqa: B008
+    samples: int = typer.Option(0, min=0, help="Random search: this many combinations."),
+    metric: str = typer.Option("loss"),
+    higher_is_better: bool = typer.Option(False, help="For accuracy or auc."),
+    eta: int = typer.Option(3, min=2, help="Successive halving keeps 1/eta per rung."),
+    register_as: str = typer.Option("", help="Register the winner under this model name."),
+    topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
+    to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
+    report: Path | None = REPORT, png: Path | None = PLOT,
+) -> None:  # fmt: skip
+    """Hyper-parameter search with successive halving; optionally register the winner."""
+    [base] = _configs([config])
+    runs = replay.grid(base.config, dict(_axis(a) for a in axis), samples)
+    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
+    with _progress(len(piece)) as progress:
+        ranked = replay.search(kafka, piece, runs, metric, not higher_is_better, eta, progress)
+    reports = [r.report() for r in ranked]
+    if register_as:
+        with RegistryClient(settings_of(ctx).registry_address) as registry:
+            version = replay.register(registry, register_as, ranked[0], piece)
+        console.print(f"registered {register_as} v{version} as candidate ({ranked[0].name})")
+    _finish("search", piece, reports, metric, report, png)
+
+
+def _axis(text: str) -> tuple[str, list[Any]]:
+    name, _, values = text.partition("=")
+    if not name or not values:
+        raise InvalidArgument(f"--axis {text!r}: expected name=v1,v2,...")
+    return name.strip(), [json.loads(v) if _is_json(v) else v for v in values.split(",")]
+
+
+def _is_json(value: str) -> bool:
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
+@app.command()
+def redrive(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="Topic to copy the slice into."),
+    rate: float = typer.Option(0.0, min=0, help="Records per second; 0 = no limit."),
+    topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
+    to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
+) -> None:  # fmt: skip
+    """Copy the slice into another topic (e.g. to retrain from scratch), rate-limited."""
+    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
+    with _progress(len(piece)) as progress:
+        copied = replay.redrive(kafka, piece, target, rate, progress)
+    console.print(f"copied {copied:,} records to {target}")
+
+
+def _finish(kind: str, piece: Slice, results: list[dict[str, Any]], metric: str,
+            report: Path | None, png: Path | None) -> None:  # fmt: skip
+    table = Table(title=f"{kind}: {piece.describe()}")
+    names = sorted({k for r in results for k in r["final"] if k != "events"})
+    for column in ("name", "events", *names):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for result in results:
+        final = result["final"]
+        stopped = f" (stopped at {result['stopped_at']:,})" if result.get("stopped_at") else ""
+        table.add_row(result["name"] + stopped, f"{final.get('events', 0):,.0f}",
+                      *(f"{final[n]:.4f}" if n in final else "-" for n in names))  # fmt: skip
+    Console().print(table)
+    document = {
+        "kind": kind,
+        "slice": {"topic": piece.topic, "ranges": piece.ranges},
+        "results": results,
+    }
+    if report:
+        write_json(report, document)
+    if png:
+        plot(png, {r["name"]: r["curve"] for r in results}, metric, f"{kind}: {piece.describe()}")
