@@ -49,15 +49,15 @@ class Run:
             self._pending + list(records), self.config.batch_size
         )
         for segment in segments:
-            # Learn up to each curve point, so points fall on multiples of `every` (a record
-            # with many rows, or a mini-batch, may carry a point a little past it).
-            step = max(self.config.batch_size, 1)
-            while segment:
+            batch, _ = decode(segment, self.config.task, self.config.model.features)
+            # Learn up to each curve point, so points fall on multiples of `every`; slices
+            # stay whole mini-batches, so the grouping is the live trainer's.
+            step, start = self.config.batch_size, 0
+            while start < len(batch):
                 room = max(self._next_point - self.events, 1)
-                take = max(room // step, 1) * step
-                part, segment = segment[:take], segment[take:]
-                batch, _ = decode(part, self.config.task, self.config.model.features)
-                self.learner.learn(batch)
+                stop = start + max(room // step, 1) * step
+                self.learner.learn(batch.slice(start, stop))
+                start = stop
                 if self.events >= self._next_point:
                     self.curve.append(self.snapshot())
                     while self._next_point <= self.events:
