@@ -10,11 +10,9 @@ limit of both, and a consumer that had idle time to prefetch would look faster t
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench import trainer
@@ -22,11 +20,7 @@ from bench.core import BenchContext, Figure
 from services.replay import replay
 from services.replay.runs import Run
 from services.replay.slices import SliceSpec, resolve
-from services.trainer.decode import decode
-from services.trainer.learner import Learner
 from shared.kafka.admin import TopicSpec, ensure_topics
-from shared.kafka.config import consumer_config
-from shared.kafka.consumer import consume_batches
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -38,31 +32,9 @@ def run(ctx: BenchContext) -> list[Figure]:
     trainer.produce_stream(ctx, topic, x, y)
     warm = resolve(ctx.kafka, SliceSpec(topic, to_offset=1000))
     replay.backtest(ctx.kafka, warm, [Run("warm-up", trainer.config(1))])
-    live = _live(ctx, topic, n)
+    live = trainer.from_kafka(ctx, topic, n, batch_size=1, from_creation=True)
     started = time.perf_counter()
     piece = resolve(ctx.kafka, SliceSpec(topic))
     replay.backtest(ctx.kafka, piece, [Run("bench", trainer.config(1))])
     backtest = n / (time.perf_counter() - started)
     return [Figure("backtest, per event", backtest, "events/s", "live trainer path", live)]
-
-
-def _live(ctx: BenchContext, topic: str, n: int) -> float:
-    """The trainer loop's core: batched consume, decode, learn (no checkpoints, no versions)."""
-    learner = Learner(trainer.config(1))
-    started = time.perf_counter()
-    consumer = Consumer(
-        consumer_config(
-            ctx.kafka, f"bench-{uuid.uuid4().hex[:8]}", max_partition_fetch_bytes=trainer.MAX_FETCH
-        )
-    )
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    seen, stop = 0, threading.Event()
-    try:
-        for records in consume_batches(consumer, stop, batch_size=5000):
-            learner.learn(decode(records, "binary", trainer.FEATURES)[0])
-            seen += len(records)
-            if seen >= n:
-                stop.set()
-        return n / (time.perf_counter() - started)
-    finally:
-        consumer.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.core import BenchContext, Figure
@@ -90,20 +90,30 @@ def config(batch_size: int) -> TrainerConfig:
     )
 
 
-def from_kafka(ctx: BenchContext, topic: str, n: int, batch_size: int) -> float:
-    """Consume, decode and learn every event; events/s from the first record to the last."""
+def from_kafka(
+    ctx: BenchContext, topic: str, n: int, batch_size: int, from_creation: bool = False
+) -> float:
+    """Consume, decode and learn every event; events/s from the first record to the last.
+
+    With `from_creation`, the clock starts when the consumer is created and the partition
+    is assigned directly (no group), as a replay reads.
+    """
     learner = Learner(config(batch_size))
     warm_x, warm_y = stream(batch_size)
     learner.learn(_in_memory_batch(warm_x, warm_y))  # compile/initialise outside the timing
     warm = sample_pb2.Sample(dense=warm_x[0].tolist(), class_index=1).SerializeToString()
     decode([FakeMessage(topic, 0, 0, None, warm)], "binary", FEATURES)  # type: ignore[list-item]
+    created = time.perf_counter()
     consumer = Consumer(
         consumer_config(
             ctx.kafka, f"bench-{uuid.uuid4().hex[:8]}", max_partition_fetch_bytes=MAX_FETCH
         )
     )
-    consumer.subscribe([topic])
-    seen, first, stop = 0, 0.0, threading.Event()
+    if from_creation:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+    else:
+        consumer.subscribe([topic])
+    seen, first, stop = 0, created if from_creation else 0.0, threading.Event()
     try:
         for records in consume_batches(consumer, stop, batch_size=5000):
             first = first or time.perf_counter()

@@ -40,15 +40,27 @@ def backtest(
     kafka: KafkaSettings, piece: Slice, runs: Sequence[Run], progress: Progress = lambda _: None
 ) -> list[Run]:
     """Every run learns the whole slice, test-then-train."""
-    done = 0
-    for records in read(kafka, piece):
-        for run in runs:
-            run.feed(records)
-        done += len(records)
-        progress(done)
+    _drive(kafka, piece, lambda: runs, progress)
     for run in runs:
         run.finish()
     return list(runs)
+
+
+def _drive(
+    kafka: KafkaSettings,
+    piece: Slice,
+    feeders: Callable[[], Sequence[Run | Scored]],
+    progress: Progress,
+    after_chunk: Callable[[int], None] = lambda _: None,
+) -> None:
+    """Read the slice once, feeding each chunk to the current feeders, in order."""
+    done = 0
+    for records in read(kafka, piece):
+        for feeder in feeders():
+            feeder.feed(records)
+        done += len(records)
+        after_chunk(done)
+        progress(done)
 
 
 def search(
@@ -64,16 +76,16 @@ def search(
 
     Returns every run, the survivors first, ranked by `metric` at the end.
     """
-    alive, done = list(runs), 0
+    alive = list(runs)
     rungs = halving_points(len(piece), len(runs), eta)
-    for records in read(kafka, piece):
-        for run in alive:
-            run.feed(records)
-        done += len(records)
+
+    def halve(done: int) -> None:
+        nonlocal alive
         while rungs and done >= rungs[0] and len(alive) > 1:
             alive = prune(alive, metric, lower_is_better, eta)
             rungs.pop(0)
-        progress(done)
+
+    _drive(kafka, piece, lambda: alive, progress, halve)
     for run in alive:
         run.finish()
     stopped = sorted((r for r in runs if r not in alive), key=lambda r: -(r.stopped_at or 0))
@@ -90,12 +102,7 @@ def evaluate(
 ) -> list[Scored]:
     """Score versions (numbers or aliases) predict-only, side by side, on the slice."""
     scored = [_scored(registry, model, ref) for ref in refs]
-    done = 0
-    for records in read(kafka, piece):
-        for one in scored:
-            one.feed(records)
-        done += len(records)
-        progress(done)
+    _drive(kafka, piece, lambda: scored, progress)
     return scored
 
 
