@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from services.replay.runs import Run, halving_points, prune
 from services.replay.scoring import Scored
-from services.replay.slices import Slice, read
+from services.replay.slices import Slice, SliceReader, read
 from services.trainer.config import TrainerConfig
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Batch
@@ -37,17 +37,20 @@ Progress = Callable[[int], None]  # records read so far
 
 
 def backtest(
-    kafka: KafkaSettings, piece: Slice, runs: Sequence[Run], progress: Progress = lambda _: None
+    source: KafkaSettings | SliceReader,
+    piece: Slice,
+    runs: Sequence[Run],
+    progress: Progress = lambda _: None,
 ) -> list[Run]:
-    """Every run learns the whole slice, test-then-train."""
-    _drive(kafka, piece, lambda: runs, progress)
+    """Every run learns the whole slice, test-then-train (`source`: where to read it)."""
+    _drive(source, piece, lambda: runs, progress)
     for run in runs:
         run.finish()
     return list(runs)
 
 
 def _drive(
-    kafka: KafkaSettings,
+    source: KafkaSettings | SliceReader,
     piece: Slice,
     feeders: Callable[[], Sequence[Run | Scored]],
     progress: Progress,
@@ -55,7 +58,8 @@ def _drive(
 ) -> None:
     """Read the slice once, feeding each chunk to the current feeders, in order."""
     done = 0
-    for records in read(kafka, piece):
+    chunks = source.read(piece) if isinstance(source, SliceReader) else read(source, piece)
+    for records in chunks:
         for feeder in feeders():
             feeder.feed(records)
         done += len(records)
@@ -64,7 +68,7 @@ def _drive(
 
 
 def search(
-    kafka: KafkaSettings,
+    source: KafkaSettings | SliceReader,
     piece: Slice,
     runs: Sequence[Run],
     metric: str,
@@ -85,7 +89,7 @@ def search(
             alive = prune(alive, metric, lower_is_better, eta)
             rungs.pop(0)
 
-    _drive(kafka, piece, lambda: alive, progress, halve)
+    _drive(source, piece, lambda: alive, progress, halve)
     for run in alive:
         run.finish()
     stopped = sorted((r for r in runs if r not in alive), key=lambda r: -(r.stopped_at or 0))
@@ -93,7 +97,7 @@ def search(
 
 
 def evaluate(
-    kafka: KafkaSettings,
+    source: KafkaSettings | SliceReader,
     piece: Slice,
     registry: RegistryClient,
     model: str,
@@ -102,7 +106,7 @@ def evaluate(
 ) -> list[Scored]:
     """Score versions (numbers or aliases) predict-only, side by side, on the slice."""
     scored = [_scored(registry, model, ref) for ref in refs]
-    _drive(kafka, piece, lambda: scored, progress)
+    _drive(source, piece, lambda: scored, progress)
     return scored
 
 

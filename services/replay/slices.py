@@ -46,42 +46,67 @@ class Slice:
         return ", ".join(f"{self.topic}[{p}]@{s}..{e}" for p, (s, e) in sorted(self.ranges.items()))
 
 
+class SliceReader:
+    """One consumer without a group that resolves slices and reads them (one connection)."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._consumer = _consumer(kafka)
+
+    def __enter__(self) -> SliceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self._consumer.close()
+
+    def resolve(self, spec: SliceSpec) -> Slice:
+        """Offsets of `spec`; InvalidArgument/NotFound with a clear message if it is unreadable."""
+        partitions = _partitions(self._consumer, spec)
+        ranges = {p: _bounds(self._consumer, spec, p) for p in partitions}
+        ranges = {p: r for p, r in ranges.items() if r[1] > r[0]}
+        if not ranges and spec.from_time_ms is not None:
+            raise InvalidArgument(
+                f"no record of {spec.topic} at or after {spec.from_time_ms} ms: past its end"
+            )
+        if not ranges:
+            raise InvalidArgument(
+                f"the slice of {spec.topic} is empty (no records between the bounds)"
+            )
+        return Slice(spec.topic, ranges)
+
+    def read(self, piece: Slice, chunk: int = 5000) -> Iterator[list[Message]]:
+        """The records in chunks, merged across partitions by (timestamp, partition, offset)."""
+        consumer = self._consumer
+        consumer.assign([TopicPartition(piece.topic, p, s) for p, (s, _) in piece.ranges.items()])
+        try:
+            if len(piece.ranges) == 1:  # one partition is already in order: no merging
+                yield from _in_order(consumer, piece, chunk)
+                return
+            out: list[Message] = []
+            for msg in _merged(consumer, piece):
+                out.append(msg)
+                if len(out) >= chunk:
+                    yield out
+                    out = []
+            if out:
+                yield out
+        finally:
+            consumer.unassign()
+
+
 def resolve(kafka: KafkaSettings, spec: SliceSpec) -> Slice:
-    """Offsets of `spec`; InvalidArgument/NotFound with a clear message when it cannot be read."""
-    consumer = _consumer(kafka)
-    try:
-        partitions = _partitions(consumer, spec)
-        ranges = {p: _bounds(consumer, spec, p) for p in partitions}
-    finally:
-        consumer.close()
-    ranges = {p: r for p, r in ranges.items() if r[1] > r[0]}
-    if not ranges and spec.from_time_ms is not None:
-        raise InvalidArgument(
-            f"no record of {spec.topic} at or after {spec.from_time_ms} ms: past its end"
-        )
-    if not ranges:
-        raise InvalidArgument(f"the slice of {spec.topic} is empty (no records between the bounds)")
-    return Slice(spec.topic, ranges)
+    """`SliceReader.resolve` on a consumer of its own."""
+    with SliceReader(kafka) as reader:
+        return reader.resolve(spec)
 
 
 def read(kafka: KafkaSettings, piece: Slice, chunk: int = 5000) -> Iterator[list[Message]]:
-    """The slice's records in chunks, merged across partitions by (timestamp, partition, offset)."""
-    consumer = _consumer(kafka)
-    consumer.assign([TopicPartition(piece.topic, p, s) for p, (s, _) in piece.ranges.items()])
-    try:
-        if len(piece.ranges) == 1:  # one partition is already in order: no merging
-            yield from _in_order(consumer, piece, chunk)
-            return
-        out: list[Message] = []
-        for msg in _merged(consumer, piece):
-            out.append(msg)
-            if len(out) >= chunk:
-                yield out
-                out = []
-        if out:
-            yield out
-    finally:
-        consumer.close()
+    """`SliceReader.read` on a consumer of its own."""
+    with SliceReader(kafka) as reader:
+        yield from reader.read(piece, chunk)
 
 
 def _in_order(consumer: Consumer, piece: Slice, chunk: int) -> Iterator[list[Message]]:

@@ -18,11 +18,11 @@ from rich.table import Table
 from services.replay import replay
 from services.replay.report import plot, write_json
 from services.replay.runs import Run
-from services.replay.slices import Slice, SliceSpec, resolve
+from services.replay.slices import Slice, SliceReader, SliceSpec
 from services.trainer.config import TrainerConfig
 from shared.clients.registry import RegistryClient
 from shared.errors import ConfigError, InvalidArgument
-from shared.settings import TopicSettings
+from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.cli.context import settings_of
 from streamlearn.cli.kafka_access import kafka_for_cli
 
@@ -40,8 +40,11 @@ REPORT = typer.Option(None, help="Write the JSON report here.")
 PLOT = typer.Option(None, "--plot", help="Write a PNG of the learning curves here.")
 
 
-def _slice(ctx: typer.Context, topic: str, partitions: str, from_offset: int | None,
-           to_offset: int | None, from_time: str, to_time: str) -> tuple[Any, Slice]:  # fmt: skip
+@contextmanager
+def _sliced(ctx: typer.Context, topic: str, partitions: str, from_offset: int | None,
+            to_offset: int | None, from_time: str, to_time: str
+            ) -> Iterator[tuple[KafkaSettings, SliceReader, Slice]]:  # fmt: skip
+    """The resolved slice and the reader (one consumer) that reads it."""
     kafka = kafka_for_cli(settings_of(ctx))
     spec = SliceSpec(
         topic,
@@ -51,9 +54,10 @@ def _slice(ctx: typer.Context, topic: str, partitions: str, from_offset: int | N
         _time_ms(from_time),
         _time_ms(to_time),
     )
-    piece = resolve(kafka, spec)
-    console.print(f"slice: {piece.describe()} ({len(piece):,} records)")
-    return kafka, piece
+    with SliceReader(kafka) as reader:
+        piece = reader.resolve(spec)
+        console.print(f"slice: {piece.describe()} ({len(piece):,} records)")
+        yield kafka, reader, piece
 
 
 def _time_ms(text: str) -> int | None:
@@ -105,9 +109,9 @@ def backtest(
 ) -> None:  # fmt: skip
     """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
     runs = _configs(config, every)
-    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
-    with _progress(len(piece)) as progress:
-        replay.backtest(kafka, piece, runs, progress)
+    slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
+    with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
+        replay.backtest(reader, piece, runs, progress)
     _finish("backtest", piece, [r.report() for r in runs], metric, report, png)
 
 
@@ -122,10 +126,14 @@ def evaluate(
     report: Path | None = REPORT, png: Path | None = PLOT,
 ) -> None:  # fmt: skip
     """Score registered versions predict-only on the slice, side by side."""
-    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
     refs = [v.strip() for v in versions.split(",") if v.strip()]
-    with RegistryClient(settings_of(ctx).registry_address) as registry, _progress(len(piece)) as p:
-        scored = replay.evaluate(kafka, piece, registry, model, refs, p)
+    slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
+    with (
+        _sliced(ctx, *slice_args) as (_, reader, piece),
+        RegistryClient(settings_of(ctx).registry_address) as registry,
+        _progress(len(piece)) as p,
+    ):
+        scored = replay.evaluate(reader, piece, registry, model, refs, p)
     _finish("evaluate", piece, [s.report() for s in scored], metric, report, png)
 
 
@@ -146,9 +154,9 @@ def search(
     """Hyper-parameter search with successive halving; optionally register the winner."""
     [base] = _configs([config])
     runs = replay.grid(base.config, dict(_axis(a) for a in axis), samples)
-    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
-    with _progress(len(piece)) as progress:
-        ranked = replay.search(kafka, piece, runs, metric, not higher_is_better, eta, progress)
+    slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
+    with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
+        ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]
     if register_as:
         with RegistryClient(settings_of(ctx).registry_address) as registry:
@@ -181,8 +189,8 @@ def redrive(
     to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
 ) -> None:  # fmt: skip
     """Copy the slice into another topic (e.g. to retrain from scratch), rate-limited."""
-    kafka, piece = _slice(ctx, topic, partitions, from_offset, to_offset, from_time, to_time)
-    with _progress(len(piece)) as progress:
+    slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
+    with _sliced(ctx, *slice_args) as (kafka, _, piece), _progress(len(piece)) as progress:
         copied = replay.redrive(kafka, piece, target, rate, progress)
     console.print(f"copied {copied:,} records to {target}")
 
