@@ -7,6 +7,7 @@ timestamp (ties by partition, then offset), so a slice reads the same way every 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -157,6 +158,11 @@ def _consumer(kafka: KafkaSettings) -> Consumer:
 
 
 def _partitions(consumer: Consumer, spec: SliceSpec) -> list[int]:
+    # librdkafka answers a fresh handle's first metadata request only after ~50 ms; asking
+    # for partition 0's offsets first brings the connection up at once (an unknown topic
+    # just fails here and is reported by the metadata request below).
+    with contextlib.suppress(KafkaException):
+        consumer.get_watermark_offsets(TopicPartition(spec.topic, 0), 15)
     try:
         metadata = consumer.list_topics(spec.topic, timeout=15).topics.get(spec.topic)
     except KafkaException as exc:

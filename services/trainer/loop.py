@@ -80,6 +80,8 @@ class TrainerLoop:
         finally:
             self.save()
             self._consumer.close()
+            if self._metrics_producer is not None:
+                self._metrics_producer.flush(10)
 
     def save(self) -> None:
         """Checkpoint weights, optimizer, metrics and next offsets together."""

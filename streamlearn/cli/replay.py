@@ -12,7 +12,15 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 from rich.table import Table
 
 from services.replay import replay
@@ -89,9 +97,16 @@ def _first_error(exc: Exception) -> str:
     return exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
 
 
+class _Rate(ProgressColumn):
+    """Records per second, as rich measures them."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} records/s")
+
+
 @contextmanager
 def _progress(total: int) -> Iterator[Callable[[int], None]]:
-    columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = (BarColumn(), MofNCompleteColumn(), _Rate(), TimeRemainingColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("replay", total=total)
         yield lambda done: bar.update(task, completed=done)
