@@ -20,8 +20,8 @@ from rich.progress import (
     Task,
     TimeRemainingColumn,
 )
-from rich.text import Text
 from rich.table import Table
+from rich.text import Text
 
 from services.replay import replay
 from services.replay.report import plot, write_json
