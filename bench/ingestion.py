@@ -24,7 +24,7 @@ from bench.processes import service
 from services.ingestion.servicer import SERVICE
 from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import consumer_config, producer_config
-from shared.kafka.consumer import consume_batches, store_processed
+from shared.kafka.consumer import consume_batches, high_watermarks, store_processed
 from shared.kafka.producer import produce
 from shared.net import free_port
 from shared.settings import KafkaSettings
@@ -47,7 +47,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     dataset = Synthetic("binary", features=FEATURES)
     publish_definition(ctx.kafka, topics["streams"], dataset.definition("bench"))
     _produce(ctx.kafka, topics, dataset, n)
-    watch = _Watch(ctx.kafka, topics["copy"], 0, n)
+    watch = _Watch(ctx.kafka, topics["copy"], n)
     _pass_through(ctx.kafka, topics, n)
     baseline = n / watch.seconds()
     single = _ingest(ctx.kafka, topics, "single", n, n)
@@ -85,33 +85,40 @@ def _ingest(kafka: KafkaSettings, topics: dict[str, str], raw: str, n: int, reco
         "INGESTION_METRICS_PORT": "0",
         "INGESTION_LOG_LEVEL": "WARNING",
     }
-    before = _count(kafka, topics["train"])
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "ingestion.log"
-        watch = _Watch(kafka, topics["train"], before, before + records)
+        watch = _Watch(kafka, topics["train"], records)
         with service("services.ingestion", env, f"127.0.0.1:{port}", SERVICE, log):
             return n / watch.seconds()
 
 
 class _Watch(threading.Thread):
-    """Times a topic growing from `before` records to `goal`: first new record to the last."""
+    """Times a topic growing by `records`: from its first new record to the last one."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, before: int, goal: int) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, records: int) -> None:
         super().__init__(daemon=True)
-        self._args = (kafka, topic, before, goal)
+        # One consumer polls the end offsets: creating one per poll would load the very
+        # machine being measured.
+        self._consumer = Consumer(consumer_config(kafka, "bench-ingestion-watch"))
+        self._topic = topic
+        self._before = sum(high_watermarks(self._consumer, topic).values())
+        self._goal = self._before + records
         self._elapsed: float | None = None
         self.start()
 
     def run(self) -> None:
-        kafka, topic, before, goal = self._args
         first, deadline = 0.0, time.monotonic() + 600
-        while time.monotonic() < deadline:
-            count, now = _count(kafka, topic), time.perf_counter()
-            first = first or (now if count > before else 0.0)
-            if count >= goal:
-                self._elapsed = now - first
-                return
-            time.sleep(0.005)
+        try:
+            while time.monotonic() < deadline:
+                count = sum(high_watermarks(self._consumer, self._topic).values())
+                now = time.perf_counter()
+                first = first or (now if count > self._before else 0.0)
+                if count >= self._goal:
+                    self._elapsed = now - first
+                    return
+                time.sleep(0.005)
+        finally:
+            self._consumer.close()
 
     def seconds(self) -> float:
         """Wait for the goal; the elapsed seconds."""
@@ -119,17 +126,6 @@ class _Watch(threading.Thread):
         if self._elapsed is None:
             raise RuntimeError("the topic did not reach its goal in 10 minutes")
         return max(self._elapsed, 1e-3)
-
-
-def _count(kafka: KafkaSettings, topic: str) -> int:
-    consumer = Consumer(consumer_config(kafka, "bench-ingestion-count"))
-    try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
-            for p in range(PARTITIONS)
-        )
-    finally:
-        consumer.close()
 
 
 def _pass_through(kafka: KafkaSettings, topics: dict[str, str], n: int) -> None:

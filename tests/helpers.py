@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from shared.kafka.config import consumer_config
+from shared.kafka.consumer import high_watermarks, read_until
 from shared.settings import KafkaSettings
 
 
@@ -47,17 +48,10 @@ def read_to_end(kafka: KafkaSettings, topic: str, timeout: float = 30.0) -> list
     """Every record of `topic` up to its current end, partition by partition (no group)."""
     consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:8]}"))
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout)[1]
-            for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
-        out: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while len(out) < sum(ends.values()) and time.monotonic() < deadline:
-            out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
-        return out
+        ends = {(topic, p): end for p, end in high_watermarks(consumer, topic, timeout).items()}
+        consumer.assign([TopicPartition(t, p, 0) for (t, p), end in ends.items() if end > 0])
+        wanted = {tp: end for tp, end in ends.items() if end > 0}
+        return [m for batch in read_until(consumer, wanted) for m in batch]
     finally:
         consumer.close()
 
@@ -66,9 +60,6 @@ def record_count(kafka: KafkaSettings, topic: str) -> int:
     """Records written to `topic` so far (sum of its partitions' end offsets)."""
     consumer = Consumer(consumer_config(kafka, f"reader-{uuid.uuid4().hex[:8]}"))
     try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        )
+        return sum(high_watermarks(consumer, topic).values())
     finally:
         consumer.close()

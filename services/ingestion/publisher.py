@@ -8,26 +8,24 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, Message, Producer
 
 from shared.errors import Unavailable
-from shared.kafka.producer import produce
+from shared.kafka.producer import DeliveryReport, produce
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
 @dataclass
-class _Pending:
-    """Delivery reports of one call; `done` is set once every record has an answer."""
+class _Pending(DeliveryReport):
+    """The delivery reports of one call; `done` is set once every record has an answer."""
 
-    expected: int
-    delivered: list[Message] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    expected: int = 0
+    written: list[Message] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        super().__call__(err, msg)
         if err is None:
-            self.delivered.append(msg)
-        else:
-            self.failed.append(err.str())
-        if len(self.delivered) + len(self.failed) >= self.expected:
+            self.written.append(msg)
+        if self.delivered + len(self.failed) >= self.expected:
             self.done.set()
 
 
@@ -51,7 +49,7 @@ class RawPublisher:
             Unavailable: a record was refused or not acknowledged within the timeout.
 
         """
-        pending = _Pending(len(records))
+        pending = _Pending(expected=len(records))
         if not records:
             return []
         for key, value, headers in records:
@@ -60,9 +58,8 @@ class RawPublisher:
             raise Unavailable(
                 f"the broker did not acknowledge {len(records)} record(s) in {self._timeout_s:.0f}s"
             )
-        if pending.failed:
-            raise Unavailable(f"{len(pending.failed)} record(s) not written: {pending.failed[0]}")
-        return pending.delivered
+        pending.raise_for_failures()
+        return pending.written
 
     def close(self) -> None:
         """Deliver what is queued, then stop serving reports."""

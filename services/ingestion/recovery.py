@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,46 +20,43 @@ from services.ingestion.dedup import PartitionMemory
 from services.ingestion.router import WHOLE
 from shared import samples
 from shared.kafka.config import consumer_config
+from shared.kafka.consumer import read_until
 from shared.settings import KafkaSettings
 from streamlearn.v1 import sample_pb2
 
 log = logging.getLogger(__name__)
 
 
-def committed_offset(kafka: KafkaSettings, group: str, topic: str, partition: int) -> int:
-    """The group's committed offset of a raw partition (0 when it never committed)."""
-    consumer = Consumer(consumer_config(kafka, group, enable_auto_commit=False))
-    try:
-        [tp] = consumer.committed([TopicPartition(topic, partition)], timeout=15)
-        return max(tp.offset, 0)
-    finally:
-        consumer.close()
-
-
 def recover(
     kafka: KafkaSettings,
+    group: str,
     outputs: tuple[str, str],
-    source: tuple[str, int, int],
+    source: tuple[str, int],
     window_s: float,
 ) -> PartitionMemory:
-    """The memory of raw partition `source` = (topic, partition, committed offset).
+    """The memory of raw partition `source` = (topic, partition) for consumer group `group`.
+
+    One consumer asks for the group's committed offset (where redelivery will start) and reads
+    the outputs back. It only assigns partitions and never commits, so the group is untouched.
 
     Args:
         kafka: Connection settings.
+        group: The ingestion consumer group.
         outputs: The training and dead-letter topics (partition-preserving).
-        source: Raw topic, partition, and the offset the group will resume from.
+        source: Raw topic and partition.
         window_s: The de-duplication window, and so how far back to read.
 
     """
     memory = PartitionMemory(window_s)
-    consumer = Consumer(
-        consumer_config(kafka, f"ingestion-recovery-{uuid.uuid4().hex}", enable_auto_commit=False)
-    )
+    consumer = Consumer(consumer_config(kafka, group, enable_auto_commit=False))
     try:
+        [tp] = consumer.committed([TopicPartition(*source)], timeout=15)
+        resume_at = (*source, max(tp.offset, 0))
         started, read = time.monotonic(), 0
-        for msg in _read_window(consumer, outputs, source[1], window_s):
-            read += 1
-            _remember(memory, msg, outputs[0], source)
+        for batch in _read_window(consumer, outputs, source[1], window_s):
+            read += len(batch)
+            for msg in batch:
+                _remember(memory, msg, outputs[0], resume_at)
         log.info(
             "recovered partition memory",
             extra={
@@ -77,31 +73,20 @@ def recover(
 
 def _read_window(
     consumer: Consumer, topics: tuple[str, str], partition: int, window_s: float
-) -> Iterator[Message]:
+) -> Iterator[list[Message]]:
     since_ms = int((time.time() - window_s) * 1000)
     wanted = [TopicPartition(t, partition, since_ms) for t in topics]
     starts = consumer.offsets_for_times(wanted, timeout=15)
     ends = {
-        t: consumer.get_watermark_offsets(TopicPartition(t, partition), timeout=15)[1]
+        (t, partition): consumer.get_watermark_offsets(TopicPartition(t, partition), timeout=15)[1]
         for t in topics
     }
-    todo = [
-        TopicPartition(tp.topic, partition, tp.offset)
-        for tp in starts
-        if 0 <= tp.offset < ends[tp.topic]
-    ]
-    if not todo:
-        return
-    consumer.assign(todo)
-    remaining = {tp.topic for tp in todo}
-    while remaining:
-        for msg in consumer.consume(1000, 1.0):
-            if msg.error() is not None:
-                continue
-            yield msg
-            topic = msg.topic() or ""
-            if (msg.offset() or 0) + 1 >= ends[topic]:
-                remaining.discard(topic)
+    todo = [tp for tp in starts if 0 <= tp.offset < ends[(tp.topic, partition)]]
+    if todo:
+        consumer.assign(todo)
+        yield from read_until(
+            consumer, {(tp.topic, partition): ends[(tp.topic, partition)] for tp in todo}, 1000
+        )
 
 
 def _remember(

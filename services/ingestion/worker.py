@@ -22,7 +22,7 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from services.ingestion import metrics
 from services.ingestion.dedup import PartitionMemory
-from services.ingestion.recovery import committed_offset, recover
+from services.ingestion.recovery import recover
 from services.ingestion.router import RawRecord, Router
 from services.ingestion.settings import IngestionSettings
 
@@ -131,11 +131,11 @@ def build_app(settings: IngestionSettings, router: Router, stop: threading.Event
 
 def _recover(settings: IngestionSettings, partition: int) -> PartitionMemory:
     topics = settings.topics
-    committed = committed_offset(settings.kafka, settings.consumer_group, topics.raw, partition)
     return recover(
         settings.kafka,
+        settings.consumer_group,
         (topics.train, topics.dlq),
-        (topics.raw, partition, committed),
+        (topics.raw, partition),
         settings.dedup_window_s,
     )
 

@@ -40,12 +40,13 @@ class Scored:
         ok = np.isfinite(x).all(axis=1) & np.isfinite(y.astype(np.float64))
         if not ok.any():
             return
+        labels = y[ok]
         predictions = self.predict(x[ok])
-        losses = _losses(self.task, predictions, y[ok])
-        for start in range(0, int(ok.sum()), self.every):
+        losses = _losses(self.task, predictions, labels)
+        for start in range(0, len(labels), self.every):
             part = slice(start, start + self.every)
             for metrics in (self.total, self.recent):
-                metrics.update(predictions[part], y[ok][part], losses[part])
+                metrics.update(predictions[part], labels[part], losses[part])
             self.curve.append(self.recent.snapshot() | {"events": float(self.total.events)})
 
     def report(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from shared.errors import InvalidArgument, NotFound
 from shared.kafka.config import consumer_config
+from shared.kafka.consumer import read_until
 from shared.settings import KafkaSettings
 
 
@@ -84,7 +85,8 @@ class SliceReader:
         consumer.assign([TopicPartition(piece.topic, p, s) for p, (s, _) in piece.ranges.items()])
         try:
             if len(piece.ranges) == 1:  # one partition is already in order: no merging
-                yield from _in_order(consumer, piece, chunk)
+                [(partition, (_, end))] = piece.ranges.items()
+                yield from read_until(consumer, {(piece.topic, partition): end}, chunk, 0.2)
                 return
             out: list[Message] = []
             for msg in _merged(consumer, piece):
@@ -108,19 +110,6 @@ def read(kafka: KafkaSettings, piece: Slice, chunk: int = 5000) -> Iterator[list
     """`SliceReader.read` on a consumer of its own."""
     with SliceReader(kafka) as reader:
         yield from reader.read(piece, chunk)
-
-
-def _in_order(consumer: Consumer, piece: Slice, chunk: int) -> Iterator[list[Message]]:
-    [(_, (position, end))] = piece.ranges.items()
-    while position < end:
-        records = [m for m in consumer.consume(chunk, 0.2) if m.error() is None]
-        if records and (records[-1].offset() or 0) >= end:
-            records = [m for m in records if (m.offset() or 0) < end]
-            position = end
-        elif records:
-            position = (records[-1].offset() or 0) + 1
-        if records:
-            yield records
 
 
 def _merged(consumer: Consumer, piece: Slice) -> Iterator[Message]:

@@ -84,6 +84,32 @@ def high_watermarks(consumer: Any, topic: str, timeout: float = 15.0) -> dict[in
     return marks
 
 
+def read_until(
+    consumer: ConsumerLike,
+    ends: dict[tuple[str, int], int],
+    batch_size: int = 5000,
+    timeout: float = 1.0,
+) -> Iterator[list[Message]]:
+    """Batches of the assigned partitions' records until each reached its end offset.
+
+    `ends` maps (topic, partition) to the offset to stop before; every partition in it must
+    have been assigned at an earlier offset. Records at or past their end are dropped.
+    """
+    pending = set(ends)
+    while pending:
+        batch = []
+        for msg in consumer.consume(batch_size, timeout):
+            if msg.error() is not None:
+                continue
+            where_, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+            if offset < ends[where_]:
+                batch.append(msg)
+            if offset + 1 >= ends[where_]:
+                pending.discard(where_)
+        if batch:
+            yield batch
+
+
 def store_processed(consumer: ConsumerLike, batch: list[Message]) -> None:
     """Mark `batch` as processed: store the offsets that follow it.
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +17,6 @@ from streamlearn.cli.kafka_access import kafka_for_cli
 from streamlearn.cli.streams import streams_topic
 from streamlearn.client.datasets import Synthetic, read_file
 from streamlearn.client.producer import SampleProducer
-from streamlearn.v1 import sample_pb2
 
 console = Console(stderr=True)
 
@@ -96,21 +93,9 @@ def _send(
             producer.send_columns(x, y, keys=names, rows_per_record=batch_rows)
         else:
             for i in range(len(x)):
-                producer.send(_sample(x[i], y[i], names[i]))
+                producer.send({"features": x[i], "label": y[i], "key": names[i]})
         row += len(x)
         yield len(x)
-
-
-def _sample(x: np.ndarray, y: np.generic, key: str) -> sample_pb2.Sample:
-    sample = sample_pb2.Sample(
-        schema_version=1, event_id=uuid.uuid4().hex, key=key, dense=x.tolist()
-    )
-    if isinstance(y, np.floating):
-        sample.regression = float(y)
-    else:
-        sample.class_index = int(y)
-    sample.event_time.GetCurrentTime()
-    return sample
 
 
 def _pace(started: float, sent: int, rate: float) -> None:

@@ -173,7 +173,9 @@ def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:
         event_id=str(fields.get("event_id") or uuid.uuid4().hex),
         key=str(fields.get("key", "")),
         stream=str(fields.get("stream") or stream),
-        dense=list(np.asarray(fields.get("features", fields.get("dense", ())), dtype=np.float32)),
+        dense=np.asarray(
+            fields.get("features", fields.get("dense", ())), dtype=np.float32
+        ).tolist(),
         weight=float(fields.get("weight", 0.0)),
         text=str(fields.get("text", "")),
         attributes={str(k): str(v) for k, v in dict(fields.get("attributes", {})).items()},
