@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench import inference, ingestion, kafka, registry, replay, trainer
+from bench import freshness, inference, ingestion, kafka, registry, replay, trainer
 from bench.core import BenchContext, Figure
 
 BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
     "inference": inference.run,
     "trainer": trainer.run,
     "replay": replay.run,
+    "freshness": freshness.run,
 }

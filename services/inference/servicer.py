@@ -18,6 +18,7 @@ from services.inference.model import LoadedModel
 from services.inference.tensors import decode_inputs, encode_response, requested_outputs
 from shared.errors import InvalidArgument, ResourceExhausted, StreamlearnError
 from shared.grpc.status import abort_with, domain_errors, status_code_for
+from shared.serving import CURRENT_REASON
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,14 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         """Every served model and its loaded versions."""
         reply = pb.RepositoryIndexResponse()
         for served in self._engine.repository.all():
+            current = served.current.version if served.current else 0
             for version in served.versions() or [0]:
                 state = "READY" if version else "UNAVAILABLE"
-                reply.models.add(name=served.name, version=str(version or ""), state=state)
+                # Triton's free-text reason says which loaded version answers unversioned calls.
+                reason = CURRENT_REASON if version and version == current else ""
+                reply.models.add(
+                    name=served.name, version=str(version or ""), state=state, reason=reason
+                )
         return reply
 
     def _infer(self, request: Any) -> pb.ModelInferResponse:

@@ -7,6 +7,7 @@ import threading
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
+from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
 
 from services.trainer.learner import Learner
@@ -15,10 +16,14 @@ from services.trainer.progress import Every
 from services.trainer.settings import TrainerSettings
 from services.trainer.versions import VersionPublisher
 from shared.clients.registry import RegistryClient
+from shared.grpc.server import build_server, mark_draining
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
+
+# The name the trainer's gRPC health service reports (it serves no other gRPC API).
+HEALTH_NAME = "streamlearn.trainer"
 
 
 def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> TrainerLoop:
@@ -65,10 +70,18 @@ def run(settings: TrainerSettings, stop: threading.Event) -> None:
     """Train until `stop` (SIGTERM); the last checkpoint is written before exit."""
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    with RegistryClient(settings.registry_address) as registry:
-        loop = build(settings, registry)
-        log.info(
-            "trainer running",
-            extra={"device": str(loop.learner.device), "events": loop.learner.applied},
-        )
-        loop.run(stop)
+    server, health, _ = build_server(f"[::]:{settings.grpc_port}", [], max_workers=2)
+    server.start()
+    try:
+        with RegistryClient(settings.registry_address) as registry:
+            loop = build(settings, registry)
+            # Ready once restored from the checkpoint with the registry and topics in place.
+            health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
+            log.info(
+                "trainer running",
+                extra={"device": str(loop.learner.device), "events": loop.learner.applied},
+            )
+            loop.run(stop)
+    finally:
+        mark_draining(health)
+        server.stop(1).wait()

@@ -143,6 +143,9 @@ class TrainerLoop:
         now.GetCurrentTime()
         message = metrics_pb2.TrainerMetrics(
             schema_version=1,
+            trainer_id=self._publisher.trainer_id,
+            model=self._publisher.model,
+            stream=self._publisher.stream,
             events_applied=self.learner.applied,
             events_skipped=self.learner.skipped,
             metrics=snapshot,

@@ -18,6 +18,8 @@ class TrainerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TRAINER_")
 
     metrics_port: int = Field(default=9102, ge=0, le=65535)
+    # gRPC health only (service `streamlearn.trainer`): readiness for supervisors and probes.
+    grpc_port: int = Field(default=50053, ge=0, le=65535)
     consumer_group: str = "streamlearn-trainer"
     stream: str = "demo"
     model_name: str = "demo"

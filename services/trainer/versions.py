@@ -20,9 +20,9 @@ class VersionPublisher:
         self, registry: RegistryClient, model: str, stream: str, trainer_id: str, learner: Learner
     ) -> None:
         self._registry = registry
-        self._model = model
-        self._stream = stream
-        self._trainer_id = trainer_id
+        self.model = model
+        self.stream = stream
+        self.trainer_id = trainer_id
         self._learner = learner
         self.exporter: OnnxExporter | None = None
         self.last_version = 0
@@ -33,19 +33,19 @@ class VersionPublisher:
             raise RuntimeError("no probe batch yet: nothing learned")
         data = self.exporter.export()
         lineage = registry_pb2.Lineage(
-            stream=self._stream,
+            stream=self.stream,
             events_seen=self._learner.applied,
             metrics=self._learner.metrics.snapshot(),
             config_hash=self._learner.config.hash(),
             config_json=self._learner.config.to_json(),
             parent_version=self.last_version,
-            trainer_id=self._trainer_id,
+            trainer_id=self.trainer_id,
             offsets=[_range(key, positions) for key in sorted(positions.next)],
         )
-        version = self._registry.register(self._model, data, lineage=lineage).version
+        version = self._registry.register(self.model, data, lineage=lineage).version
         log.info(
             "version published",
-            extra={"model": self._model, "model_version": version, "events": self._learner.applied},
+            extra={"model": self.model, "model_version": version, "events": self._learner.applied},
         )
         self.last_version = version
         return version

@@ -119,3 +119,20 @@ def store_processed(consumer: ConsumerLike, batch: list[Message]) -> None:
     broker round trip per batch (~5-7 ms here).
     """
     consumer.store_offsets(offsets=next_offsets(batch))
+
+
+def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
+    """Records of `topic` that the consumer's group has not committed yet (all partitions).
+
+    `consumer` carries the group's `group.id` and must not be subscribed: asking for committed
+    offsets does not join the group, so running members are not disturbed. A partition with
+    no commit counts from its low watermark.
+    """
+    marks = high_watermarks(consumer, topic, timeout)
+    committed = consumer.committed([TopicPartition(topic, p) for p in marks], timeout=timeout)
+    lag = 0
+    for tp in committed:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout)
+        start = tp.offset if tp.offset >= 0 else low
+        lag += max(0, high - start)
+    return lag

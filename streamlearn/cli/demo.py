@@ -1,118 +1,114 @@
-"""`streamlearn demo`: the whole system on embedded defaults.
-
-Until the services land this runs the foundation: the local broker, the standard topics,
-and a keyed produce -> consumer-group round trip of synthetic samples through them.
-"""
+"""`streamlearn demo`: the whole system learning a drifting stream, on a live dashboard."""
 
 from __future__ import annotations
 
-import math
-import random
-import threading
 import time
-import uuid
 
 import typer
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from google.protobuf.timestamp_pb2 import Timestamp
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, Group
+from rich.live import Live
 
-from shared.kafka.admin import ensure_topics, standard_topics
-from shared.kafka.config import consumer_config, producer_config
-from shared.kafka.consumer import consume_batches, high_watermarks, store_processed
-from shared.kafka.producer import delivering, produce
-from shared.settings import KafkaSettings, TopicSettings
+from services.trainer.settings import TrainerSettings
+from shared.clients.registry import RegistryClient
+from shared.errors import ConfigError, Conflict
+from shared.settings import KafkaSettings
+from shared.streams import load_definitions, publish_definition
 from streamlearn.cli.context import settings_of
-from streamlearn.cli.kafka_access import kafka_for_cli
-from streamlearn.v1 import sample_pb2
+from streamlearn.cli.streams import streams_topic
+from streamlearn.client.datasets import Synthetic
+from streamlearn.client.inference import InferenceClient
+from streamlearn.system.control import LocalSystem
+from streamlearn.system.feed import Feed
+from streamlearn.system.summary import DemoResult, dashboard, summary
+from streamlearn.system.watch import TrainerMetricsFollower, Watch
 
 
 def demo(
     ctx: typer.Context,
-    events: int = typer.Option(10_000, min=1, help="Synthetic samples to send round the loop."),
+    duration: float = typer.Option(180.0, min=5, help="Seconds to stream before the summary."),
+    rate: float = typer.Option(2000.0, min=1, help="Samples per second sent."),
+    keep_running: bool = typer.Option(False, help="Leave the system up afterwards."),
 ) -> None:
-    """Start the broker, create the topics and send synthetic samples through Kafka and back."""
+    """Start everything, stream a synthetic dataset whose concept flips halfway, watch it learn.
+
+    The dashboard shows events/s, the trainer's prequential metrics, versions registered and
+    served, and the accuracy of the served model (fetched over gRPC) on held-out events of
+    the current concept. Ends after `--duration` or on Ctrl-C with a summary.
+    """
     console = Console()
-    kafka = kafka_for_cli(settings_of(ctx))
-    topics = TopicSettings()
-    created = ensure_topics(AdminClient(kafka.client_config()), standard_topics(topics))
-    console.print(
-        f"broker [bold]{kafka.bootstrap_servers}[/] up; created topics: {created or 'none'}"
+    system = LocalSystem(settings_of(ctx))
+    started_here = system.supervisor_pid() is None
+    with console.status("starting Kafka and the services (the first run resolves the jars)"):
+        specs = system.up()
+    address = {s.name: s.address for s in specs}
+    trainer = TrainerSettings()  # what the supervised trainer learns: the same environment
+    kafka = system.settings.kafka()
+    dataset = Synthetic(
+        "drift", features=trainer.config.model.features, drift_every=int(rate * duration / 2)
     )
-    start = _high_watermarks(kafka, topics.raw)
-    started = time.perf_counter()
-    sent = _produce(kafka, topics.raw, events)
-    produced_s = time.perf_counter() - started
-    received, positive = _consume(kafka, topics.raw, start)
-    total_s = time.perf_counter() - started
-    table = Table(title="streamlearn demo: produce -> Kafka -> consumer group")
-    for column in ("samples sent", "samples received", "positive labels", "produce", "round trip"):
-        table.add_column(column, justify="right")
-    table.add_row(
-        f"{sent:,}",
-        f"{received:,}",
-        f"{positive:,}",
-        f"{sent / produced_s:,.0f}/s",
-        f"{total_s:.2f}s",
-    )
-    console.print(table)
-    if received != sent:
-        raise typer.Exit(1)
-
-
-def _produce(kafka: KafkaSettings, topic: str, events: int) -> int:
-    """Keyed, idempotent production of a logistic stream; returns acknowledged records."""
-    rng = random.Random(7)
-    weights = [rng.gauss(0, 1) for _ in range(8)]
-    producer = Producer(producer_config(kafka))
-    now = Timestamp()
-    now.GetCurrentTime()
-    with delivering(producer) as report:
-        for i in range(events):
-            features = [rng.gauss(0, 1) for _ in weights]
-            margin = sum(w * x for w, x in zip(weights, features, strict=True))
-            label = int(rng.random() < 1 / (1 + math.exp(-margin)))
-            sample = sample_pb2.Sample(
-                schema_version=1,
-                event_id=uuid.uuid4().hex,
-                key=f"user-{i % 100}",
-                event_time=now,
-                stream="demo",
-                dense=features,
-                class_index=label,
-            )
-            produce(
-                producer, topic, sample.SerializeToString(), sample.key.encode(), on_delivery=report
-            )
-    return report.delivered
-
-
-def _high_watermarks(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    consumer = Consumer(consumer_config(kafka, "streamlearn-demo"))
+    _ensure_stream(kafka, trainer.stream, dataset)
+    result = DemoResult(duration, dataset.drift_every / rate)
     try:
-        return high_watermarks(consumer, topic)
+        result = _run(console, kafka, trainer, address, dataset, rate, result)
     finally:
-        consumer.close()
+        if started_here and not keep_running:
+            with console.status("stopping the services and the broker"):
+                system.down()
+    console.print(summary(result))
+    if not result.history:
+        raise typer.Exit(1)  # nothing was ever served: the pipeline is broken
 
 
-def _consume(kafka: KafkaSettings, topic: str, start: dict[int, int]) -> tuple[int, int]:
-    """Read back what was produced after `start` (manual commits); count it and positives."""
-    end = _high_watermarks(kafka, topic)
-    expected = sum(end[p] - start.get(p, 0) for p in end)
-    consumer = Consumer(consumer_config(kafka, "streamlearn-demo"))
-    consumer.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
-    stop, seen, positives = threading.Event(), 0, 0
-    deadline = time.monotonic() + 60
+def _run(
+    console: Console,
+    kafka: KafkaSettings,
+    trainer: TrainerSettings,
+    address: dict[str, str],
+    dataset: Synthetic,
+    rate: float,
+    result: DemoResult,
+) -> DemoResult:
+    feed = Feed(kafka, trainer.stream, dataset, rate, int(rate * result.duration_s))
+    metrics = TrainerMetricsFollower(kafka, trainer.topics.metrics, trainer.model_name)
+    with (
+        RegistryClient(address["registry"]) as registry,
+        InferenceClient(address["inference"]) as inference,
+    ):
+        watch = Watch(
+            metrics,
+            registry,
+            inference,
+            trainer.model_name,
+            lambda: dataset.holdout(1024, min(feed.sent, feed.total - 1)),
+        ).start()
+        feed.start()
+        started = time.monotonic()
+        try:
+            with Live(console=console, refresh_per_second=4) as live:
+                while time.monotonic() - started < result.duration_s:
+                    live.update(Group(dashboard(watch.snapshot, feed, started, result)))
+                    time.sleep(0.25)
+        except KeyboardInterrupt:
+            console.print("interrupted")
+        finally:
+            result.elapsed_s = time.monotonic() - started
+            result.delivered = feed.stop()
+            watch.stop()
+    result.history = watch.snapshot.history
+    result.trainer = watch.snapshot.trainer
+    result.latest_version = watch.snapshot.latest_version
+    return result
+
+
+def _ensure_stream(kafka: KafkaSettings, stream: str, dataset: Synthetic) -> None:
+    """Define the demo stream, or check that an existing one has the trainer's shape."""
+    topic = streams_topic(kafka)
     try:
-        for batch in consume_batches(consumer, stop):
-            for msg in batch:
-                seen += 1
-                positives += sample_pb2.Sample.FromString(msg.value() or b"").class_index
-            store_processed(consumer, batch)
-            if seen >= expected or time.monotonic() > deadline:
-                stop.set()
-    finally:
-        consumer.close()
-    return seen, positives
+        publish_definition(kafka, topic, dataset.definition(stream))
+    except Conflict:
+        current = {d.name: d for d in load_definitions(kafka, topic)}[stream]
+        if current.dense_dim != dataset.features:
+            raise ConfigError(
+                f"stream {stream!r} exists with {current.dense_dim} features but the trainer "
+                f"learns {dataset.features}; set TRAINER_STREAM to another stream"
+            ) from None

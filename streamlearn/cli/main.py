@@ -9,7 +9,7 @@ import typer
 
 from shared.errors import ConfigError, InvalidArgument, StreamlearnError
 from shared.logs import configure_logging
-from streamlearn.cli import bench, demo, kafka, produce, registry, replay, streams
+from streamlearn.cli import bench, demo, kafka, produce, registry, replay, streams, system
 from streamlearn.cli.settings import CliSettings
 
 _typer_app = typer.Typer(
@@ -24,6 +24,9 @@ _typer_app.add_typer(replay.app, name="replay")
 _typer_app.command("produce")(produce.produce)
 _typer_app.command("bench")(bench.bench)
 _typer_app.command("demo")(demo.demo)
+_typer_app.command("up")(system.up)
+_typer_app.command("status")(system.status)
+_typer_app.command("down")(system.down)
 
 
 @_typer_app.callback()

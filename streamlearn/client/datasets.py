@@ -60,6 +60,23 @@ class Synthetic:
             x = rng.normal(size=(min(chunk, events - start), self.features)).astype(np.float32)
             yield x, self._labels(rng, x, weights, start)
 
+    def holdout(self, n: int, at: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Fresh features and their noise-free labels under the concept in force at event `at`.
+
+        Scoring a model on these shows how well it knows the current concept (for `drift`,
+        its accuracy collapses when the concept flips and recovers as it relearns).
+        """
+        weights = np.random.default_rng(self.seed).normal(size=(self.features, self.classes))
+        x = np.random.default_rng(seed).normal(size=(n, self.features)).astype(np.float32)
+        if self.name == "multiclass":
+            return x, np.argmax(x @ weights, axis=1).astype(np.int32)
+        margin = x @ weights[:, 0]
+        if self.name == "regression":
+            return x, margin.astype(np.float64)
+        if self.name == "drift" and (at // self.drift_every) % 2 == 1:
+            margin = -margin
+        return x, (margin > 0).astype(np.int32)
+
     def _labels(
         self, rng: np.random.Generator, x: np.ndarray, w: np.ndarray, start: int
     ) -> np.ndarray:

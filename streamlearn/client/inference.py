@@ -13,6 +13,7 @@ import numpy as np
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc
 from shared.grpc.client import GrpcClient
+from shared.serving import CURRENT_REASON
 
 _V2: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
@@ -49,6 +50,15 @@ class InferenceClient(GrpcClient):
             return bool(self._call(self._stub.ServerReady, pb.ServerReadyRequest()).ready)
         except Exception:
             return False
+
+    def served(self) -> dict[str, int]:
+        """The version each model serves to requests naming none (0: nothing loaded yet)."""
+        reply = self._call(self._stub.RepositoryIndex, pb.RepositoryIndexRequest())
+        current = {m.name: 0 for m in reply.models}
+        for model in reply.models:
+            if model.reason == CURRENT_REASON:
+                current[model.name] = int(model.version)
+        return current
 
     def predict(
         self, model: str, features: np.ndarray, version: int = 0, output: str = ""

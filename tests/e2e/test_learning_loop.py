@@ -63,6 +63,7 @@ def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
         "TRAINER_MODEL_NAME": "e2e",
         "TRAINER_REGISTRY_ADDRESS": registry_service.address,
         "TRAINER_METRICS_PORT": "0",
+        "TRAINER_GRPC_PORT": "0",
         "TRAINER_VERSION_EVERY_S": "0.5",
         "TRAINER_CONSUMER_GROUP": f"e2e-{train}",
         "TRAINER_CONFIG": config.model_dump_json(),

@@ -253,9 +253,14 @@ def test_each_model_follows_its_own_alias(served: tuple[Running, RegistryClient]
     x = np.ones((1, FEATURES), np.float32)
     with InferenceClient(service.address) as client:
         first, v_first = client.predict("second", x)
+        assert client.served() == {"demo": 1, "second": 1}
         newer = publish(registry, 4)  # only demo moves
         wait_until(lambda: client.predict("demo", x)[1] == newer)
+        assert client.served() == {"demo": newer, "second": 1}
         again, v_again = client.predict("second", x)
+        registry.set_alias("demo", "production", 1)  # back: v1 serves though newer stays loaded
+        wait_until(lambda: client.served()["demo"] == 1)
+        assert client.predict("demo", x)[1] == 1
     assert v_first == v_again == 1
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first.ravel(), 1 / (1 + np.exp(-(x @ weights(9) + 0.05))), rtol=1e-6)

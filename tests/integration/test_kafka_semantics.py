@@ -10,7 +10,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, Message, Producer
 
 from shared.kafka.config import consumer_config, producer_config
-from shared.kafka.consumer import consume_batches, store_processed
+from shared.kafka.consumer import consume_batches, group_lag, store_processed
 from shared.kafka.producer import delivering
 from shared.kafka.transactions import transact_batch
 from shared.settings import KafkaSettings
@@ -129,3 +129,17 @@ def test_transactional_consume_transform_produce_is_exactly_once_across_an_abort
     assert (
         len(uncommitted) == 200 + aborted
     )  # aborted records exist, invisible to committed readers
+
+
+def test_group_lag_counts_what_the_group_has_not_committed(
+    kafka: KafkaSettings, make_topic: Callable[..., str]
+) -> None:
+    topic, group = make_topic(2), f"lag-{uuid.uuid4().hex[:8]}"
+    assert _produce(kafka, topic, [(f"k{i}".encode(), b"v") for i in range(40)]) == 40
+    probe = Consumer(consumer_config(kafka, group))
+    try:
+        assert group_lag(probe, topic) == 40  # nothing committed: all of it
+        taken = _consume_some(kafka, topic, group, 15, store=True)
+        assert group_lag(probe, topic) == 40 - len(taken)
+    finally:
+        probe.close()

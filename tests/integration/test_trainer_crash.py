@@ -68,6 +68,7 @@ def trainer_env(kafka: KafkaSettings, topic: str, state: Path, registry: str) ->
         "TRAINER_REGISTRY_ADDRESS": registry,
         "TRAINER_CONSUMER_GROUP": f"crash-{topic}",
         "TRAINER_METRICS_PORT": "0",
+        "TRAINER_GRPC_PORT": "0",
         "TRAINER_CHECKPOINT_EVERY_EVENTS": "500",
         "TRAINER_CHECKPOINT_EVERY_S": "0.2",
         "TRAINER_VERSION_EVERY_S": "1",

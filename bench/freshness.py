@@ -1,0 +1,226 @@
+"""Freshness: from an event produced to a served version that learned from it, by hop.
+
+The whole pipeline runs as separate processes on this machine (registry, ingestion, two
+trainers, inference) on fresh topics. Samples go in as columnar records of `ROWS` rows at
+`RATE` events/s through the producer SDK. Both trainers learn the same training topic side
+by side: one registers a version every `FRESH_EVERY_S`, the baseline at the trainer's
+default interval; inference serves both models. Hops of each record:
+produce -> training topic (ingestion) -> a registered version covers its offset (trainer
+and registry) -> a version at least that new is served (model event, download, swap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka.admin import AdminClient
+
+from bench.core import BenchContext, Figure
+from bench.processes import service
+from bench.timeline import Timeline, Watchers
+from services.ingestion.servicer import SERVICE as INGESTION
+from services.registry.app import SERVICE as REGISTRY
+from services.trainer.app import HEALTH_NAME as TRAINER
+from services.trainer.settings import TrainerSettings
+from shared.kafka.admin import ensure_topics, standard_topics
+from shared.net import free_port
+from shared.settings import KafkaSettings, TopicSettings
+from shared.streams import publish_definition
+from streamlearn.client.datasets import Synthetic
+from streamlearn.client.producer import SampleProducer
+
+RATE = 10_000
+ROWS = 100  # 10 ms of events per record
+FRESH_EVERY_S = 0.2
+DEFAULT_EVERY_S = TrainerSettings.model_fields["version_every_s"].default
+MODELS = {"fresh": FRESH_EVERY_S, "default": DEFAULT_EVERY_S}
+Chunk = tuple[np.ndarray, np.ndarray]
+HOPS = ("ingestion", "trainer+registry", "inference", "end to end")
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    """Measure event-to-served latency at RATE events/s; the default interval as baseline."""
+    topics = _topics(ctx.kafka)
+    seconds = max(10.0, 30.0 * ctx.scale)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        address = _start(stack, ctx.kafka, topics, Path(tmp))
+        watchers = Watchers(
+            ctx.kafka, topics.train, address["registry"], address["inference"], list(MODELS)
+        ).start()
+        try:
+            _feed(ctx.kafka, topics, watchers.timeline, seconds)
+        finally:
+            watchers.stop()
+    fresh = latencies(watchers.timeline, "fresh")
+    default = latencies(watchers.timeline, "default")
+    return _figures(fresh, default)
+
+
+def latencies(timeline: Timeline, model: str) -> dict[str, np.ndarray]:
+    """Seconds per hop for every record a served version of `model` learned from."""
+    rows: list[tuple[float, float, float, float]] = []
+    for record, sent in timeline.produced.items():
+        if record not in timeline.trained_on:
+            continue
+        on_topic, partition, offset = timeline.trained_on[record]
+        reached = _reach(timeline, model, partition, offset)
+        if reached is not None:
+            registered, done = reached
+            rows.append((on_topic - sent, registered - on_topic, done - registered, done - sent))
+    table = np.array(rows).reshape(-1, len(HOPS))
+    return {hop: table[:, i] for i, hop in enumerate(HOPS)}
+
+
+def _reach(
+    timeline: Timeline, model: str, partition: int, offset: int
+) -> tuple[float, float] | None:
+    """When the first version covering `offset` was registered, and when one was served."""
+    versions = sorted(timeline.versions[model].items())
+    covering = next(
+        ((v, at) for v, (at, covered) in versions if covered.get(partition, 0) > offset), None
+    )
+    if covering is None:
+        return None
+    shown = [t for v, t in timeline.served[model].items() if v >= covering[0]]
+    return (covering[1], min(shown)) if shown else None
+
+
+def _figures(fresh: dict[str, np.ndarray], default: dict[str, np.ndarray]) -> list[Figure]:
+    if not len(fresh["end to end"]) or not len(default["end to end"]):
+        raise RuntimeError("no record reached a served version")
+    baseline = f"version every {DEFAULT_EVERY_S:g} s (default)"
+    figures = []
+    for q in (50, 99):
+        figures.append(
+            Figure(
+                f"event -> served p{q}, {RATE:,} ev/s, version every {FRESH_EVERY_S:g} s",
+                float(np.percentile(fresh["end to end"], q)),
+                "s",
+                baseline,
+                float(np.percentile(default["end to end"], q)),
+                higher_is_better=False,
+            )
+        )
+    total = float(np.percentile(fresh["end to end"], 50))
+    for hop in HOPS[:-1]:
+        figures.append(
+            Figure(
+                f"hop {hop} p50 (p99 {np.percentile(fresh[hop], 99):.3f} s)",
+                float(np.percentile(fresh[hop], 50)),
+                "s",
+                "end-to-end p50 (ratio: its share, inverted)",
+                total,
+                higher_is_better=False,
+            )
+        )
+    return figures
+
+
+def _topics(kafka: KafkaSettings) -> TopicSettings:
+    prefix = f"bench.freshness.{uuid.uuid4().hex[:8]}"
+    names = ("raw", "train", "dlq", "streams", "metrics", "model_events")
+    topics = TopicSettings(**{n: f"{prefix}.{n}" for n in names})
+    ensure_topics(AdminClient(kafka.client_config()), standard_topics(topics))
+    publish_definition(kafka, topics.streams, Synthetic("binary", features=32).definition("bench"))
+    return topics
+
+
+def _env(prefix: str, kafka: KafkaSettings, topics: TopicSettings, state: Path) -> dict[str, str]:
+    env = {
+        f"{prefix}KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        f"{prefix}STATE_DIR": str(state),
+        f"{prefix}LOG_LEVEL": "WARNING",
+        f"{prefix}METRICS_PORT": "0",
+    }
+    return env | {f"{prefix}TOPICS__{k.upper()}": str(v) for k, v in topics.model_dump().items()}
+
+
+def _start(
+    stack: contextlib.ExitStack, kafka: KafkaSettings, topics: TopicSettings, tmp: Path
+) -> dict[str, str]:
+    """Registry, ingestion, both trainers and inference, each once it is ready."""
+    ports = {name: free_port() for name in ("registry", "ingestion", "inference", *MODELS)}
+    address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+
+    def start(module: str, prefix: str, name: str, health: str, extra: dict[str, str]) -> None:
+        env = _env(prefix, kafka, topics, tmp / name) | {f"{prefix}GRPC_PORT": str(ports[name])}
+        stack.enter_context(
+            service(module, env | extra, address[name], health, tmp / f"{name}.log", timeout=120)
+        )
+
+    start("services.registry", "REGISTRY_", "registry", REGISTRY, {})
+    start("services.ingestion", "INGESTION_", "ingestion", INGESTION, {})
+    for model, every in MODELS.items():
+        start(
+            "services.trainer",
+            "TRAINER_",
+            model,
+            TRAINER,
+            {
+                "TRAINER_MODEL_NAME": model,
+                "TRAINER_STREAM": "bench",
+                "TRAINER_TRAINER_ID": f"bench-{model}",
+                "TRAINER_CONSUMER_GROUP": f"{topics.train}.{model}",
+                "TRAINER_REGISTRY_ADDRESS": address["registry"],
+                "TRAINER_VERSION_EVERY_S": str(every),
+            },
+        )
+    start(
+        "services.inference",
+        "INFERENCE_",
+        "inference",
+        "",  # live is enough: it serves once the trainers' first versions exist
+        {
+            "INFERENCE_REGISTRY_ADDRESS": address["registry"],
+            "INFERENCE_MODEL_NAMES": json.dumps(list(MODELS)),
+        },
+    )
+    return address
+
+
+def _feed(kafka: KafkaSettings, topics: TopicSettings, timeline: Timeline, seconds: float) -> None:
+    """Warm up until both models are served, then send `seconds` of paced records."""
+    dataset = Synthetic("binary", features=32)
+    with SampleProducer(kafka=kafka, topic=topics.raw, stream="bench") as producer:
+        chunks = dataset.chunks(10**12, ROWS)
+        deadline = time.monotonic() + 120
+        while not all(timeline.served.values()):  # warm-up records are not measured
+            if time.monotonic() > deadline:
+                raise RuntimeError("no version was served within 120 s")
+            x, y = next(chunks)
+            producer.send_columns(x, y, keys=["warm-up"] * ROWS)
+            time.sleep(ROWS / RATE)
+        _paced(producer, chunks, timeline, seconds)
+    _settle(timeline)
+
+
+def _paced(
+    producer: SampleProducer, chunks: Iterator[Chunk], timeline: Timeline, seconds: float
+) -> None:
+    started = time.monotonic()
+    for n in range(int(seconds * RATE / ROWS)):
+        x, y = next(chunks)
+        ids = [f"{n}-{i}" for i in range(ROWS)]
+        timeline.produced[ids[0]] = time.time()
+        producer.send_columns(x, y, keys=[f"k{n % 12}"] * ROWS, event_ids=ids)
+        ahead = started + (n + 1) * ROWS / RATE - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def _settle(timeline: Timeline, timeout: float = 60.0) -> None:
+    """Wait until the last record sent is served by every model (or `timeout`)."""
+    deadline = time.monotonic() + timeout
+    last = max(timeline.produced, key=timeline.produced.__getitem__)
+    while time.monotonic() < deadline:
+        where = timeline.trained_on.get(last)
+        if where is not None and all(_reach(timeline, m, *where[1:]) for m in MODELS):
+            return
+        time.sleep(0.2)

@@ -1,0 +1,98 @@
+"""When each record reached each hop of the pipeline, observed from outside the services.
+
+All times are wall-clock seconds on this machine (the services run here too): a record's
+first event id is its identity from the producer to the training topic; from there its
+(partition, offset) places it in the first version whose lineage covers that offset.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, TopicPartition
+
+from shared.clients.registry import RegistryClient
+from shared.errors import StreamlearnError
+from shared.kafka.config import consumer_config
+from shared.kafka.consumer import high_watermarks
+from shared.settings import KafkaSettings
+from streamlearn.client.inference import InferenceClient
+from streamlearn.v1 import sample_pb2
+
+
+@dataclass
+class Timeline:
+    """Everything observed, filled by the watcher threads."""
+
+    produced: dict[str, float] = field(default_factory=dict)  # record id -> time sent
+    trained_on: dict[str, tuple[float, int, int]] = field(default_factory=dict)  # t, p, offset
+    # model -> version -> (registered at, {partition: next offset})
+    versions: dict[str, dict[int, tuple[float, dict[int, int]]]] = field(default_factory=dict)
+    served: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> version -> t
+
+
+class Watchers:
+    """Three threads: the training topic, the registry and inference, polled until stopped."""
+
+    def __init__(
+        self, kafka: KafkaSettings, train: str, registry: str, inference: str, models: list[str]
+    ) -> None:
+        self.timeline = Timeline(versions={m: {} for m in models}, served={m: {} for m in models})
+        self._stop = threading.Event()
+        self._consumer = Consumer(consumer_config(kafka, "bench-freshness"))
+        ends = high_watermarks(self._consumer, train)
+        self._consumer.assign([TopicPartition(train, p, o) for p, o in ends.items()])
+        self._registry = RegistryClient(registry)
+        self._inference = InferenceClient(inference, timeout=2.0)
+        self._threads = [
+            threading.Thread(target=t, daemon=True)
+            for t in (self._follow_train, self._poll_registry, self._poll_inference)
+        ]
+
+    def start(self) -> Watchers:
+        """Begin watching."""
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the threads and close the clients."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+        self._consumer.close()
+        self._registry.close()
+        self._inference.close()
+
+    def _follow_train(self) -> None:
+        while not self._stop.is_set():
+            for msg in self._consumer.consume(1000, 0.05):
+                if msg.error() is None:
+                    first = sample_pb2.SampleBatch.FromString(msg.value() or b"").event_ids[0]
+                    where = (time.time(), msg.partition() or 0, msg.offset() or 0)
+                    self.timeline.trained_on[first] = where
+
+    def _poll_registry(self) -> None:
+        while not self._stop.wait(0.02):
+            for model, known in self.timeline.versions.items():
+                try:
+                    page = self._registry.list_versions(model, page_size=20).versions
+                except StreamlearnError:
+                    continue  # the trainer has not created the model yet
+                for v in page:
+                    if v.version not in known:
+                        covered = {r.partition: r.next_offset for r in v.lineage.offsets}
+                        known[v.version] = (v.created_at.ToNanoseconds() / 1e9, covered)
+
+    def _poll_inference(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                served = self._inference.served()
+            except StreamlearnError:
+                continue
+            now = time.time()
+            for model, version in served.items():
+                if model in self.timeline.served and version:
+                    self.timeline.served[model].setdefault(version, now)

@@ -1,0 +1,103 @@
+"""`streamlearn up` / `down`: the local broker, then the supervisor, until all are ready."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from confluent_kafka.admin import AdminClient
+
+from shared.errors import Unavailable
+from shared.grpc.probe import check
+from shared.kafka.admin import ensure_topics, standard_topics
+from shared.kafka.local import process
+from shared.kafka.local.broker import LocalBroker
+from shared.settings import TopicSettings
+from streamlearn.cli.kafka_access import kafka_for_cli
+from streamlearn.cli.settings import CliSettings
+from streamlearn.system.plan import Layout, ServiceSpec, local_plan
+
+SUPERVISOR_MODULE = "streamlearn.system"
+
+
+class LocalSystem:
+    """The system whose state lives under `settings.state_dir`."""
+
+    def __init__(self, settings: CliSettings) -> None:
+        self.settings = settings
+        self.layout = Layout(settings.state_dir)
+
+    def plan(self) -> list[ServiceSpec]:
+        """The services, with the addresses they listen on."""
+        return local_plan(self.settings.state_dir, self.settings.kafka())
+
+    def supervisor_pid(self) -> int | None:
+        """The running supervisor's pid, or None."""
+        return process.read_pid(self.layout.pid_file, SUPERVISOR_MODULE)
+
+    def up(self, timeout_s: float = 300.0) -> list[ServiceSpec]:
+        """Start what is not running and wait until every service reports SERVING.
+
+        Raises:
+            Unavailable: The supervisor exited or a service was not ready in time (with the
+                tail of its log).
+
+        """
+        kafka = kafka_for_cli(self.settings)  # starts the local broker unless one is given
+        ensure_topics(AdminClient(kafka.client_config()), standard_topics(TopicSettings()))
+        specs = self.plan()
+        if self.supervisor_pid() is None:
+            self._spawn_supervisor()
+        self._wait_ready(specs, timeout_s)
+        return specs
+
+    def down(self, stop_kafka: bool = True, timeout_s: float = 180.0) -> bool:
+        """Stop the services (each drains on SIGTERM) and the local broker. False: none ran."""
+        pid = self.supervisor_pid()
+        if pid is not None:
+            process.terminate(pid, timeout_s)
+        if stop_kafka and not self.settings.kafka_bootstrap:
+            LocalBroker(self.settings.broker_config()).stop()
+        return pid is not None
+
+    def _spawn_supervisor(self) -> None:
+        self.layout.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.layout.logs_dir / "supervisor.log").open("ab") as out:
+            subprocess.Popen(
+                [sys.executable, "-m", SUPERVISOR_MODULE],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this command and its terminal
+            )
+        deadline = time.monotonic() + 30
+        while self.supervisor_pid() is None:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the supervisor did not start:\n{self._tail('supervisor')}")
+            time.sleep(0.1)
+
+    def _wait_ready(self, specs: list[ServiceSpec], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        waiting = list(specs)
+        while waiting:
+            waiting = [s for s in waiting if not check(s.address, s.up_health, timeout=1.0)]
+            if not waiting:
+                return
+            if self.supervisor_pid() is None:
+                raise Unavailable(f"the supervisor exited:\n{self._tail('supervisor')}")
+            if time.monotonic() > deadline:
+                first = waiting[0].name
+                raise Unavailable(
+                    f"not ready after {timeout_s:.0f}s: {', '.join(s.name for s in waiting)}; "
+                    f"{first} log:\n{self._tail(first)}"
+                )
+            time.sleep(0.3)
+
+    def _tail(self, name: str, lines: int = 20) -> str:
+        path = self.layout.logs_dir / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return f"(no log at {path})"

@@ -1,0 +1,132 @@
+"""Which processes make up the local system, in start order, and how to reach each one.
+
+Every service keeps its own settings class and env prefix: `streamlearn up` sets only where
+state lives and which Kafka to use (plus the registry address the trainer and inference
+need); anything else (ports, models, intervals) is read from the caller's environment the
+way the service itself reads it, e.g. `INFERENCE_GRPC_PORT=9001 streamlearn up`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from services.inference.app import SERVICE as INFERENCE_HEALTH
+from services.inference.settings import InferenceSettings
+from services.ingestion.servicer import SERVICE as INGESTION_HEALTH
+from services.ingestion.settings import IngestionSettings
+from services.registry.app import SERVICE as REGISTRY_HEALTH
+from services.registry.settings import RegistrySettings
+from services.trainer.app import HEALTH_NAME as TRAINER_HEALTH
+from services.trainer.settings import TrainerSettings
+from shared.settings import KafkaSettings, ServiceSettings
+
+# What `streamlearn up` changes from the services' own defaults, unless the caller's
+# environment says otherwise: a new version every second keeps the served model fresh.
+LOCAL_DEFAULTS = {"TRAINER_VERSION_EVERY_S": "1"}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One supervised process."""
+
+    name: str
+    address: str  # host:port of its gRPC server (health included)
+    health_name: str
+    env: Mapping[str, str] = field(default_factory=dict)  # always set
+    defaults: Mapping[str, str] = field(default_factory=dict)  # unless the caller's env sets it
+    consumes: tuple[str, str] | None = None  # (consumer group, topic) whose lag it owns
+    # What `up` waits for: inference is SERVING only once a model version is loaded, which
+    # needs events first, so the system counts as up when its server answers at all ("").
+    up_name: str | None = None
+
+    @property
+    def up_health(self) -> str:
+        """The gRPC health name that means this service has started."""
+        return self.health_name if self.up_name is None else self.up_name
+
+    def environment(self, inherited: Mapping[str, str]) -> dict[str, str]:
+        """The child's environment: defaults < the caller's environment < what must be set."""
+        return {**self.defaults, **inherited, **self.env}
+
+    @property
+    def command(self) -> list[str]:
+        """The same `python -m services.<name>` a container runs."""
+        return [sys.executable, "-m", f"services.{self.name}"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the local system keeps its bookkeeping under the state directory."""
+
+    state_dir: Path
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid and state files."""
+        return self.state_dir / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        """One log per service (and the supervisor's)."""
+        return self.state_dir / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        """The supervisor's pid."""
+        return self.run_dir / "supervisor.pid"
+
+    @property
+    def state_file(self) -> Path:
+        """What the supervisor last wrote about its children."""
+        return self.run_dir / "system.json"
+
+
+def local_plan(state_dir: Path, kafka: KafkaSettings) -> list[ServiceSpec]:
+    """Registry, ingestion, trainer, inference (start order) on loopback."""
+    registry = RegistrySettings(state_dir=state_dir, kafka=kafka)
+    registry_address = f"127.0.0.1:{registry.grpc_port}"
+    ingestion = IngestionSettings(state_dir=state_dir, kafka=kafka)
+    trainer = TrainerSettings(state_dir=state_dir, kafka=kafka)
+    inference = InferenceSettings(state_dir=state_dir, kafka=kafka)
+    return [
+        _spec("registry", registry, REGISTRY_HEALTH, {}),
+        _spec(
+            "ingestion",
+            ingestion,
+            INGESTION_HEALTH,
+            {},
+            (ingestion.consumer_group, ingestion.topics.raw),
+        ),
+        _spec(
+            "trainer",
+            trainer,
+            TRAINER_HEALTH,
+            {"registry_address": registry_address},
+            (trainer.consumer_group, trainer.topics.train),
+        ),
+        replace(
+            _spec("inference", inference, INFERENCE_HEALTH, {"registry_address": registry_address}),
+            up_name="",
+        ),
+    ]
+
+
+def _spec(
+    name: str,
+    settings: ServiceSettings,
+    health_name: str,
+    extra: Mapping[str, str],
+    consumes: tuple[str, str] | None = None,
+) -> ServiceSpec:
+    prefix = f"{name.upper()}_"
+    env = {
+        f"{prefix}STATE_DIR": str(settings.state_dir),
+        f"{prefix}KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+    }
+    env |= {f"{prefix}{key.upper()}": value for key, value in extra.items()}
+    defaults = {k: v for k, v in LOCAL_DEFAULTS.items() if k.startswith(prefix)}
+    port = getattr(settings, "grpc_port")  # noqa: B009 - every service here has one
+    return ServiceSpec(name, f"127.0.0.1:{port}", health_name, env, defaults, consumes)

@@ -1,0 +1,111 @@
+"""What the demo shows: the live dashboard and the closing summary (rich renderables)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.table import Table
+
+from streamlearn.system.feed import Feed
+from streamlearn.system.watch import Served, Snapshot
+from streamlearn.v1 import metrics_pb2
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+@dataclass
+class DemoResult:
+    """The demo's settings and what it saw."""
+
+    duration_s: float
+    drift_after_s: float  # when the concept flips, at the nominal rate
+    elapsed_s: float = 0.0
+    delivered: int = 0
+    latest_version: int = 0
+    trainer: metrics_pb2.TrainerMetrics = field(default_factory=metrics_pb2.TrainerMetrics)
+    history: list[Served] = field(default_factory=list)
+
+
+def sparkline(values: list[float], width: int = 60) -> str:
+    """Values in [0, 1] as a bar line of the last `width` points."""
+    tail = values[-width:]
+    return "".join(BARS[min(len(BARS) - 1, int(v * len(BARS)))] for v in tail)
+
+
+def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult) -> Table:
+    """One refresh of the live view."""
+    elapsed = time.monotonic() - started
+    trainer = snapshot.trainer
+    table = Table(
+        title=f"streamlearn demo — {elapsed:.0f}s of {result.duration_s:.0f}s "
+        f"(the concept flips at {result.drift_after_s:.0f}s; Ctrl-C ends it)",
+        show_header=False,
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    concept = "flipped" if feed.drifted_at else "original"
+    table.add_row("produced", f"{feed.sent:,} samples ({feed.sent / max(elapsed, 1e-9):,.0f}/s)")
+    table.add_row(
+        "trained", f"{trainer.events_applied:,} events (skipped {trainer.events_skipped:,})"
+    )
+    table.add_row("prequential", _metrics(trainer))
+    served = snapshot.served
+    table.add_row(
+        "versions",
+        f"registered up to v{snapshot.latest_version}, served v{served.version if served else '-'}",
+    )
+    table.add_row(
+        "served model",
+        f"accuracy {served.accuracy:.3f} on held-out events of the {concept} concept"
+        if served
+        else "waiting for the first version",
+    )
+    table.add_row("accuracy", sparkline([s.accuracy for s in snapshot.history]))
+    return table
+
+
+def summary(result: DemoResult) -> Table:
+    """The closing table: volumes, versions and how the served model fared around the drift."""
+    table = Table(title="streamlearn demo: summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rate = result.delivered / max(result.elapsed_s, 1e-9)
+    table.add_row(
+        "samples delivered", f"{result.delivered:,} in {result.elapsed_s:.0f}s ({rate:,.0f}/s)"
+    )
+    table.add_row("events trained", f"{result.trainer.events_applied:,}")
+    table.add_row("prequential (last window)", _metrics(result.trainer))
+    history = result.history
+    if not history:
+        table.add_row("served", "[red]no version was ever served[/]")
+        return table
+    versions = sorted({s.version for s in history})
+    table.add_row("versions", f"{result.latest_version} registered; {len(versions)} served")
+    first, last = history[0], history[-1]
+    table.add_row(
+        "first served", f"v{first.version} at {first.at:.1f}s: accuracy {first.accuracy:.3f}"
+    )
+    before = [s for s in history if s.at < result.drift_after_s]
+    after = [s for s in history if s.at >= result.drift_after_s]
+    if before:
+        best = max(s.accuracy for s in before)
+        table.add_row("before the drift", f"best accuracy {best:.3f}")
+        if after:
+            worst = min(after, key=lambda s: s.accuracy)
+            table.add_row("right after it", f"accuracy fell to {worst.accuracy:.3f}")
+            back = next((s for s in after if s.at > worst.at and s.accuracy >= 0.9 * best), None)
+            table.add_row(
+                "recovered",
+                f"to {back.accuracy:.3f} in {back.at - result.drift_after_s:.1f}s (v{back.version})"
+                if back
+                else "not within the run",
+            )
+    table.add_row("last served", f"v{last.version}: accuracy {last.accuracy:.3f}")
+    return table
+
+
+def _metrics(trainer: metrics_pb2.TrainerMetrics) -> str:
+    shown = ("logloss", "accuracy", "auc")
+    found = [f"{name} {trainer.metrics[name]:.3f}" for name in shown if name in trainer.metrics]
+    return ", ".join(found) or "-"

@@ -1,0 +1,135 @@
+"""Follow a running system from the outside: trainer metrics, versions, served predictions.
+
+Used by the demo dashboard; each reader polls or follows on its own thread and keeps the
+latest value, so the dashboard only reads snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from confluent_kafka import Consumer, TopicPartition
+
+from shared.clients.registry import RegistryClient
+from shared.errors import StreamlearnError
+from shared.kafka.config import consumer_config
+from shared.kafka.consumer import high_watermarks
+from shared.settings import KafkaSettings
+from streamlearn.client.inference import InferenceClient
+from streamlearn.v1 import metrics_pb2
+
+
+@dataclass
+class Served:
+    """What inference answered for the held-out set at one moment."""
+
+    at: float  # seconds since the watch began
+    version: int
+    accuracy: float
+
+
+@dataclass
+class Snapshot:
+    """The latest of everything the dashboard shows."""
+
+    trainer: metrics_pb2.TrainerMetrics = field(default_factory=metrics_pb2.TrainerMetrics)
+    latest_version: int = 0
+    served: Served | None = None
+    history: list[Served] = field(default_factory=list)
+
+
+class TrainerMetricsFollower:
+    """The newest `TrainerMetrics` of one model, read from the metrics topic's end onwards."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, model: str) -> None:
+        self._consumer = Consumer(consumer_config(kafka, "streamlearn-watch"))
+        ends = high_watermarks(self._consumer, topic)
+        self._consumer.assign([TopicPartition(topic, p, max(0, o - 1)) for p, o in ends.items()])
+        self._model = model
+        self.latest = metrics_pb2.TrainerMetrics()
+
+    def poll(self, timeout: float = 0.2) -> None:
+        """Read what arrived since the last call."""
+        for msg in self._consumer.consume(500, timeout):
+            if msg.error() is None:
+                metrics = metrics_pb2.TrainerMetrics.FromString(msg.value() or b"")
+                if metrics.model == self._model:
+                    self.latest = metrics
+
+    def close(self) -> None:
+        """Leave (no group offsets were ever committed)."""
+        self._consumer.close()
+
+
+def served_accuracy(
+    client: InferenceClient, model: str, x: np.ndarray, y: np.ndarray, rows: int = 64
+) -> tuple[int, float] | None:
+    """(version, accuracy) of the served model on (x, y); None while nothing is served."""
+    scores, versions = [], set()
+    try:
+        for start in range(0, len(x), rows):  # within the server's max batch size
+            part, version = client.predict(model, x[start : start + rows])
+            scores.append(part.ravel())
+            versions.add(version)
+    except StreamlearnError:
+        return None
+    if len(versions) > 1:  # swapped mid-way: score again next time
+        return None
+    predicted = (np.concatenate(scores) > 0.5).astype(y.dtype)
+    return versions.pop(), float((predicted == y).mean())
+
+
+def latest_version(registry: RegistryClient, model: str) -> int:
+    """The newest registered version number (0: none, or the registry is unreachable)."""
+    try:
+        return int(registry.get_version(model).version)
+    except StreamlearnError:
+        return 0
+
+
+class Watch:
+    """Polls the trainer's metrics, the registry and inference on one background thread."""
+
+    def __init__(
+        self,
+        metrics: TrainerMetricsFollower,
+        registry: RegistryClient,
+        inference: InferenceClient,
+        model: str,
+        holdout: Callable[[], tuple[np.ndarray, np.ndarray]],
+        every_s: float = 0.5,
+    ) -> None:
+        self.snapshot = Snapshot()
+        self._parts = (metrics, registry, inference)
+        self._model, self._holdout, self._every_s = model, holdout, every_s
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="watch", daemon=True)
+
+    def start(self) -> Watch:
+        """Begin polling."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling and close the metrics consumer."""
+        self._stop.set()
+        self._thread.join(10)
+        self._parts[0].close()
+
+    def _run(self) -> None:
+        metrics, registry, inference = self._parts
+        while not self._stop.is_set():
+            metrics.poll(self._every_s)
+            self.snapshot.trainer = metrics.latest
+            self.snapshot.latest_version = latest_version(registry, self._model)
+            x, y = self._holdout()
+            found = served_accuracy(inference, self._model, x, y)
+            if found is not None:
+                served = Served(time.monotonic() - self._started, *found)
+                self.snapshot.served = served
+                self.snapshot.history.append(served)
