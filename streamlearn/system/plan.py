@@ -41,6 +41,12 @@ class ServiceSpec:
     # What `up` waits for: inference is SERVING only once a model version is loaded, which
     # needs events first, so the system counts as up when its server answers at all ("").
     up_name: str | None = None
+    module: str = ""  # what `python -m` runs; services.<name> unless set
+
+    @property
+    def command(self) -> list[str]:
+        """The same `python -m services.<name>` a container runs."""
+        return [sys.executable, "-m", self.module or f"services.{self.name}"]
 
     @property
     def up_health(self) -> str:
@@ -51,10 +57,6 @@ class ServiceSpec:
         """The child's environment: defaults < the caller's environment < what must be set."""
         return {**self.defaults, **inherited, **self.env}
 
-    @property
-    def command(self) -> list[str]:
-        """The same `python -m services.<name>` a container runs."""
-        return [sys.executable, "-m", f"services.{self.name}"]
 
 
 @dataclass(frozen=True)

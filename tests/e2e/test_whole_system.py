@@ -1,0 +1,168 @@
+"""The whole system as `streamlearn up` runs it: producer SDK -> ingestion -> trainer ->
+registry -> inference over the real broker, with a trainer SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.clients.registry import RegistryClient
+from shared.errors import NotFound
+from shared.net import free_port
+from shared.onnx_models import INPUT, OUTPUT
+from shared.ort import make_session
+from shared.settings import KafkaSettings, TopicSettings
+from shared.streams import publish_definition
+from streamlearn.cli.settings import CliSettings
+from streamlearn.client import InferenceClient, SampleProducer
+from streamlearn.client.datasets import Synthetic
+from streamlearn.system.control import LocalSystem
+from streamlearn.system.status import collect
+from streamlearn.v1 import metrics_pb2
+from tests.helpers import read_to_end, wait_until
+
+FEATURES = 8
+SERVICES = ("registry", "ingestion", "trainer", "inference")
+DATASET = Synthetic("binary", features=FEATURES, seed=3)
+TOPIC_NAMES = ("raw", "train", "dlq", "streams", "metrics", "model_events")
+TOTAL = 30_000
+
+
+@pytest.fixture
+def system(
+    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[LocalSystem, TopicSettings]]:
+    """`streamlearn up` on the test broker, with this test's own topics, ports and state."""
+    suffix = uuid.uuid4().hex[:8]
+    topics = TopicSettings(**{n: f"e2e.{suffix}.{n}" for n in TOPIC_NAMES})
+    env = {
+        "STREAMLEARN_STATE_DIR": str(tmp_path),
+        "STREAMLEARN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
+        "TRAINER_CONFIG": '{"model": {"kind": "logistic", "features": 8},'
+        ' "optimizer": {"name": "adagrad", "lr": 0.1}}',
+        "TRAINER_STREAM": "e2e",
+        "TRAINER_MODEL_NAME": "e2e",
+        "TRAINER_VERSION_EVERY_S": "0.5",
+        "TRAINER_CHECKPOINT_EVERY_EVENTS": "500",
+        "INFERENCE_MODEL_NAMES": '["e2e"]',
+        "INFERENCE_MAX_BATCH_SIZE": "4096",
+        "INGESTION_CONSUMER_GROUP": f"e2e-ingestion-{suffix}",
+        "TRAINER_CONSUMER_GROUP": f"e2e-trainer-{suffix}",
+    }
+    for service in SERVICES:
+        prefix = service.upper()
+        env[f"{prefix}_GRPC_PORT"] = str(free_port())
+        env[f"{prefix}_METRICS_PORT"] = "0"
+        for name, value in topics.model_dump().items():
+            env[f"{prefix}_TOPICS__{name.upper()}"] = str(value)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    local = LocalSystem(CliSettings())
+    try:
+        local.up(timeout_s=180)
+        yield local, topics
+    finally:
+        local.down()
+
+
+def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
+    kafka: KafkaSettings, system: tuple[LocalSystem, TopicSettings]
+) -> None:
+    local, topics = system
+    address = {s.name: s.address for s in local.plan()}
+    publish_definition(kafka, topics.streams, DATASET.definition("e2e"))
+    (x, y), (held_x, held_y) = _stream(), DATASET.holdout(2000, 0)
+    registry = RegistryClient(address["registry"])
+    with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
+        for i in range(50):  # a trickle of one-sample records: the first version knows little
+            producer.send({"features": x[i], "label": int(y[i]), "key": f"u{i % 20}"})
+    wait_until(lambda: _versions(registry) != [], 120, pause=0.2)
+    first = min(_versions(registry))
+    with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
+        producer.send_columns(x[50:15_000], y[50:15_000], keys=["bulk"] * 14_950)
+    trainer_pid = _service(local, "trainer")["pid"]
+    os.kill(trainer_pid, signal.SIGKILL)  # mid-stream: the supervisor restarts it
+    with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
+        producer.send_columns(x[15_000:], y[15_000:], keys=["bulk"] * (TOTAL - 15_000))
+    wait_until(lambda: _service(local, "trainer")["restarts"] == 1, 60, pause=0.2)
+    wait_until(lambda: registry.get_version("e2e").lineage.events_seen >= TOTAL, 180, pause=0.2)
+    newest = registry.get_version("e2e")
+    assert newest.lineage.events_seen == TOTAL  # crash-exact: nothing lost, nothing twice
+    with InferenceClient(address["inference"]) as client:
+        wait_until(lambda: client.served()["e2e"] == newest.version, 60, pause=0.2)
+        served, version = client.predict("e2e", held_x)
+    _, first_bytes = registry.download("e2e", first)
+    first_scores = make_session(first_bytes, "cpu").run([OUTPUT], {INPUT: held_x})[0]
+    assert version > first
+    assert _logloss(served, held_y) < _logloss(first_scores, held_y) - 0.05
+    assert _accuracy(served, held_y) > 0.9
+    _check_status(local, newest.version)
+    _check_metrics_topic(kafka, topics.metrics)
+    registry.close()
+    _check_cli_status(local)
+    assert local.down(stop_kafka=False)
+    assert local.supervisor_pid() is None
+    assert not any(s["healthy"] for s in collect(local)["services"])
+
+
+def _stream() -> tuple[np.ndarray, np.ndarray]:
+    x, y = zip(*DATASET.chunks(TOTAL), strict=True)
+    return np.concatenate(x), np.concatenate(y)
+
+
+def _versions(registry: RegistryClient) -> list[int]:
+    try:
+        return [v.version for v in registry.list_versions("e2e").versions]
+    except NotFound:  # the trainer has not created its model yet
+        return []
+
+
+def _service(local: LocalSystem, name: str) -> dict[str, object]:
+    return next(s for s in collect(local)["services"] if s["name"] == name)
+
+
+def _logloss(scores: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(scores.ravel(), 1e-7, 1 - 1e-7)
+    return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
+
+
+def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(((scores.ravel() > 0.5) == labels).mean())
+
+
+def _check_status(local: LocalSystem, version: int) -> None:
+    found = collect(local)
+    assert all(s["healthy"] and s["state"] == "running" for s in found["services"]), found
+    wait_until(lambda: _service(local, "ingestion")["lag"] == 0, 30, pause=0.5)
+    wait_until(lambda: _service(local, "trainer")["lag"] == 0, 30, pause=0.5)
+    (model,) = collect(local)["models"]
+    assert model["name"] == "e2e" and model["served_version"] >= version
+
+
+def _check_metrics_topic(kafka: KafkaSettings, topic: str) -> None:
+    published = [
+        metrics_pb2.TrainerMetrics.FromString(m.value()) for m in read_to_end(kafka, topic)
+    ]
+    assert published and {(m.model, m.stream) for m in published} == {("e2e", "e2e")}
+    assert published[-1].events_applied == TOTAL
+    assert 0 < published[-1].metrics["logloss"] < 0.5
+
+
+def _check_cli_status(local: LocalSystem) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "streamlearn"), "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"healthy": true' in done.stdout
