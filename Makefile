@@ -4,20 +4,22 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit lint check-protos protos bench kafka-start kafka-stop
+.PHONY: setup demo up down status test unit lint check-protos protos bench kafka-start kafka-stop
 
 setup:  ## create or reuse the environment (cached outside the clone) and link .venv
 	@scripts/bootstrap.sh
 
-demo: setup  ## run the system on embedded defaults (local Kafka + demo stream)
+demo: setup  ## the whole system on embedded defaults: local Kafka, the services, a live demo stream
 	@scripts/system-deps.sh
 	$(VENV)/bin/streamlearn demo
 
 test: setup check-protos lint  ## everything CI runs: contracts current, lint, all test suites
 	@scripts/system-deps.sh --tests
+	@scripts/kustomize.sh >/dev/null
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup  ## fast feedback: unit tests only (no broker)
+	@scripts/kustomize.sh >/dev/null
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: setup
@@ -33,6 +35,16 @@ protos: setup  ## regenerate the committed protobuf/gRPC code
 
 bench: setup  ## every benchmark, side by side with its baseline
 	$(VENV)/bin/streamlearn bench --all
+
+up: setup  ## start the broker and the four services in the background
+	@scripts/system-deps.sh
+	$(VENV)/bin/streamlearn up
+
+down: setup
+	$(VENV)/bin/streamlearn down
+
+status: setup
+	$(VENV)/bin/streamlearn status
 
 kafka-start: setup
 	$(VENV)/bin/streamlearn kafka start

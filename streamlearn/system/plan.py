@@ -58,7 +58,6 @@ class ServiceSpec:
         return {**self.defaults, **inherited, **self.env}
 
 
-
 @dataclass(frozen=True)
 class Layout:
     """Where the local system keeps its bookkeeping under the state directory."""

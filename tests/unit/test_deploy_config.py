@@ -2,48 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-from pathlib import Path
-from typing import Any
-
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from shared.settings import ServiceSettings
+from tests.deploy import ROOT, SERVICES, resolves, settings_class
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVICES = sorted(
-    p.name for p in (ROOT / "services").iterdir() if p.is_dir() and (p / "settings.py").exists()
-)
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-
-
-def settings_class(service: str) -> type[ServiceSettings]:
-    module = importlib.import_module(f"services.{service}.settings")
-    found = [
-        c
-        for _, c in inspect.getmembers(module, inspect.isclass)
-        if issubclass(c, ServiceSettings) and c is not ServiceSettings
-    ]
-    assert len(found) == 1, f"services/{service}/settings.py must define one settings class"
-    return found[0]
-
-
-def resolves(model: type[BaseModel], name: str) -> bool:
-    head, _, rest = name.partition("__")
-    field = model.model_fields.get(head)
-    if field is None:
-        return False
-    if not rest:
-        return True
-    annotation: Any = field.annotation
-    return (
-        inspect.isclass(annotation)
-        and issubclass(annotation, BaseModel)
-        and resolves(annotation, rest)
-    )
 
 
 def test_one_compose_service_per_service_folder_plus_kafka() -> None:
@@ -87,3 +51,30 @@ def test_addresses_of_other_services_point_at_their_ports(service: str) -> None:
             target = settings_class(host)
             assert int(port) == target.model_fields["grpc_port"].default
             assert host in COMPOSE["services"][service]["depends_on"]
+
+
+def test_the_gpu_override_runs_the_cuda_trainer() -> None:
+    gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())
+    assert set(gpu["services"]) == {"trainer"}
+    trainer = gpu["services"]["trainer"]
+    assert trainer["build"]["target"] == "runtime-cuda"
+    assert "FROM runtime AS runtime-cuda" in (ROOT / "deploy" / "Dockerfile").read_text()
+    assert trainer["environment"]["TRAINER_DEVICE"] == "cuda"
+    (device,) = trainer["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+
+
+def test_every_volume_is_named_and_mounted_at_the_state_directory() -> None:
+    mounts = {
+        name: spec.get("volumes", [])
+        for name, spec in COMPOSE["services"].items()
+        if name in ("registry", "trainer", "kafka")
+    }
+    assert set(COMPOSE["volumes"]) == {"kafka-data", "registry-data", "trainer-checkpoints"}
+    for name, volumes in mounts.items():
+        (volume,) = volumes
+        source, target = volume.split(":")
+        assert source in COMPOSE["volumes"]
+        if name != "kafka":
+            env = COMPOSE["services"][name]["environment"]
+            assert env[f"{name.upper()}_STATE_DIR"] == target
