@@ -56,7 +56,7 @@ def _show(found: dict[str, Any]) -> None:
         table.add_row(
             s["name"],
             s["state"],
-            "[green]SERVING[/]" if s["healthy"] else "[red]not serving[/]",
+            _health(s),
             s["address"],
             str(s["pid"] or "-"),
             str(s["restarts"]),
@@ -72,3 +72,11 @@ def _show(found: dict[str, Any]) -> None:
                 m["name"], str(m["latest_version"]), str(m["served_version"] or "-"), aliases or "-"
             )
         console.print(models)
+
+
+def _health(service: dict[str, Any]) -> str:
+    if service["healthy"]:
+        return "[green]SERVING[/]"
+    if service["answering"]:  # e.g. inference before a first version exists
+        return "[yellow]up, not ready[/]"
+    return "[red]down[/]"

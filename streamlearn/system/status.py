@@ -57,6 +57,8 @@ def _service(
         "uptime_s": round(time.time() - known["since"], 1) if known and known["pid"] else None,
         "log": known["log"] if known else None,
         "healthy": bool(known) and check(spec.address, spec.health_name, timeout=1.0),
+        # Its server answers (inference does before its first version is loaded).
+        "answering": bool(known) and check(spec.address, "", timeout=1.0),
         "lag": None,
     }
     if spec.consumes and kafka is not None and known:

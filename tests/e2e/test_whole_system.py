@@ -78,6 +78,8 @@ def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
 ) -> None:
     local, topics = system
     address = {s.name: s.address for s in local.plan()}
+    inference = _service(local, "inference")  # up, but no version to serve yet
+    assert inference["answering"] and not inference["healthy"]
     publish_definition(kafka, topics.streams, DATASET.definition("e2e"))
     (x, y), (held_x, held_y) = _stream(), DATASET.holdout(2000, 0)
     registry = RegistryClient(address["registry"])
@@ -110,7 +112,7 @@ def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
     _check_cli_status(local)
     assert local.down(stop_kafka=False)
     assert local.supervisor_pid() is None
-    assert not any(s["healthy"] for s in collect(local)["services"])
+    assert not any(s["answering"] for s in collect(local)["services"])
 
 
 def _stream() -> tuple[np.ndarray, np.ndarray]:
