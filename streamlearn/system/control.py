@@ -17,8 +17,10 @@ from shared.settings import TopicSettings
 from streamlearn.cli.kafka_access import kafka_for_cli
 from streamlearn.cli.settings import CliSettings
 from streamlearn.system.plan import Layout, ServiceSpec, local_plan
+from streamlearn.system.supervisor import read_state
 
 SUPERVISOR_MODULE = "streamlearn.system"
+CRASH_LOOP = 3  # restarts while `up` waits that mean a service cannot start (port taken, ...)
 
 
 class LocalSystem:
@@ -64,6 +66,7 @@ class LocalSystem:
     def _spawn_supervisor(self) -> None:
         self.layout.logs_dir.mkdir(parents=True, exist_ok=True)
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.state_file.unlink(missing_ok=True)  # a past run's restarts are not ours
         with (self.layout.logs_dir / "supervisor.log").open("ab") as out:
             subprocess.Popen(
                 [sys.executable, "-m", SUPERVISOR_MODULE],
@@ -87,6 +90,12 @@ class LocalSystem:
                 return
             if self.supervisor_pid() is None:
                 raise Unavailable(f"the supervisor exited:\n{self._tail('supervisor')}")
+            failing = self._crash_looping()
+            if failing:
+                raise Unavailable(
+                    f"{failing} keeps exiting (see `streamlearn status`, `streamlearn down`); "
+                    f"its log:\n{self._tail(failing)}"
+                )
             if time.monotonic() > deadline:
                 first = waiting[0].name
                 raise Unavailable(
@@ -94,6 +103,12 @@ class LocalSystem:
                     f"{first} log:\n{self._tail(first)}"
                 )
             time.sleep(0.3)
+
+    def _crash_looping(self) -> str | None:
+        """The first service the supervisor restarted CRASH_LOOP times, if any."""
+        state = read_state(self.layout.state_file) or {}
+        looping = [s["name"] for s in state.get("services", []) if s["restarts"] >= CRASH_LOOP]
+        return looping[0] if looping else None
 
     def _tail(self, name: str, lines: int = 20) -> str:
         path = self.layout.logs_dir / f"{name}.log"

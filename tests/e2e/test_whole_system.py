@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from shared.clients.registry import RegistryClient
-from shared.errors import NotFound
+from shared.errors import NotFound, Unavailable
 from shared.net import free_port
 from shared.onnx_models import INPUT, OUTPUT
 from shared.ort import make_session
@@ -36,15 +37,12 @@ TOPIC_NAMES = ("raw", "train", "dlq", "streams", "metrics", "model_events")
 TOTAL = 30_000
 
 
-@pytest.fixture
-def system(
-    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[LocalSystem, TopicSettings]]:
+def system_env(kafka: KafkaSettings, state: Path) -> tuple[dict[str, str], TopicSettings]:
     """`streamlearn up` on the test broker, with this test's own topics, ports and state."""
     suffix = uuid.uuid4().hex[:8]
     topics = TopicSettings(**{n: f"e2e.{suffix}.{n}" for n in TOPIC_NAMES})
     env = {
-        "STREAMLEARN_STATE_DIR": str(tmp_path),
+        "STREAMLEARN_STATE_DIR": str(state),
         "STREAMLEARN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
         "TRAINER_CONFIG": '{"model": {"kind": "logistic", "features": 8},'
         ' "optimizer": {"name": "adagrad", "lr": 0.1}}',
@@ -63,6 +61,14 @@ def system(
         env[f"{prefix}_METRICS_PORT"] = "0"
         for name, value in topics.model_dump().items():
             env[f"{prefix}_TOPICS__{name.upper()}"] = str(value)
+    return env, topics
+
+
+@pytest.fixture
+def system(
+    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[LocalSystem, TopicSettings]]:
+    env, topics = system_env(kafka, tmp_path)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     local = LocalSystem(CliSettings())
@@ -71,6 +77,25 @@ def system(
         yield local, topics
     finally:
         local.down()
+
+
+def test_up_fails_fast_with_the_log_of_a_service_that_cannot_start(
+    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env, _ = system_env(kafka, tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    local = LocalSystem(CliSettings())
+    with socket.socket() as taken:  # something else holds the registry's port
+        taken.bind(("127.0.0.1", int(env["REGISTRY_GRPC_PORT"])))
+        taken.listen()
+        try:
+            with pytest.raises(Unavailable, match="registry keeps exiting") as failed:
+                local.up(timeout_s=120)
+        finally:
+            local.down(stop_kafka=False)
+    assert "cannot bind" in str(failed.value)
+    assert local.supervisor_pid() is None
 
 
 def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
