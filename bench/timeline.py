@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shared.clients.registry import RegistryClient
 from shared.errors import StreamlearnError
 from shared.kafka.config import consumer_config
-from shared.kafka.consumer import high_watermarks
+from shared.kafka.consumer import consume_ready, high_watermarks
 from shared.settings import KafkaSettings
 from streamlearn.client.inference import InferenceClient
 from streamlearn.v1 import sample_pb2
@@ -68,7 +68,7 @@ class Watchers:
 
     def _follow_train(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.05):
+            for msg in consume_ready(self._consumer, 1000, 0.05):
                 if msg.error() is None:
                     first = sample_pb2.SampleBatch.FromString(msg.value() or b"").event_ids[0]
                     where = (time.time(), msg.partition() or 0, msg.offset() or 0)

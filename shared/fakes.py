@@ -159,6 +159,11 @@ class FakeConsumer:
             self._positions[(topic, partition)] = position + len(records)
         return out
 
+    def poll(self, timeout: float = -1) -> FakeMessage | None:
+        """The next record, or None (at once: a fake has nothing to wait for)."""
+        records = self.consume(1, timeout)
+        return records[0] if records else None
+
     def store_offsets(
         self, message: Any = None, offsets: list[TopicPartition] | None = None
     ) -> None:

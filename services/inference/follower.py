@@ -13,7 +13,7 @@ from services.inference.model import LoadedModel
 from services.inference.repository import ServedModel
 from shared.clients.registry import RegistryClient
 from shared.errors import NotFound, StreamlearnError
-from shared.kafka.consumer import high_watermarks
+from shared.kafka.consumer import consume_ready, high_watermarks
 from shared.ort import Device
 from streamlearn.v1 import events_pb2, registry_pb2
 
@@ -156,7 +156,7 @@ class EventWatcher:
     def _run(self) -> None:
         next_resync = time.monotonic() + self._resync_s
         while not self._stop.is_set():
-            due = self._due(self._consumer.consume(100, 0.2))
+            due = self._due(consume_ready(self._consumer, 100, 0.2))
             if time.monotonic() >= next_resync:
                 due, next_resync = set(self._followers), time.monotonic() + self._resync_s
             for name in due:

@@ -25,7 +25,7 @@ from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
 from shared import samples
 from shared.errors import StreamlearnError
-from shared.kafka.consumer import where
+from shared.kafka.consumer import consume_ready, where
 from streamlearn.v1 import metrics_pb2
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 APPLIED = Counter("streamlearn_trainer_events_applied_total", "Events learned from")
 SKIPPED = Counter("streamlearn_trainer_events_skipped_total", "Events refused by the guard")
 METRIC = Gauge("streamlearn_trainer_prequential", "Prequential metric", ["metric"])
+# After the first record of a fetch, wait this long for more: a trainer catching up keeps
+# taking large batches, while a trickle is learned (and published) without delay.
+LINGER_S = 0.01
 
 
 class TrainerLoop:
@@ -73,7 +76,8 @@ class TrainerLoop:
         )
         try:
             while not stop.is_set():
-                records = [m for m in self._consumer.consume(self._fetch, 0.2) if not m.error()]
+                batch = consume_ready(self._consumer, self._fetch, 0.2, linger=LINGER_S)
+                records = [m for m in batch if not m.error()]
                 if records:
                     self._learn(records)
                 self._housekeeping()

@@ -17,6 +17,7 @@ class ConsumerLike(Protocol):
     """The part of confluent_kafka.Consumer streamlearn uses (the fakes implement it too)."""
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]: ...
+    def poll(self, timeout: float = -1) -> Message | None: ...
     def store_offsets(
         self, message: Message | None = None, offsets: list[TopicPartition] | None = None
     ) -> None: ...
@@ -25,6 +26,22 @@ class ConsumerLike(Protocol):
 def where(msg: Message) -> str:
     """`topic[partition]@offset`, the way streamlearn logs a record's position."""
     return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+
+
+def consume_ready(
+    consumer: ConsumerLike, max_messages: int, timeout: float, linger: float = 0.0
+) -> list[Message]:
+    """Wait up to `timeout` for a first record, then take what arrives within `linger`.
+
+    `consume(n, timeout)` returns early only once it has `n` records: with fewer it waits out
+    the whole timeout, which a trickle pays as latency on every call (measured: a single
+    record returned 1.2-1.7 s late from `consume(100, 2.0)`, at once from this). A short
+    `linger` lets a consumer that is catching up still take large batches.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, linger)] if max_messages > 1 else [first]
 
 
 def consume_batches(
@@ -40,7 +57,7 @@ def consume_batches(
     """
     while not stop.is_set():
         batch = []
-        for msg in consumer.consume(batch_size, timeout):
+        for msg in consume_ready(consumer, batch_size, timeout):
             error = msg.error()
             if error is None:
                 batch.append(msg)

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from shared.clients.registry import RegistryClient
 from shared.errors import StreamlearnError
 from shared.kafka.config import consumer_config
-from shared.kafka.consumer import high_watermarks
+from shared.kafka.consumer import consume_ready, high_watermarks
 from shared.settings import KafkaSettings
 from streamlearn.client.inference import InferenceClient
 from streamlearn.v1 import metrics_pb2
@@ -54,7 +54,7 @@ class TrainerMetricsFollower:
 
     def poll(self, timeout: float = 0.2) -> None:
         """Read what arrived since the last call."""
-        for msg in self._consumer.consume(500, timeout):
+        for msg in consume_ready(self._consumer, 500, timeout):
             if msg.error() is None:
                 metrics = metrics_pb2.TrainerMetrics.FromString(msg.value() or b"")
                 if metrics.model == self._model:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from shared.kafka.config import consumer_config, producer_config
-from shared.kafka.consumer import consume_batches, group_lag, store_processed
+from shared.kafka.consumer import consume_batches, consume_ready, group_lag, store_processed
 from shared.kafka.producer import delivering
 from shared.kafka.transactions import transact_batch
 from shared.settings import KafkaSettings
@@ -143,3 +144,22 @@ def test_group_lag_counts_what_the_group_has_not_committed(
         assert group_lag(probe, topic) == 40 - len(taken)
     finally:
         probe.close()
+
+
+def test_consume_ready_returns_a_trickled_record_without_waiting_out_the_timeout(
+    kafka: KafkaSettings, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic(1)
+    consumer = Consumer(consumer_config(kafka, f"ready-{uuid.uuid4().hex[:6]}"))
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    later = threading.Timer(0.3, lambda: _produce(kafka, topic, [(b"k", b"one")]))
+    try:
+        later.start()
+        started = time.monotonic()
+        got = consume_ready(consumer, 100, 20.0)
+        waited = time.monotonic() - started
+    finally:
+        later.join()
+        consumer.close()
+    assert [m.value() for m in got] == [b"one"]
+    assert waited < 10.0  # `consume(100, 20.0)` would hold the one record for all 20 s

@@ -10,7 +10,13 @@ from shared.errors import Unavailable
 from shared.fakes import FakeBroker, FakeConsumer, FakeProducer
 from shared.kafka.admin import standard_topics
 from shared.kafka.config import consumer_config, producer_config
-from shared.kafka.consumer import consume_batches, next_offsets, store_processed, where
+from shared.kafka.consumer import (
+    consume_batches,
+    consume_ready,
+    next_offsets,
+    store_processed,
+    where,
+)
 from shared.kafka.producer import delivering
 from shared.settings import KafkaSettings, TopicSettings
 
@@ -76,3 +82,16 @@ def test_stored_offsets_resume_a_new_consumer_after_the_processed_batch() -> Non
     second = FakeConsumer(broker, "g")
     second.subscribe(["t"])
     assert [m.value() for m in second.consume(100)] == [str(i).encode() for i in range(4, 10)]
+
+
+def test_consume_ready_takes_what_has_arrived_up_to_the_limit() -> None:
+    broker = FakeBroker()
+    broker.create_topic("t", 1)
+    consumer = FakeConsumer(broker, "g")
+    consumer.subscribe(["t"])
+    assert consume_ready(consumer, 100, 0.01) == []
+    for i in range(7):
+        broker.append("t", b"k", str(i).encode())
+    assert [m.value() for m in consume_ready(consumer, 5, 1.0)] == [b"0", b"1", b"2", b"3", b"4"]
+    assert [m.value() for m in consume_ready(consumer, 100, 1.0)] == [b"5", b"6"]
+    assert consume_ready(consumer, 1, 0.01) == []
