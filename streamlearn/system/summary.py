@@ -47,7 +47,9 @@ def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult
     concept = "flipped" if feed.drifted_at else "original"
     table.add_row("produced", f"{feed.sent:,} samples ({feed.sent / max(elapsed, 1e-9):,.0f}/s)")
     table.add_row(
-        "trained", f"{trainer.events_applied:,} events (skipped {trainer.events_skipped:,})"
+        "trained",
+        f"{trainer.events_applied:,} events ({snapshot.trained_per_s:,.0f}/s, "
+        f"skipped {trainer.events_skipped:,})",
     )
     table.add_row("prequential", _metrics(trainer))
     served = snapshot.served

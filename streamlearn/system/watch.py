@@ -37,6 +37,7 @@ class Snapshot:
     """The latest of everything the dashboard shows."""
 
     trainer: metrics_pb2.TrainerMetrics = field(default_factory=metrics_pb2.TrainerMetrics)
+    trained_per_s: float = 0.0  # between the trainer's last two metrics messages
     latest_version: int = 0
     served: Served | None = None
     history: list[Served] = field(default_factory=list)
@@ -63,6 +64,16 @@ class TrainerMetricsFollower:
     def close(self) -> None:
         """Leave (no group offsets were ever committed)."""
         self._consumer.close()
+
+
+def rate_between(
+    previous: metrics_pb2.TrainerMetrics, latest: metrics_pb2.TrainerMetrics
+) -> float | None:
+    """Events learned per second between two metrics messages (None: not two distinct ones)."""
+    seconds = (latest.time.ToNanoseconds() - previous.time.ToNanoseconds()) / 1e9
+    if not previous.time.seconds or seconds <= 0:
+        return None
+    return (latest.events_applied - previous.events_applied) / seconds
 
 
 def served_accuracy(
@@ -125,7 +136,7 @@ class Watch:
         metrics, registry, inference = self._parts
         while not self._stop.is_set():
             metrics.poll(self._every_s)
-            self.snapshot.trainer = metrics.latest
+            self._take_metrics(metrics.latest)
             self.snapshot.latest_version = latest_version(registry, self._model)
             x, y = self._holdout()
             found = served_accuracy(inference, self._model, x, y)
@@ -133,3 +144,9 @@ class Watch:
                 served = Served(time.monotonic() - self._started, *found)
                 self.snapshot.served = served
                 self.snapshot.history.append(served)
+
+    def _take_metrics(self, latest: metrics_pb2.TrainerMetrics) -> None:
+        rate = rate_between(self.snapshot.trainer, latest)
+        if rate is not None:
+            self.snapshot.trained_per_s = rate
+        self.snapshot.trainer = latest

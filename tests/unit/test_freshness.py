@@ -9,7 +9,8 @@ from bench.freshness import latencies
 from bench.timeline import Timeline
 from streamlearn.client.datasets import Synthetic
 from streamlearn.system.summary import DemoResult, sparkline, summary
-from streamlearn.system.watch import Served
+from streamlearn.system.watch import Served, rate_between
+from streamlearn.v1 import metrics_pb2
 
 
 def test_each_record_is_served_by_the_first_version_covering_its_offset() -> None:
@@ -68,3 +69,13 @@ def test_the_demo_summary_reports_the_drop_and_the_recovery() -> None:
     assert "fell to 0.100" in text
     assert "to 0.950 in 3.0s (v6)" in text
     assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"
+
+
+def test_the_dashboard_rate_comes_from_two_metrics_messages() -> None:
+    first = metrics_pb2.TrainerMetrics(events_applied=1_000)
+    first.time.FromNanoseconds(10 * 10**9)
+    second = metrics_pb2.TrainerMetrics(events_applied=4_000)
+    second.time.FromNanoseconds(11_500_000_000)
+    assert rate_between(first, second) == 2_000
+    assert rate_between(metrics_pb2.TrainerMetrics(), first) is None  # no earlier message
+    assert rate_between(second, second) is None
