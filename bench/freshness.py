@@ -25,9 +25,6 @@ from confluent_kafka.admin import AdminClient
 from bench.core import BenchContext, Figure
 from bench.processes import service
 from bench.timeline import Timeline, Watchers
-from services.ingestion.servicer import SERVICE as INGESTION
-from services.registry.app import SERVICE as REGISTRY
-from services.trainer.app import HEALTH_NAME as TRAINER
 from services.trainer.settings import TrainerSettings
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.net import free_port
@@ -35,6 +32,7 @@ from shared.settings import KafkaSettings, TopicSettings
 from shared.streams import publish_definition
 from streamlearn.client.datasets import Synthetic
 from streamlearn.client.producer import SampleProducer
+from streamlearn.system.plan import HEALTH_NAMES
 
 RATE = 10_000
 ROWS = 100  # 10 ms of events per record
@@ -155,14 +153,14 @@ def _start(
             service(module, env | extra, address[name], health, tmp / f"{name}.log", timeout=120)
         )
 
-    start("services.registry", "REGISTRY_", "registry", REGISTRY, {})
-    start("services.ingestion", "INGESTION_", "ingestion", INGESTION, {})
+    start("services.registry", "REGISTRY_", "registry", HEALTH_NAMES["registry"], {})
+    start("services.ingestion", "INGESTION_", "ingestion", HEALTH_NAMES["ingestion"], {})
     for model, every in MODELS.items():
         start(
             "services.trainer",
             "TRAINER_",
             model,
-            TRAINER,
+            HEALTH_NAMES["trainer"],
             {
                 "TRAINER_MODEL_NAME": model,
                 "TRAINER_STREAM": "bench",

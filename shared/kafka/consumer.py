@@ -149,7 +149,8 @@ def group_lag(consumer: Any, topic: str, timeout: float = 5.0) -> int:
     committed = consumer.committed([TopicPartition(topic, p) for p in marks], timeout=timeout)
     lag = 0
     for tp in committed:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout)
-        start = tp.offset if tp.offset >= 0 else low
-        lag += max(0, high - start)
+        start = tp.offset
+        if start < 0:  # no commit yet: the low watermark is one more broker round trip
+            start = consumer.get_watermark_offsets(tp, timeout)[0]
+        lag += max(0, marks[tp.partition] - start)
     return lag

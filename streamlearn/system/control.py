@@ -6,14 +6,10 @@ import subprocess
 import sys
 import time
 
-from confluent_kafka.admin import AdminClient
-
 from shared.errors import Unavailable
 from shared.grpc.probe import check
-from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.local import process
 from shared.kafka.local.broker import LocalBroker
-from shared.settings import TopicSettings
 from streamlearn.cli.kafka_access import kafka_for_cli
 from streamlearn.cli.settings import CliSettings
 from streamlearn.system.plan import Layout, ServiceSpec, local_plan
@@ -46,8 +42,7 @@ class LocalSystem:
                 tail of its log).
 
         """
-        kafka = kafka_for_cli(self.settings)  # starts the local broker unless one is given
-        ensure_topics(AdminClient(kafka.client_config()), standard_topics(TopicSettings()))
+        kafka_for_cli(self.settings)  # starts the local broker unless one is given
         specs = self.plan()
         if self.supervisor_pid() is None:
             self._spawn_supervisor()

@@ -23,8 +23,12 @@ class Feed:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="feed", daemon=True)
         self.sent = 0
-        self.drifted_at: float | None = None  # monotonic time the concept first flipped
         self.error: Exception | None = None
+
+    @property
+    def drifted(self) -> bool:
+        """The concept has flipped in what was sent so far."""
+        return self.sent >= self._dataset.drift_every
 
     def start(self) -> Feed:
         """Begin sending."""
@@ -48,8 +52,6 @@ class Feed:
                     return
                 self._producer.send_columns(x, y, keys=[f"demo-{n % KEYS}"] * len(x))
                 self.sent += len(x)
-                if self.drifted_at is None and self.sent >= self._dataset.drift_every:
-                    self.drifted_at = time.monotonic()
                 ahead = started + self.sent / self._rate - time.monotonic()
                 if ahead > 0:
                     self._stop.wait(ahead)

@@ -23,6 +23,15 @@ from services.trainer.app import HEALTH_NAME as TRAINER_HEALTH
 from services.trainer.settings import TrainerSettings
 from shared.settings import KafkaSettings, ServiceSettings
 
+# The gRPC health name each service reports SERVING under once it is ready (probes, `up`,
+# benchmarks and the Kubernetes manifests all go by this map).
+HEALTH_NAMES = {
+    "registry": REGISTRY_HEALTH,
+    "ingestion": INGESTION_HEALTH,
+    "trainer": TRAINER_HEALTH,
+    "inference": INFERENCE_HEALTH,
+}
+
 # What `streamlearn up` changes from the services' own defaults, unless the caller's
 # environment says otherwise: a new version every second keeps the served model fresh.
 LOCAL_DEFAULTS = {"TRAINER_VERSION_EVERY_S": "1"}
@@ -93,23 +102,21 @@ def local_plan(state_dir: Path, kafka: KafkaSettings) -> list[ServiceSpec]:
     trainer = TrainerSettings(state_dir=state_dir, kafka=kafka)
     inference = InferenceSettings(state_dir=state_dir, kafka=kafka)
     return [
-        _spec("registry", registry, REGISTRY_HEALTH, {}),
+        _spec("registry", registry, {}),
         _spec(
             "ingestion",
             ingestion,
-            INGESTION_HEALTH,
             {},
             (ingestion.consumer_group, ingestion.topics.raw),
         ),
         _spec(
             "trainer",
             trainer,
-            TRAINER_HEALTH,
             {"registry_address": registry_address},
             (trainer.consumer_group, trainer.topics.train),
         ),
         replace(
-            _spec("inference", inference, INFERENCE_HEALTH, {"registry_address": registry_address}),
+            _spec("inference", inference, {"registry_address": registry_address}),
             up_name="",
         ),
     ]
@@ -118,7 +125,6 @@ def local_plan(state_dir: Path, kafka: KafkaSettings) -> list[ServiceSpec]:
 def _spec(
     name: str,
     settings: ServiceSettings,
-    health_name: str,
     extra: Mapping[str, str],
     consumes: tuple[str, str] | None = None,
 ) -> ServiceSpec:
@@ -130,4 +136,4 @@ def _spec(
     env |= {f"{prefix}{key.upper()}": value for key, value in extra.items()}
     defaults = {k: v for k, v in LOCAL_DEFAULTS.items() if k.startswith(prefix)}
     port = getattr(settings, "grpc_port")  # noqa: B009 - every service here has one
-    return ServiceSpec(name, f"127.0.0.1:{port}", health_name, env, defaults, consumes)
+    return ServiceSpec(name, f"127.0.0.1:{port}", HEALTH_NAMES[name], env, defaults, consumes)

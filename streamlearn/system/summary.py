@@ -44,7 +44,7 @@ def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult
     )
     table.add_column(style="bold")
     table.add_column()
-    concept = "flipped" if feed.drifted_at else "original"
+    concept = "flipped" if feed.drifted else "original"
     table.add_row("produced", f"{feed.sent:,} samples ({feed.sent / max(elapsed, 1e-9):,.0f}/s)")
     table.add_row(
         "trained",

@@ -70,6 +70,7 @@ class Supervisor:
         self._state_file = state_file
         self._ready_timeout_s = ready_timeout_s
         self._stop_timeout_s = stop_timeout_s
+        self._phase = "starting"
 
     def run(self, stop: threading.Event) -> None:
         """Start each child once the previous one is ready, then tend them until `stop`."""
@@ -79,15 +80,15 @@ class Supervisor:
                     return
                 self._start(child)
                 self._wait_ready(child, stop)
+            self._enter("running")
             while not stop.wait(0.5):
                 for child in self._children:
-                    self._tend(child)
-                self._write_state("running")
+                    self._tend(child)  # writes the state when something changed
         finally:
-            self._write_state("stopping")
+            self._enter("stopping")
             for child in reversed(self._children):
                 self._stop(child)
-            self._write_state("stopped")
+            self._enter("stopped")
 
     def _start(self, child: Child) -> None:
         _rotate(child.log_path)
@@ -101,7 +102,7 @@ class Supervisor:
             )
         child.since, child.restart_at = time.time(), 0.0
         log.info("started", extra={"service": child.spec.name, "pid": child.process.pid})
-        self._write_state("starting")
+        self._write_state()
 
     def _wait_ready(self, child: Child, stop: threading.Event) -> None:
         deadline = time.monotonic() + self._ready_timeout_s
@@ -130,7 +131,7 @@ class Supervisor:
             "exited; restarting",
             extra={"service": child.spec.name, "code": child.last_exit, "in_s": delay},
         )
-        self._write_state("running")
+        self._write_state()
 
     def _stop(self, child: Child) -> None:
         process = child.process
@@ -144,10 +145,14 @@ class Supervisor:
             code = process.wait()
         log.info("stopped", extra={"service": child.spec.name, "code": code})
 
-    def _write_state(self, phase: str) -> None:
+    def _enter(self, phase: str) -> None:
+        self._phase = phase
+        self._write_state()
+
+    def _write_state(self) -> None:
         state = {
             "pid": os.getpid(),
-            "phase": phase,
+            "phase": self._phase,
             "written": time.time(),
             "services": [c.describe() for c in self._children],
         }

@@ -115,7 +115,7 @@ class Watch:
         every_s: float = 0.5,
     ) -> None:
         self.snapshot = Snapshot()
-        self._parts = (metrics, registry, inference)
+        self._metrics, self._registry, self._inference = metrics, registry, inference
         self._model, self._holdout, self._every_s = model, holdout, every_s
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -130,16 +130,15 @@ class Watch:
         """Stop polling and close the metrics consumer."""
         self._stop.set()
         self._thread.join(10)
-        self._parts[0].close()
+        self._metrics.close()
 
     def _run(self) -> None:
-        metrics, registry, inference = self._parts
         while not self._stop.is_set():
-            metrics.poll(self._every_s)
-            self._take_metrics(metrics.latest)
-            self.snapshot.latest_version = latest_version(registry, self._model)
+            self._metrics.poll(self._every_s)
+            self._take_metrics(self._metrics.latest)
+            self.snapshot.latest_version = latest_version(self._registry, self._model)
             x, y = self._holdout()
-            found = served_accuracy(inference, self._model, x, y)
+            found = served_accuracy(self._inference, self._model, x, y)
             if found is not None:
                 served = Served(time.monotonic() - self._started, *found)
                 self.snapshot.served = served

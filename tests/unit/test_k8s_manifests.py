@@ -8,19 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from services.inference.app import SERVICE as INFERENCE_HEALTH
-from services.ingestion.servicer import SERVICE as INGESTION_HEALTH
-from services.registry.app import SERVICE as REGISTRY_HEALTH
-from services.trainer.app import HEALTH_NAME as TRAINER_HEALTH
+from streamlearn.system.plan import HEALTH_NAMES
 from tests.deploy import ROOT, SERVICES, setting_of, settings_class
 
 OVERLAYS = ("local", "production")
-HEALTH = {
-    "inference": INFERENCE_HEALTH,
-    "ingestion": INGESTION_HEALTH,
-    "registry": REGISTRY_HEALTH,
-    "trainer": TRAINER_HEALTH,
-}
 WORKLOAD = {
     "inference": "Deployment",
     "ingestion": "Deployment",
@@ -89,7 +80,7 @@ def test_ports_probes_and_services_match_the_settings(
     assert ports["grpc"] == grpc_port
     assert ports["metrics"] == int(effective(service, env, "metrics_port"))
     ready, live = container["readinessProbe"]["grpc"], container["livenessProbe"]["grpc"]
-    assert ready == {"port": grpc_port, "service": HEALTH[service]}
+    assert ready == {"port": grpc_port, "service": HEALTH_NAMES[service]}
     assert live == {"port": grpc_port}  # the server as a whole: alive before it is ready
     svc = docs[("Service", service)]
     assert {p["port"] for p in svc["spec"]["ports"]} == {grpc_port}
