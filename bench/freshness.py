@@ -23,7 +23,7 @@ import numpy as np
 from confluent_kafka.admin import AdminClient
 
 from bench.core import BenchContext, Figure
-from bench.processes import service
+from bench.processes import service, topics_env
 from bench.timeline import Timeline, Watchers
 from services.trainer.settings import TrainerSettings
 from shared.kafka.admin import ensure_topics, standard_topics
@@ -137,7 +137,7 @@ def _env(prefix: str, kafka: KafkaSettings, topics: TopicSettings, state: Path) 
         f"{prefix}LOG_LEVEL": "WARNING",
         f"{prefix}METRICS_PORT": "0",
     }
-    return env | {f"{prefix}TOPICS__{k.upper()}": str(v) for k, v in topics.model_dump().items()}
+    return env | topics_env(prefix, topics)
 
 
 def _start(

@@ -11,6 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shared.grpc.probe import check
+from shared.settings import TopicSettings
+
+
+def topics_env(prefix: str, topics: TopicSettings) -> dict[str, str]:
+    """The environment that gives a service (`prefix`, e.g. "TRAINER_") these topics."""
+    return {f"{prefix}TOPICS__{k.upper()}": str(v) for k, v in topics.model_dump().items()}
 
 
 @contextmanager

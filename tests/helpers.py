@@ -7,8 +7,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from shared.clients.registry import RegistryClient
+from shared.errors import NotFound
 from shared.kafka.config import consumer_config
 from shared.kafka.consumer import high_watermarks, read_until
 from shared.settings import KafkaSettings
@@ -63,3 +66,17 @@ def record_count(kafka: KafkaSettings, topic: str) -> int:
         return sum(high_watermarks(consumer, topic).values())
     finally:
         consumer.close()
+
+
+def logloss(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean binary log-loss of probabilities `scores` (any shape) against 0/1 `labels`."""
+    p = np.clip(scores.ravel(), 1e-7, 1 - 1e-7)
+    return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
+
+
+def version_numbers(registry: RegistryClient, model: str) -> list[int]:
+    """The registered versions of `model`, newest first; [] before the model exists."""
+    try:
+        return [v.version for v in registry.list_versions(model).versions]
+    except NotFound:  # the trainer has not created its model yet
+        return []

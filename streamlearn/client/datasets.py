@@ -55,7 +55,7 @@ class Synthetic:
         if self.name not in NAMES:
             raise InvalidArgument(f"unknown dataset {self.name!r}; choose from {', '.join(NAMES)}")
         rng = np.random.default_rng(self.seed)
-        weights = rng.normal(size=(self.features, self.classes))
+        weights = self._weights(rng)
         for start in range(0, events, chunk):
             x = rng.normal(size=(min(chunk, events - start), self.features)).astype(np.float32)
             yield x, self._labels(rng, x, weights, start)
@@ -66,16 +66,26 @@ class Synthetic:
         Scoring a model on these shows how well it knows the current concept (for `drift`,
         its accuracy collapses when the concept flips and recovers as it relearns).
         """
-        weights = np.random.default_rng(self.seed).normal(size=(self.features, self.classes))
+        weights = self._weights(np.random.default_rng(self.seed))  # the stream's own
         x = np.random.default_rng(seed).normal(size=(n, self.features)).astype(np.float32)
         if self.name == "multiclass":
             return x, np.argmax(x @ weights, axis=1).astype(np.int32)
-        margin = x @ weights[:, 0]
+        margin = self._margin(x, weights, np.full(n, at))
         if self.name == "regression":
             return x, margin.astype(np.float64)
-        if self.name == "drift" and (at // self.drift_every) % 2 == 1:
-            margin = -margin
         return x, (margin > 0).astype(np.int32)
+
+    def _weights(self, rng: np.random.Generator) -> np.ndarray:
+        """The true weights: the first draw of the stream's generator."""
+        weights: np.ndarray = rng.normal(size=(self.features, self.classes))
+        return weights
+
+    def _margin(self, x: np.ndarray, w: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The true margin of each row at its stream position (sign flipped in odd `drift` eras)."""
+        margin: np.ndarray = x @ w[:, 0]
+        if self.name == "drift":
+            margin = np.where((positions // self.drift_every) % 2 == 1, -margin, margin)
+        return margin
 
     def _labels(
         self, rng: np.random.Generator, x: np.ndarray, w: np.ndarray, start: int
@@ -87,10 +97,7 @@ class Synthetic:
             noisy: np.ndarray = x @ w + rng.gumbel(size=(len(x), self.classes))
             classes: np.ndarray = np.argmax(noisy, axis=1)
             return classes.astype(np.int32)
-        margin: np.ndarray = x @ w[:, 0]
-        if self.name == "drift":
-            era = (start + np.arange(len(x))) // self.drift_every
-            margin = np.where(era % 2 == 1, -margin, margin)
+        margin = self._margin(x, w, start + np.arange(len(x)))
         positive: np.ndarray = rng.random(len(x)) < 1 / (1 + np.exp(-margin))
         return positive.astype(np.int32)
 

@@ -16,7 +16,6 @@ from services.inference.settings import InferenceSettings
 from services.registry.settings import RegistrySettings
 from services.trainer.config import ModelSpec, OptimizerSpec, TrainerConfig
 from shared.clients.registry import RegistryClient
-from shared.errors import NotFound
 from shared.kafka.config import producer_config
 from shared.kafka.producer import delivering, produce
 from shared.onnx_models import INPUT, OUTPUT
@@ -24,7 +23,7 @@ from shared.ort import make_session
 from shared.settings import KafkaSettings
 from streamlearn.client import InferenceClient
 from streamlearn.v1 import sample_pb2
-from tests.helpers import wait_until
+from tests.helpers import logloss, version_numbers, wait_until
 from tests.integration.conftest import Running
 
 FEATURES = 8
@@ -36,11 +35,6 @@ def events(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(size=(n, FEATURES)).astype(np.float32)
     y = (rng.random(n) < 1 / (1 + np.exp(-x @ W))).astype(np.int64)
     return x, y
-
-
-def logloss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p.ravel(), 1e-7, 1 - 1e-7)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
 def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
@@ -84,8 +78,8 @@ def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
         with delivering(producer) as report:
             for i in range(500):  # a trickle first: the first version knows little
                 send(producer, train, x[i], y[i], i, report)
-        wait_until(lambda: versions(registry) != [], 120, pause=0.2)
-        first = min(versions(registry))
+        wait_until(lambda: version_numbers(registry, "e2e") != [], 120, pause=0.2)
+        first = min(version_numbers(registry, "e2e"))
         inference = Running(
             InferenceSettings(
                 grpc_port=0,
@@ -124,13 +118,6 @@ def test_served_predictions_improve_as_the_trainer_learns_from_the_stream(
             trainer.kill()
         if inference is not None:
             inference.close()
-
-
-def versions(registry: RegistryClient) -> list[int]:
-    try:
-        return [v.version for v in registry.list_versions("e2e").versions]
-    except NotFound:  # the trainer has not created its model yet
-        return []
 
 
 def send(

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.processes import topics_env
 from shared.clients.registry import RegistryClient
-from shared.errors import NotFound, Unavailable
+from shared.errors import Unavailable
 from shared.net import free_port
 from shared.onnx_models import INPUT, OUTPUT
 from shared.ort import make_session
@@ -28,7 +29,7 @@ from streamlearn.client.datasets import Synthetic
 from streamlearn.system.control import LocalSystem
 from streamlearn.system.status import collect
 from streamlearn.v1 import metrics_pb2
-from tests.helpers import read_to_end, wait_until
+from tests.helpers import logloss, read_to_end, version_numbers, wait_until
 
 FEATURES = 8
 SERVICES = ("registry", "ingestion", "trainer", "inference")
@@ -59,8 +60,7 @@ def system_env(kafka: KafkaSettings, state: Path) -> tuple[dict[str, str], Topic
         prefix = service.upper()
         env[f"{prefix}_GRPC_PORT"] = str(free_port())
         env[f"{prefix}_METRICS_PORT"] = "0"
-        for name, value in topics.model_dump().items():
-            env[f"{prefix}_TOPICS__{name.upper()}"] = str(value)
+        env |= topics_env(f"{prefix}_", topics)
     return env, topics
 
 
@@ -111,8 +111,8 @@ def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
     with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
         for i in range(50):  # a trickle of one-sample records: the first version knows little
             producer.send({"features": x[i], "label": int(y[i]), "key": f"u{i % 20}"})
-    wait_until(lambda: _versions(registry) != [], 120, pause=0.2)
-    first = min(_versions(registry))
+    wait_until(lambda: version_numbers(registry, "e2e") != [], 120, pause=0.2)
+    first = min(version_numbers(registry, "e2e"))
     with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
         producer.send_columns(x[50:15_000], y[50:15_000], keys=["bulk"] * 14_950)
     trainer_pid = _service(local, "trainer")["pid"]
@@ -129,7 +129,7 @@ def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
     _, first_bytes = registry.download("e2e", first)
     first_scores = make_session(first_bytes, "cpu").run([OUTPUT], {INPUT: held_x})[0]
     assert version > first
-    assert _logloss(served, held_y) < _logloss(first_scores, held_y) - 0.05
+    assert logloss(served, held_y) < logloss(first_scores, held_y) - 0.05
     assert _accuracy(served, held_y) > 0.9
     _check_status(local, newest.version)
     _check_metrics_topic(kafka, topics.metrics)
@@ -145,20 +145,8 @@ def _stream() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(x), np.concatenate(y)
 
 
-def _versions(registry: RegistryClient) -> list[int]:
-    try:
-        return [v.version for v in registry.list_versions("e2e").versions]
-    except NotFound:  # the trainer has not created its model yet
-        return []
-
-
 def _service(local: LocalSystem, name: str) -> dict[str, object]:
     return next(s for s in collect(local)["services"] if s["name"] == name)
-
-
-def _logloss(scores: np.ndarray, labels: np.ndarray) -> float:
-    p = np.clip(scores.ravel(), 1e-7, 1 - 1e-7)
-    return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
 
 
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
