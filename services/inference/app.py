@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from grpc import Server
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 from prometheus_client import start_http_server
 
 from inference import _pool, grpc_service_pb2_grpc
+from services.inference import stats
 from services.inference.engine import Engine
 from services.inference.follower import EventWatcher, VersionFollower
+from services.inference.names import SERVICE as SERVICE
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
@@ -26,7 +30,7 @@ from shared.kafka.config import consumer_config
 
 log = logging.getLogger(__name__)
 
-SERVICE = "inference.GRPCInferenceService"
+FOLLOWER_CHECK_S = 1.0
 
 
 @dataclass
@@ -78,7 +82,34 @@ def build(settings: InferenceSettings) -> InferenceApp:
         max_workers=settings.grpc_workers,
         max_message_bytes=settings.max_request_bytes + 1024 * 1024,
     )
+    watcher.on_failure = health_reporter(health)
     return InferenceApp(settings, engine, watcher, registry, server, health, port)
+
+
+def health_reporter(health: HealthServicer) -> Callable[[BaseException], None]:
+    """What a dying follower calls: the service is NOT_SERVING, its versions would go stale."""
+
+    def report(_exc: BaseException) -> None:
+        health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    return report
+
+
+def keep_following(watcher: EventWatcher, health: HealthServicer, repository: Repository) -> bool:
+    """Restart a dead follower and catch up on what it missed; True if it was restarted.
+
+    Health stays NOT_SERVING from the follower's death until it follows again.
+    """
+    if watcher.alive():
+        return False
+    health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    stats.FOLLOWER_RESTARTS.inc()
+    log.error("restarting the model-events follower")
+    watcher.restart()
+    watcher.reconcile_all()  # events it missed while dead
+    if watcher.alive() and repository.ready():
+        mark_serving(health, [SERVICE])
+    return True
 
 
 def run(app: InferenceApp, stop: threading.Event) -> None:
@@ -94,7 +125,8 @@ def run(app: InferenceApp, stop: threading.Event) -> None:
             stop.wait(1.0)
         mark_serving(app.health, [SERVICE])
         log.info("inference serving")
-        stop.wait()
+        while not stop.wait(FOLLOWER_CHECK_S):
+            keep_following(app.watcher, app.health, app.engine.repository)
     finally:
         mark_draining(app.health)
         app.server.stop(app.settings.drain_grace_s).wait()  # in-flight requests finish

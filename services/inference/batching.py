@@ -1,8 +1,10 @@
 """Dynamic batching: concurrent requests coalesced into one session run.
 
 A request waits at most `max_delay_s` for companions; a batch never exceeds `max_batch`
-rows. Requests are batched only with requests of the same shape (beyond the batch axis) and
-the same requested outputs; the first one that differs starts the next batch.
+rows. Requests are batched only with requests bound to the same loaded version, of the same
+shape (beyond the batch axis) and with the same requested outputs; the first one that differs
+starts the next batch. A request runs on the version its inputs were checked against, never
+on whichever version is current when its batch runs.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.inference.model import LoadedModel
-from services.inference.repository import ServedModel
 
 Result = tuple[LoadedModel, dict[str, np.ndarray]]
 
 
 @dataclass
 class _Job:
+    model: LoadedModel
     feeds: Mapping[str, np.ndarray]
     outputs: tuple[str, ...]
     rows: int
@@ -31,28 +33,37 @@ class _Job:
     future: Future[Result] = field(default_factory=Future)
 
     def signature(self) -> tuple[object, ...]:
-        return self.outputs, tuple((n, a.dtype, a.shape[1:]) for n, a in sorted(self.feeds.items()))
+        # id(model) is stable here: every queued job holds a reference to its model.
+        return (
+            id(self.model),
+            self.outputs,
+            tuple((n, a.dtype, a.shape[1:]) for n, a in sorted(self.feeds.items())),
+        )
 
 
 class DynamicBatcher:
     """One worker thread per served model runs the coalesced batches."""
 
-    def __init__(self, served: ServedModel, max_batch: int, max_delay_s: float) -> None:
-        self._served = served
+    def __init__(self, name: str, max_batch: int, max_delay_s: float) -> None:
         self._max_batch = max_batch
         self._max_delay = max_delay_s
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._carry: _Job | None = None
         self.batch_sizes: list[int] = []  # recent batch sizes, for statistics
-        self._thread = threading.Thread(
-            target=self._work, name=f"batcher-{served.name}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
-    def infer(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Result:
-        """Queue a request and wait for its share of a batch."""
+    def infer(
+        self, model: LoadedModel, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]
+    ) -> Result:
+        """Queue a request for `model` (the version it was checked against) and wait.
+
+        Raises:
+            InferenceFailed: The runtime failed on this request's own inputs.
+
+        """
         rows = next(iter(feeds.values())).shape[0] if feeds else 1
-        job = _Job(feeds, tuple(outputs), rows)
+        job = _Job(model, feeds, tuple(outputs), rows)
         self._queue.put(job)
         return job.future.result()
 
@@ -89,19 +100,27 @@ class DynamicBatcher:
 
     def _run(self, batch: list[_Job]) -> None:
         try:
-            model = self._served.get()
-            feeds = {
-                name: np.concatenate([j.feeds[name] for j in batch]) for name in batch[0].feeds
-            }
-            merged = model.run(feeds, batch[0].outputs)
-        except Exception as exc:  # every waiter gets the error, the worker lives on
+            merged = self._run_merged(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(exc)
+                return
+            # One request's inputs can fail the whole run: rerun each alone, so only the
+            # request at fault gets the error and its companions their results.
             for job in batch:
-                job.future.set_exception(exc)
+                self._run([job])
             return
         self.batch_sizes.append(len(batch))
         del self.batch_sizes[:-1000]
         start = 0
         for job in batch:
             share = {n: v[start : start + job.rows] for n, v in merged.items()}
-            job.future.set_result((model, share))
+            job.future.set_result((job.model, share))
             start += job.rows
+
+    @staticmethod
+    def _run_merged(batch: list[_Job]) -> dict[str, np.ndarray]:
+        if len(batch) == 1:
+            return batch[0].model.run(batch[0].feeds, batch[0].outputs)
+        feeds = {name: np.concatenate([j.feeds[name] for j in batch]) for name in batch[0].feeds}
+        return batch[0].model.run(feeds, batch[0].outputs)

@@ -20,7 +20,7 @@ class Engine:
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self._batchers = {
-            m.name: DynamicBatcher(m, max_batch, max_delay_s)
+            m.name: DynamicBatcher(m.name, max_batch, max_delay_s)
             for m in repository.all()
             if max_batch > 1 and max_delay_s > 0
         }
@@ -41,7 +41,14 @@ class Engine:
         outputs: Sequence[str],
         pinned: bool,
     ) -> Result:
-        """Check and run. Pinned requests (explicit version) run inline on that version."""
+        """Check and run on `model`. Pinned requests (explicit version) run inline.
+
+        Raises:
+            InvalidArgument: The inputs or outputs do not fit the model.
+            ResourceExhausted: More rows than `max_batch`.
+            InferenceFailed: The runtime failed on this request.
+
+        """
         model.check(feeds, outputs)
         rows = next(iter(feeds.values())).shape[0] if feeds else 1
         if rows > self.max_batch and model.inputs and model.inputs[0].shape[0] == -1:
@@ -49,7 +56,7 @@ class Engine:
         batcher = self._batchers.get(model.name)
         if batcher is None or pinned:
             return model, model.run(feeds, outputs)
-        return batcher.infer(feeds, outputs)
+        return batcher.infer(model, feeds, outputs)
 
     def batch_sizes(self, name: str) -> list[int]:
         """Recent batch sizes of a model's batcher (empty without batching)."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Message, TopicPartition
+from google.protobuf.message import DecodeError
 
 from services.inference import stats
 from services.inference.model import LoadedModel
@@ -109,6 +111,9 @@ class EventWatcher:
 
     Also reconciles every `resync_s`, so a missed event (or a registry that was down) only
     delays a swap. Reads from the end of the topic: state is rebuilt from the registry.
+
+    An undecodable record is skipped and counted. Should the thread die anyway, `on_failure`
+    is called (the app reports NOT_SERVING) and `restart` brings it back.
     """
 
     def __init__(
@@ -117,13 +122,15 @@ class EventWatcher:
         consumer: Consumer,
         topic: str,
         resync_s: float = 30.0,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._followers = {f.served.name: f for f in followers}
         self._consumer = consumer
         self._topic = topic
         self._resync_s = resync_s
+        self.on_failure = on_failure
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="model-events", daemon=True)
+        self._thread = self._new_thread()
 
     def start(self) -> None:
         """Pin the current end of the topic, then follow from there.
@@ -136,10 +143,26 @@ class EventWatcher:
         self._consumer.assign([TopicPartition(self._topic, 0, end)])
         self._thread.start()
 
+    def alive(self) -> bool:
+        """True while the follow thread runs (or was stopped on purpose)."""
+        return self._thread.is_alive() or self._stop.is_set()
+
+    def restart(self) -> None:
+        """Start a new follow thread after the last one died.
+
+        It goes on from the consumer's position, so the record that killed the old thread
+        is not read again.
+        """
+        if self.alive():
+            return
+        self._thread = self._new_thread()
+        self._thread.start()
+
     def stop(self) -> None:
         """Stop following and close the consumer."""
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.ident is not None:
+            self._thread.join(10)
         self._consumer.close()
 
     def reconcile_all(self) -> None:
@@ -147,11 +170,22 @@ class EventWatcher:
         for name in self._followers:
             self._reconcile(name)
 
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._guarded_run, name="model-events", daemon=True)
+
     def _reconcile(self, name: str) -> None:
         try:
             self._followers[name].reconcile()
         except StreamlearnError as exc:  # registry unreachable: retried later
             log.warning("reconcile failed", extra={"model": name, "error": str(exc)})
+
+    def _guarded_run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            log.exception("model-events follower died", extra={"topic": self._topic})
+            if self.on_failure is not None:
+                self.on_failure(exc)
 
     def _run(self) -> None:
         next_resync = time.monotonic() + self._resync_s
@@ -167,7 +201,24 @@ class EventWatcher:
         for msg in messages:
             if msg.error() is not None:
                 continue
-            event = events_pb2.ModelEvent.FromString(msg.value() or b"")
-            if event.model in self._followers and event.type in RELEVANT:
+            event = self._decode(msg)
+            if event is not None and event.model in self._followers and event.type in RELEVANT:
                 due.add(event.model)
         return due
+
+    def _decode(self, msg: Message) -> events_pb2.ModelEvent | None:
+        """The event a record holds; None (skipped, counted, logged) when it holds none."""
+        try:
+            return events_pb2.ModelEvent.FromString(msg.value() or b"")
+        except DecodeError as exc:
+            stats.BAD_EVENTS.inc()
+            log.warning(
+                "skipped undecodable model event",
+                extra={
+                    "topic": msg.topic(),
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                    "error": str(exc),
+                },
+            )
+            return None

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.inference.datatypes import numpy_dtype, v2_name
-from shared.errors import IntegrityError, InvalidArgument
+from shared.errors import IntegrityError, InvalidArgument, StreamlearnError
 from shared.ort import Device, make_session
+
+
+class InferenceFailed(StreamlearnError):
+    """The runtime failed on a request that passed every check (a client sees INTERNAL)."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +47,21 @@ class LoadedModel:
         device: Device = "auto",
         threads: int = 1,
     ) -> None:
+        """Verify the bytes and open a session on them.
+
+        Raises:
+            IntegrityError: The bytes do not hash to `sha256`.
+            InvalidArgument: The bytes are not a model ONNX Runtime can load and serve.
+
+        """
         if sha256 and hashlib.sha256(onnx_bytes).hexdigest() != sha256:
             raise IntegrityError(f"{name} v{version}: artifact does not match its sha256")
         self.name = name
         self.version = version
-        self.session = make_session(onnx_bytes, device, threads)
+        try:
+            self.session = make_session(onnx_bytes, device, threads)
+        except Exception as exc:  # ORT's own error types: a bad artifact, said in our terms
+            raise InvalidArgument(f"{name} v{version} is not a loadable ONNX model: {exc}") from exc
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._inputs = {s.name: s for s in self.inputs}
@@ -95,9 +109,17 @@ class LoadedModel:
     def run(
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
     ) -> dict[str, np.ndarray]:
-        """Run the session; all outputs when none are named."""
+        """Run the session; all outputs when none are named.
+
+        Raises:
+            InferenceFailed: ONNX Runtime refused or failed on inputs that passed `check`.
+
+        """
         names = list(outputs) or self._output_names
-        values = self.session.run(names, dict(feeds))
+        try:
+            values = self.session.run(names, dict(feeds))
+        except Exception as exc:  # ORT raises its own types, none of them ours
+            raise InferenceFailed(f"{self.name} v{self.version}: runtime error: {exc}") from exc
         return dict(zip(names, values, strict=True))
 
     def warm_up(self, batch: int = 1) -> dict[str, np.ndarray]:

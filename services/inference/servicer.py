@@ -101,12 +101,18 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         request_iterator: Any,
         context: Any,
     ) -> Iterator[pb.ModelStreamInferResponse]:
-        """Bidirectional stream: one response per request; errors in `error_message`."""
+        """Bidirectional stream: one response per request; errors in `error_message`.
+
+        As in Triton, a failed request never ends the stream: the next request is answered.
+        """
         for request in request_iterator:
             try:
                 yield pb.ModelStreamInferResponse(infer_response=self._infer(request))
             except StreamlearnError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
+            except Exception as exc:  # a bug must not cost the client its other requests
+                log.exception("stream request failed", extra={"model": request.model_name})
+                yield pb.ModelStreamInferResponse(error_message=f"internal error: {exc}")
 
     def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:  # noqa: N802
         """Success/failure counts and durations per model."""
@@ -159,10 +165,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             version = _version(request.model_version)
             model = self._engine.resolve(request.model_name, version)
             feeds = decode_inputs(request, model)
-            rows = next(iter(feeds.values())).shape[0] if feeds else 0
             ran_on, results = self._engine.infer(
                 model, feeds, requested_outputs(request), pinned=bool(version)
             )
+            rows = next(iter(feeds.values())).shape[0] if feeds else 0  # checked: rank >= 1
             response = encode_response(request, ran_on, results)
             ok = True
             return response

@@ -23,6 +23,12 @@ BATCH = Histogram(
 )
 SERVED = Gauge("streamlearn_inference_served_version", "Version being served", ["model"])
 SWAPS = Counter("streamlearn_inference_swaps_total", "Version swaps", ["model", "outcome"])
+BAD_EVENTS = Counter(
+    "streamlearn_inference_bad_events_total", "Undecodable model-events records skipped"
+)
+FOLLOWER_RESTARTS = Counter(
+    "streamlearn_inference_follower_restarts_total", "Model-events follower threads restarted"
+)
 
 
 @dataclass

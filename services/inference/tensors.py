@@ -12,6 +12,9 @@ from services.inference.datatypes import V2_TYPES, numpy_dtype, v2_of_array
 from services.inference.model import LoadedModel
 from shared.errors import InvalidArgument
 
+# Above numpy's addressable size, whatever the dimensions: such a shape is refused outright.
+MAX_TENSOR_BYTES = 2**62
+
 
 def decode_inputs(request: Any, model: LoadedModel) -> dict[str, np.ndarray]:
     """The request's input tensors as arrays, checked against the model's inputs."""
@@ -20,17 +23,33 @@ def decode_inputs(request: Any, model: LoadedModel) -> dict[str, np.ndarray]:
         raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
     feeds = {}
     for index, tensor in enumerate(request.inputs):
+        if tensor.name in feeds:
+            raise InvalidArgument(f"input {tensor.name!r} is given more than once")
         spec = model.input_spec(tensor.name)
         if tensor.datatype != spec.datatype:
             raise InvalidArgument(
                 f"input {tensor.name!r} has datatype {tensor.datatype}; expected {spec.datatype}"
             )
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidArgument(f"input {tensor.name!r} has a negative dimension {list(shape)}")
+        shape = _shape(tensor)
         data = raw[index] if raw else None
         feeds[tensor.name] = _array(tensor, shape, data)
     return feeds
+
+
+def _shape(tensor: Any) -> tuple[int, ...]:
+    """The declared shape, refused if no array could have it.
+
+    Nothing is ever allocated from the declared shape alone: the byte or value count sent
+    must match it first. This only stops shapes numpy cannot represent at all, such as
+    [0, 2**62, 2**62], which hold no elements yet overflow numpy's size arithmetic.
+    """
+    shape = tuple(int(d) for d in tensor.shape)
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"input {tensor.name!r} has a negative dimension {list(shape)}")
+    itemsize = numpy_dtype(tensor.datatype).itemsize
+    if math.prod(max(d, 1) for d in shape) * itemsize > MAX_TENSOR_BYTES:
+        raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} is too large")
+    return shape
 
 
 def _array(tensor: Any, shape: tuple[int, ...], raw: bytes | None) -> np.ndarray:
@@ -49,7 +68,20 @@ def _array(tensor: Any, shape: tuple[int, ...], raw: bytes | None) -> np.ndarray
         raise InvalidArgument(
             f"input {tensor.name!r}: {len(values)} values for shape {list(shape)}"
         )
-    return np.asarray(values, dtype).reshape(shape)
+    return _narrow(tensor.name, np.asarray(values), dtype).reshape(shape)
+
+
+def _narrow(name: str, wide: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Typed contents in their datatype; they travel wider (INT8 in int32 fields, ...)."""
+    if dtype.kind in "iu" and wide.size:
+        limits = np.iinfo(dtype)
+        low, high = wide.min(), wide.max()
+        if low < limits.min or high > limits.max:
+            raise InvalidArgument(
+                f"input {name!r}: values from {low} to {high} do not fit {dtype.name} "
+                f"[{limits.min}, {limits.max}]"
+            )
+    return wide.astype(dtype)
 
 
 def requested_outputs(request: Any) -> list[str]:

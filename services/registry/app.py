@@ -12,6 +12,7 @@ from grpc import Server
 from grpc_health.v1.health import HealthServicer
 
 from services.registry.artifacts import LocalArtifactStore
+from services.registry.names import SERVICE as SERVICE
 from services.registry.policy import Policy
 from services.registry.publisher import EventPublisher
 from services.registry.registry import Registry
@@ -24,8 +25,6 @@ from shared.kafka.config import producer_config
 from streamlearn.v1 import registry_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-SERVICE = "streamlearn.v1.ModelRegistry"
 
 
 @dataclass
@@ -51,7 +50,12 @@ def build(settings: RegistrySettings) -> RegistryApp:
         settings.policy_min_improvement,
         settings.policy_rollback_tolerance,
     )
-    registry = Registry(store, LocalArtifactStore(settings.resolved_artifact_dir), policy)
+    registry = Registry(
+        store,
+        LocalArtifactStore(settings.resolved_artifact_dir),
+        policy,
+        settings.max_artifact_bytes,
+    )
     events_topic = [
         t for t in standard_topics(settings.topics) if t.name == settings.topics.model_events
     ]
@@ -59,10 +63,16 @@ def build(settings: RegistrySettings) -> RegistryApp:
     producer = Producer(producer_config(settings.kafka, linger_ms=0))
     publisher = EventPublisher(registry, producer, settings.topics.model_events)
     binding = ServiceBinding(
-        registry_pb2_grpc.add_ModelRegistryServicer_to_server, RegistryServicer(registry), SERVICE
+        registry_pb2_grpc.add_ModelRegistryServicer_to_server,
+        RegistryServicer(registry, settings.max_watchers),
+        SERVICE,
     )
+    # Watch streams each hold a thread while connected: the pool has room for every allowed
+    # watcher plus `grpc_workers` threads that stay free for health checks and unary calls.
     server, health, port = build_server(
-        f"0.0.0.0:{settings.grpc_port}", [binding], max_workers=settings.grpc_workers
+        f"0.0.0.0:{settings.grpc_port}",
+        [binding],
+        max_workers=settings.grpc_workers + settings.max_watchers,
     )
     return RegistryApp(settings, store, registry, publisher, server, health, port)
 

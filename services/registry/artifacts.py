@@ -66,8 +66,14 @@ class LocalArtifactStore:
             _check(digest.hexdigest(), written, sha256, size)
             if target.exists():
                 return False  # same content already stored
+            new_shard = not target.parent.exists()
             target.parent.mkdir(exist_ok=True)
             tmp.rename(target)
+            # The rename is durable only once its directory is: without this, a crash can
+            # lose a file whose version row was already committed.
+            _fsync_dir(target.parent)
+            if new_shard:
+                _fsync_dir(self.root)
             return True
         finally:
             tmp.unlink(missing_ok=True)
@@ -95,6 +101,15 @@ class LocalArtifactStore:
         """Unlink the file; an open handle keeps its bytes until closed."""
         with contextlib.suppress(FileNotFoundError):
             self.path(sha256).unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (renames, creations) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check(actual_sha: str, actual_size: int, sha256: str, size: int) -> None:

@@ -8,10 +8,11 @@ announced change always exists and an existing change is always announced.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import BinaryIO
 
 from services.registry.artifacts import ArtifactStore
@@ -28,7 +29,14 @@ from services.registry.model import (
 )
 from services.registry.policy import Policy
 from services.registry.store import Store
-from shared.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from shared.errors import (
+    AlreadyExists,
+    Conflict,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,7 @@ MAX_PAGE = 1000
 NO_LINEAGE = Lineage()
 ALL_VERSIONS = VersionFilter()
 NO_POLICY = Policy()
+DEFAULT_MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
 def _valid_name(kind: str, name: str) -> str:
@@ -48,10 +57,17 @@ def _valid_name(kind: str, name: str) -> str:
 class Registry:
     """Model versions with lineage and aliases over a Store and an ArtifactStore."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore, policy: Policy = NO_POLICY) -> None:
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        policy: Policy = NO_POLICY,
+        max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
+    ) -> None:
         self._store = store
         self._artifacts = artifacts
         self.policy = policy
+        self.max_artifact_bytes = max_artifact_bytes
         self.changed = threading.Condition()  # notified after every committed change
 
     # --- models -----------------------------------------------------------------------------
@@ -96,13 +112,19 @@ class Registry:
     ) -> Version:
         """Store the artifact (verified against sha256 and size), then record the version.
 
+        The bytes are checked while they stream in: an upload stops at the first chunk that
+        takes it past the size cap or past its declared size, and its partial file goes.
+
         Raises:
             NotFound: Unknown model.
+            InvalidArgument: A negative size or a malformed digest.
+            ResourceExhausted: The artifact is (or is declared) larger than the cap.
             IntegrityError: The bytes do not match the header; nothing is kept.
 
         """
         self.get_model(model)  # fail fast, before reading the bytes
-        created = self._artifacts.put(chunks, sha256, size)
+        self._check_declared_size(size)
+        created = self._artifacts.put(self._capped(chunks, size), sha256, size)
         try:
             with self._store.transaction():
                 if not self._artifacts.exists(sha256):  # collected while we were uploading
@@ -121,6 +143,29 @@ class Registry:
         self._notify()
         log.info("version registered", extra={"model": model, "model_version": number})
         return version
+
+    def _check_declared_size(self, size: int) -> None:
+        if size < 0:
+            raise InvalidArgument(f"artifact size must not be negative, got {size}")
+        if size > self.max_artifact_bytes:
+            raise ResourceExhausted(
+                f"artifact declared {size} bytes; the registry accepts at most "
+                f"{self.max_artifact_bytes} (REGISTRY_MAX_ARTIFACT_BYTES)"
+            )
+
+    def _capped(self, chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+        """The chunks, cut off by an error as soon as the running total passes a limit."""
+        total = 0
+        for chunk in chunks:
+            total += len(chunk)
+            if total > self.max_artifact_bytes:
+                raise ResourceExhausted(
+                    f"artifact exceeds the {self.max_artifact_bytes}-byte limit "
+                    "(REGISTRY_MAX_ARTIFACT_BYTES)"
+                )
+            if total > size:
+                raise IntegrityError(f"artifact has more than the {size} bytes declared")
+            yield chunk
 
     def get_version(self, ref: VersionRef) -> Version:
         """The version a reference names (number, alias or newest)."""
@@ -236,21 +281,32 @@ class Registry:
     def rollback(
         self, model: str, alias: str = PRODUCTION, actor: str = "", reason: str = ""
     ) -> Audit:
-        """Point `alias` back at the version it held before its last move."""
+        """Point `alias` back at the version it held before, walking its history backwards.
+
+        Each rollback steps one version further back, skipping every version the alias was
+        rolled back from: rolling back twice never re-serves the version just rolled back.
+
+        Raises:
+            Conflict: There is no earlier version to go back to (FAILED_PRECONDITION).
+
+        """
         with self._store.transaction():
             model_id = self._store.model_id(model)
-            held = self._store.alias(model_id, alias)
-            if held is None or held[1] == 0:
-                raise Conflict(
-                    f"alias {alias!r} of {model!r} has no earlier version to roll back to"
+            current = self._current(model_id, alias)
+            target = rollback_target(self._store.alias_moves(model_id, alias), current)
+            if current == 0 or target == 0:
+                why = (
+                    "it does not exist"
+                    if current == 0
+                    else f"it held no version before v{current} that it was not rolled back from"
                 )
-            current, previous = held
-            self._move(model_id, alias, previous, current)
+                raise Conflict(f"alias {alias!r} of {model!r} has nothing to roll back to: {why}")
+            self._move(model_id, alias, target, current)
             audit = self._store.add_audit(
-                model_id, model, "rollback", alias, current, previous, actor, reason
+                model_id, model, "rollback", alias, current, target, actor, reason
             )
             self._store.add_event(
-                Event(0, "ROLLED_BACK", model, previous, alias, current, actor, reason)
+                Event(0, "ROLLED_BACK", model, target, alias, current, actor, reason)
             )
         self._notify()
         return audit
@@ -268,9 +324,24 @@ class Registry:
                 return None
             return self.promote(model, actor="policy", reason=reason)
 
-    def report_live_metric(self, model: str, version: int, value: float) -> Audit | None:
-        """Roll production back if the version it serves degrades live beyond the policy."""
-        if not self.policy.enabled:
+    def report_live_metric(
+        self, model: str, version: int, value: float, metric: str | None = None
+    ) -> Audit | None:
+        """Roll production back if the version it serves degrades live beyond the policy.
+
+        Args:
+            model: The model served.
+            version: The version the metric was measured on.
+            value: The live metric.
+            metric: Its name; a metric other than the policy's is ignored (None: the policy's).
+
+        Raises:
+            InvalidArgument: The value is NaN or infinite (it would compare as a degradation).
+
+        """
+        if not math.isfinite(value):
+            raise InvalidArgument(f"live metric value must be finite, got {value}")
+        if not self.policy.enabled or (metric is not None and metric != self.policy.metric):
             return None
         with self._store.lock:
             served = self.get_version(VersionRef(model, alias=PRODUCTION))
@@ -316,26 +387,37 @@ class Registry:
     def collect_garbage(self, keep_last: int) -> int:
         """Delete versions beyond the newest `keep_last` of each model that never held an alias.
 
-        Artifacts are deleted once no version refers to them. A download in flight holds an
-        open handle (see `open_artifact`) and keeps reading after the unlink.
+        Artifacts are deleted once no version refers to them, and only after the transaction
+        forgetting the versions committed: a failed transaction leaves every file in place.
+        The store lock is held until the files are gone, so no registration can start using
+        an artifact between the check and the deletion. A download in flight holds an open
+        handle (see `open_artifact`) and keeps reading after the unlink.
 
         Returns:
             The number of versions deleted.
 
         """
-        deleted = 0
-        with self._store.transaction():
-            for model_id, model in self._store.all_model_ids():
-                for number, sha256 in self._store.collectable(model_id, keep_last):
-                    self._store.delete_version(model_id, number)
-                    self._store.add_event(
-                        Event(
-                            0, "VERSION_DELETED", model, number, reason="retention", sha256=sha256
+        deleted, doomed = 0, set()
+        with self._store.lock:
+            with self._store.transaction():
+                for model_id, model in self._store.all_model_ids():
+                    for number, sha256 in self._store.collectable(model_id, keep_last):
+                        self._store.delete_version(model_id, number)
+                        self._store.add_event(
+                            Event(
+                                0,
+                                "VERSION_DELETED",
+                                model,
+                                number,
+                                reason="retention",
+                                sha256=sha256,
+                            )
                         )
-                    )
-                    if not self._store.sha_in_use(sha256):
-                        self._artifacts.delete(sha256)
-                    deleted += 1
+                        doomed.add(sha256)
+                        deleted += 1
+            for sha256 in doomed:
+                if not self._store.sha_in_use(sha256):
+                    self._artifacts.delete(sha256)
         if deleted:
             self._notify()
         return deleted
@@ -376,3 +458,22 @@ class Registry:
     def _notify(self) -> None:
         with self.changed:
             self.changed.notify_all()
+
+
+def rollback_target(moves: Sequence[tuple[str, int, int]], current: int) -> int:
+    """The version a rollback of an alias now at `current` goes to (0: none).
+
+    Replays the alias's moves (action, from, to), oldest first, as a stack of the versions it
+    held: a move pushes its target, a rollback drops every entry of the version it left, a
+    deletion starts the history afresh. The answer is the newest entry that is not `current`.
+    """
+    held: list[int] = []
+    for action, from_version, to_version in moves:
+        if action == "rollback":
+            held = [v for v in held if v != from_version]
+        elif action == "delete_alias":
+            held = []
+        else:
+            held.append(to_version)
+    earlier = [v for v in held if v not in (current, 0)]
+    return earlier[-1] if earlier else 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -11,20 +12,23 @@ import grpc
 from services.registry import convert
 from services.registry.artifacts import read_chunks
 from services.registry.registry import Registry
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, ResourceExhausted
 from shared.grpc.status import domain_errors, streaming_domain_errors
 from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 1024 * 1024
+DEFAULT_MAX_WATCHERS = 16
 
 
 class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
     """streamlearn.v1.ModelRegistry over a Registry."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, max_watchers: int = DEFAULT_MAX_WATCHERS) -> None:
         self._registry = registry
+        self._max_watchers = max_watchers
+        self._watchers = threading.BoundedSemaphore(max_watchers)
 
     @domain_errors
     def CreateModel(self, request: Any, context: Any) -> registry_pb2.Model:  # noqa: N802
@@ -53,7 +57,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         if first is None or first.WhichOneof("part") != "header":
             raise InvalidArgument("RegisterVersion must start with a header message")
         header = first.header
-        chunks = (part.chunk for part in request_iterator if part.WhichOneof("part") == "chunk")
+        chunks = _chunks(request_iterator)
         version = self._registry.register_version(
             header.model,
             chunks,
@@ -163,9 +167,9 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         self, request: Any, context: Any
     ) -> registry_pb2.ReportLiveMetricResponse:
         """Feed the rollback policy with a live metric of a served version."""
-        if request.metric != self._registry.policy.metric:
-            return registry_pb2.ReportLiveMetricResponse(rolled_back=False)
-        audit = self._registry.report_live_metric(request.model, request.version, request.value)
+        audit = self._registry.report_live_metric(
+            request.model, request.version, request.value, request.metric
+        )
         if audit is None:
             return registry_pb2.ReportLiveMetricResponse(rolled_back=False)
         return registry_pb2.ReportLiveMetricResponse(
@@ -174,13 +178,33 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
 
     @streaming_domain_errors
     def Watch(self, request: Any, context: Any) -> Iterator[events_pb2.ModelEvent]:  # noqa: N802
-        """Events after `after_sequence` (or only new ones), then live, until the client leaves."""
-        after = request.after_sequence or self._registry.last_sequence()
-        while context.is_active():
-            for event in self._registry.events_after(after, request.model):
-                yield convert.event_to_pb(event)
-                after = event.sequence
-            self._registry.wait_for_change(timeout=1.0)
+        """Events after `after_sequence` (or only new ones), then live, until the client leaves.
+
+        A watcher holds a server thread while connected, so at most `max_watchers` are served
+        at once; one more is refused with RESOURCE_EXHAUSTED rather than starving other calls.
+        """
+        if not self._watchers.acquire(blocking=False):
+            raise ResourceExhausted(
+                f"too many concurrent Watch streams (limit {self._max_watchers}, "
+                "REGISTRY_MAX_WATCHERS): retry later or read the model-events topic"
+            )
+        try:
+            after = request.after_sequence or self._registry.last_sequence()
+            while context.is_active():
+                for event in self._registry.events_after(after, request.model):
+                    yield convert.event_to_pb(event)
+                    after = event.sequence
+                self._registry.wait_for_change(timeout=1.0)
+        finally:
+            self._watchers.release()
+
+
+def _chunks(parts: Iterable[Any]) -> Iterator[bytes]:
+    """The artifact bytes after the header; a second header is a malformed upload."""
+    for part in parts:
+        if part.WhichOneof("part") != "chunk":
+            raise InvalidArgument("RegisterVersion takes one header, then only chunks")
+        yield part.chunk
 
 
 def _page_token(token: str) -> int:

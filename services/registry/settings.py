@@ -30,7 +30,12 @@ class RegistrySettings(ServiceSettings):
     policy_lower_is_better: bool = True
     policy_min_improvement: float = Field(default=0.0, ge=0)
     policy_rollback_tolerance: float = Field(default=0.05, ge=0)
+    # Largest artifact accepted; an upload is cut off as soon as it passes this.
+    max_artifact_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     grpc_workers: int = Field(default=16, ge=1)
+    # Concurrent Watch streams; each holds a server thread for as long as it is open, so the
+    # server runs grpc_workers threads on top of these for every other call.
+    max_watchers: int = Field(default=16, ge=1)
     drain_grace_s: float = Field(default=10.0, ge=0)
 
     @property

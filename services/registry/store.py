@@ -297,6 +297,16 @@ class Store:
             for r in rows
         ]
 
+    def alias_moves(self, model_id: int, alias: str) -> list[tuple[str, int, int]]:
+        """(action, from_version, to_version) of every move of one alias, oldest first."""
+        rows = self._all(
+            "SELECT action, from_version, to_version FROM audit WHERE model_id = ? AND alias = ?"
+            " ORDER BY id",
+            model_id,
+            alias,
+        )
+        return [(r["action"], r["from_version"], r["to_version"]) for r in rows]
+
     def add_event(self, event: Event) -> None:
         """Append to the outbox (sequence assigned by the database)."""
         fields = asdict(event)

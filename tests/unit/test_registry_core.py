@@ -185,3 +185,15 @@ def test_corruption_on_disk_is_detected_on_read(reg: Registry, tmp_path: Path) -
     path.write_bytes(b"weightz")
     with pytest.raises(IntegrityError, match="corrupt"):
         reg.open_artifact(VersionRef("m", 1))
+
+
+def test_rollbacks_walk_back_through_the_alias_history(reg: Registry) -> None:
+    """Also run on PostgreSQL (the suite is re-run there): the walk reads the audit table."""
+    for data in (b"1", b"2", b"3"):
+        register(reg, data)
+    for version in (1, 2, 3):
+        reg.set_alias("m", "production", version)
+    assert reg.rollback("m").to_version == 2
+    assert reg.rollback("m").to_version == 1  # not back to 3
+    with pytest.raises(Conflict, match="nothing to roll back to"):
+        reg.rollback("m")

@@ -1,0 +1,229 @@
+"""Hardened serving over real gRPC and the real broker: bad events, bad requests, many watchers."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from confluent_kafka import Producer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from onnx import TensorProto, helper, numpy_helper
+from prometheus_client import REGISTRY
+
+from services.inference import app as inference_app
+from services.inference.settings import InferenceSettings
+from services.registry.settings import RegistrySettings
+from shared.clients.registry import RegistryClient
+from shared.errors import Conflict, InvalidArgument
+from shared.kafka.config import producer_config
+from shared.onnx_models import INPUT, linear_model
+from streamlearn.v1 import registry_pb2, registry_pb2_grpc
+from tests.helpers import wait_until
+from tests.integration.conftest import Running
+
+FEATURES = 4
+
+
+def lookup_model() -> bytes:
+    """`score = table[idx]`: an index outside the table fails inside ONNX Runtime."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["score"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def start_inference(
+    registry: Running, settings: RegistrySettings, names: list[str], **overrides: Any
+) -> Running:
+    inference = InferenceSettings(
+        grpc_port=0,
+        metrics_port=0,
+        registry_address=registry.address,
+        kafka=settings.kafka,
+        topics=settings.topics,
+        model_names=names,
+        resync_s=600.0,  # only events can make it swap within the test
+        **overrides,
+    )
+    return Running(inference, inference_app.build, inference_app.run)
+
+
+def health_status(address: str, service: str) -> Any:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+@pytest.fixture
+def demo(
+    registry_service: Running, registry_client: RegistryClient, registry_settings: RegistrySettings
+) -> Iterator[Running]:
+    registry_client.create_model("demo")
+    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
+    registry_client.set_alias("demo", "production", version)
+    service = start_inference(registry_service, registry_settings, ["demo"])
+    client = triton.InferenceServerClient(url=service.address)
+    wait_until(lambda: client.is_server_ready())
+    yield service
+    service.close()
+
+
+def served_version(address: str) -> str:
+    client = triton.InferenceServerClient(url=address)
+    tensor = triton.InferInput(INPUT, [1, FEATURES], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, FEATURES), np.float32))
+    return str(client.infer("demo", [tensor]).get_response().model_version)
+
+
+def test_an_undecodable_model_event_does_not_stop_the_follower(
+    demo: Running, registry_client: RegistryClient, registry_settings: RegistrySettings
+) -> None:
+    serving = health_pb2.HealthCheckResponse.SERVING
+    wait_until(lambda: health_status(demo.address, inference_app.SERVICE) == serving)
+    bad_before = REGISTRY.get_sample_value("streamlearn_inference_bad_events_total") or 0.0
+    producer = Producer(producer_config(registry_settings.kafka, linger_ms=0))
+    producer.produce(registry_settings.topics.model_events, b"\xff\xff\xff\xff", key=b"demo")
+    assert producer.flush(10) == 0
+    wait_until(
+        lambda: (
+            (REGISTRY.get_sample_value("streamlearn_inference_bad_events_total") or 0.0)
+            > bad_before
+        )
+    )
+    newer = registry_client.register("demo", linear_model(-np.ones(FEATURES), 0.0)).version
+    registry_client.set_alias("demo", "production", newer)
+    wait_until(lambda: served_version(demo.address) == str(newer))
+    assert health_status(demo.address, inference_app.SERVICE) == serving
+
+
+def test_a_stream_survives_a_request_that_fails_at_runtime(
+    registry_service: Running, registry_client: RegistryClient, registry_settings: RegistrySettings
+) -> None:
+    registry_client.create_model("lookup")
+    version = registry_client.register("lookup", lookup_model()).version
+    registry_client.set_alias("lookup", "production", version)
+    service = start_inference(registry_service, registry_settings, ["lookup"])
+    try:
+        client = triton.InferenceServerClient(url=service.address)
+        wait_until(lambda: client.is_server_ready())
+        answers: list[Any] = []
+        done = threading.Event()
+
+        def callback(result: Any, error: Any) -> None:
+            answers.append(error or result)
+            if len(answers) == 3:
+                done.set()
+
+        client.start_stream(callback=callback)
+        for request_id, index in (("a", 1), ("b", 99), ("c", 2)):
+            tensor = triton.InferInput("idx", [1, 1], "INT64")
+            tensor.set_data_from_numpy(np.array([[index]], np.int64))
+            client.async_stream_infer("lookup", [tensor], request_id=request_id)
+        assert done.wait(20), f"only {len(answers)} answers: the stream broke"
+        client.stop_stream()
+        assert isinstance(answers[1], triton.InferenceServerException)
+        assert "indices" in answers[1].message()
+        assert [answers[0].get_response().id, answers[2].get_response().id] == ["a", "c"]
+        assert answers[2].as_numpy("score").tolist() == [[3.0]]
+        with pytest.raises(triton.InferenceServerException) as raised:
+            tensor = triton.InferInput("idx", [1, 1], "INT64")
+            tensor.set_data_from_numpy(np.array([[7]], np.int64))
+            client.infer("lookup", [tensor])
+        assert raised.value.status() == "StatusCode.INTERNAL"
+    finally:
+        service.close()
+
+
+def test_watchers_over_the_cap_are_refused_and_other_calls_keep_answering(
+    registry_settings: RegistrySettings,
+) -> None:
+    service = Running(registry_settings.model_copy(update={"grpc_workers": 2, "max_watchers": 2}))
+    channel = grpc.insecure_channel(service.address)
+    try:
+        stub = registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[no-untyped-call]
+        for name in ("w", "w1"):  # events 1 and 2: a watcher after 1 gets one at once
+            stub.CreateModel(registry_pb2.CreateModelRequest(name=name), timeout=10)
+        streams, codes = [], []
+        for _ in range(5):  # more watchers than the cap, and than the free workers
+            streams.append(stub.Watch(registry_pb2.WatchRequest(after_sequence=1), timeout=30))
+        for call in streams:
+            try:
+                next(call)
+                codes.append("streaming")
+            except grpc.RpcError as exc:
+                codes.append(exc.code().name)
+        assert sorted(codes) == ["RESOURCE_EXHAUSTED"] * 3 + ["streaming"] * 2
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert stub.GetModel(registry_pb2.GetModelRequest(name="w"), timeout=5).name == "w"
+        for call in streams:
+            call.cancel()
+    finally:
+        channel.close()
+        service.close()
+
+
+def test_uploads_over_the_cap_are_cut_off_and_leave_nothing(
+    registry_settings: RegistrySettings,
+) -> None:
+    settings = registry_settings.model_copy(update={"max_artifact_bytes": 1024 * 1024})
+    service = Running(settings)
+    try:
+        with grpc.insecure_channel(service.address) as channel:
+            stub = registry_pb2_grpc.ModelRegistryStub(channel)  # type: ignore[no-untyped-call]
+            stub.CreateModel(registry_pb2.CreateModelRequest(name="big"), timeout=10)
+            data = b"x" * (3 * 1024 * 1024)
+            for declared in (len(data), 1024 * 1024):  # honest header, then an understated one
+                header = registry_pb2.RegisterVersionHeader(
+                    model="big", sha256=hashlib.sha256(data).hexdigest(), size_bytes=declared
+                )
+                parts = [registry_pb2.RegisterVersionRequest(header=header)] + [
+                    registry_pb2.RegisterVersionRequest(chunk=data[i : i + 512 * 1024])
+                    for i in range(0, len(data), 512 * 1024)
+                ]
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.RegisterVersion(iter(parts), timeout=30)
+                assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        leftovers = [p for p in settings.resolved_artifact_dir.rglob("*") if p.is_file()]
+        assert leftovers == []
+    finally:
+        service.close()
+
+
+def test_live_metrics_must_be_finite_and_rollbacks_walk_back(
+    registry_settings: RegistrySettings,
+) -> None:
+    service = Running(registry_settings.model_copy(update={"policy_metric": "logloss"}))
+    try:
+        with RegistryClient(service.address) as client:
+            client.create_model("p")
+            for loss in (0.5, 0.4, 0.3):
+                v = client.register(
+                    "p", f"{loss}".encode(), lineage=registry_pb2.Lineage(metrics={"logloss": loss})
+                )
+                client.set_alias("p", "candidate", v.version)
+            assert client.get_version("p", alias="production").version == 3
+            for value in (math.nan, math.inf):
+                with pytest.raises(InvalidArgument, match="finite"):
+                    client.report_live_metric("p", 3, "logloss", value)
+            assert client.get_version("p", alias="production").version == 3
+            assert client.rollback("p").to_version == 2
+            assert client.rollback("p").to_version == 1
+            with pytest.raises(Conflict, match="nothing to roll back to"):
+                client.rollback("p")
+    finally:
+        service.close()

@@ -1,0 +1,297 @@
+"""Inference hardening: a follower that survives bad events, requests bound to their version."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health, health_pb2
+from onnx import TensorProto, helper, numpy_helper
+from prometheus_client import REGISTRY
+
+from inference import grpc_service_pb2 as pb
+from services.inference import app as inference_app
+from services.inference import follower as follower_module
+from services.inference.engine import Engine
+from services.inference.follower import EventWatcher
+from services.inference.model import InferenceFailed, LoadedModel
+from services.inference.repository import Repository
+from services.inference.servicer import InferenceServicer
+from shared.errors import StreamlearnError
+from shared.fakes import FakeBroker, FakeConsumer
+from shared.grpc.server import mark_serving
+from shared.onnx_models import linear_model
+from streamlearn.v1 import events_pb2
+
+TOPIC = "model-events"
+BAD_EVENT = b"\xff\xff\xff\xff"  # not a ModelEvent: an invalid wire type
+
+
+def sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+def event(model: str) -> bytes:
+    return events_pb2.ModelEvent(
+        model=model, type=events_pb2.MODEL_EVENT_TYPE_ALIAS_SET, version=2
+    ).SerializeToString()
+
+
+class AssignableConsumer(FakeConsumer):
+    """A fake consumer that also takes `assign` (the watcher pins the topic's end)."""
+
+    def __init__(self, broker: FakeBroker, fail_polls: int = 0) -> None:
+        super().__init__(broker, "inference")
+        self.fail_polls = fail_polls
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.subscribe([p.topic for p in partitions])
+
+    def poll(self, timeout: float = -1) -> Any:
+        if self.fail_polls:
+            self.fail_polls -= 1
+            raise RuntimeError("consumer broke")
+        time.sleep(0.001)  # a fake returns at once; do not spin a core
+        return super().poll(timeout)
+
+
+class CountingFollower:
+    """Stands in for a VersionFollower: counts reconciles."""
+
+    def __init__(self, name: str) -> None:
+        self.served = SimpleNamespace(name=name)
+        self.reconciled = threading.Event()
+        self.count = 0
+
+    def reconcile(self) -> bool:
+        self.count += 1
+        self.reconciled.set()
+        return True
+
+
+@pytest.fixture
+def broker(monkeypatch: pytest.MonkeyPatch) -> FakeBroker:
+    fake = FakeBroker()
+    fake.create_topic(TOPIC)
+    # The fake has no watermarks to ask for: the watcher starts at offset 0.
+    monkeypatch.setattr(follower_module, "high_watermarks", lambda consumer, topic: {0: 0})
+    return fake
+
+
+def watcher_for(consumer: FakeConsumer, follower: CountingFollower, **kw: Any) -> EventWatcher:
+    return EventWatcher([follower], consumer, TOPIC, resync_s=3600, **kw)  # type: ignore[list-item, arg-type]
+
+
+def test_an_undecodable_event_is_skipped_counted_and_later_events_still_apply(
+    broker: FakeBroker,
+) -> None:
+    follower = CountingFollower("demo")
+    watcher = watcher_for(AssignableConsumer(broker), follower)
+    bad_before = sample("streamlearn_inference_bad_events_total")
+    broker.append(TOPIC, b"demo", BAD_EVENT)
+    watcher.start()
+    try:
+        broker.append(TOPIC, b"demo", event("demo"))
+        assert follower.reconciled.wait(5), "the event after the bad one was never applied"
+        assert watcher.alive()
+        assert sample("streamlearn_inference_bad_events_total") == bad_before + 1
+    finally:
+        watcher.stop()
+
+
+def test_a_dead_follower_makes_health_not_serving_and_is_restarted(broker: FakeBroker) -> None:
+    follower = CountingFollower("demo")
+    consumer = AssignableConsumer(broker, fail_polls=1)
+    health_servicer = health.HealthServicer()
+    mark_serving(health_servicer, [inference_app.SERVICE])
+    watcher = watcher_for(consumer, follower)
+    watcher.on_failure = inference_app.health_reporter(health_servicer)
+    repository = Repository(["demo"])
+    repository.model("demo").swap(LoadedModel("demo", 1, linear_model(np.ones(2)), device="cpu"))
+    restarts_before = sample("streamlearn_inference_follower_restarts_total")
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 5
+        while watcher.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not watcher.alive()
+        assert status(health_servicer) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert inference_app.keep_following(watcher, health_servicer, repository) is True
+        assert watcher.alive()
+        assert status(health_servicer) == health_pb2.HealthCheckResponse.SERVING
+        assert sample("streamlearn_inference_follower_restarts_total") == restarts_before + 1
+        follower.reconciled.clear()
+        broker.append(TOPIC, b"demo", event("demo"))
+        assert follower.reconciled.wait(5), "the restarted follower does not follow"
+        assert inference_app.keep_following(watcher, health_servicer, repository) is False
+    finally:
+        watcher.stop()
+
+
+def status(servicer: health.HealthServicer) -> Any:
+    request = health_pb2.HealthCheckRequest(service=inference_app.SERVICE)
+    return servicer.Check(request, None).status
+
+
+# --- version binding and runtime errors in the batcher ---------------------------------------
+
+
+def lookup_model() -> bytes:
+    """`score = table[idx]`: an index out of the table fails inside ONNX Runtime, not the checks."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["score"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def batching_engine(*models: LoadedModel, delay_s: float = 0.05) -> Engine:
+    repository = Repository([models[0].name])
+    for model in models:
+        repository.model(model.name).swap(model)
+    return Engine(repository, max_batch=64, max_delay_s=delay_s)
+
+
+def test_a_batched_request_runs_on_the_version_it_was_checked_against() -> None:
+    old = LoadedModel("m", 1, linear_model(np.ones(4)), device="cpu")
+    new = LoadedModel("m", 2, linear_model(np.ones(8)), device="cpu")  # another input shape
+    engine = batching_engine(old)
+    try:
+        resolved = engine.resolve("m")
+        engine.repository.model("m").swap(new)  # a swap between check and run
+        ran_on, out = engine.infer(resolved, {"features": np.ones((2, 4), np.float32)}, [], False)
+        assert ran_on.version == 1 and out["score"].shape == (2, 1)
+    finally:
+        engine.close()
+
+
+def test_requests_for_different_versions_are_never_batched_together() -> None:
+    v1 = LoadedModel("m", 1, linear_model(np.ones(4)), device="cpu")
+    v2 = LoadedModel("m", 2, linear_model(-np.ones(4)), device="cpu")
+    engine = batching_engine(v1, v2, delay_s=0.05)
+    results: dict[int, tuple[int, np.ndarray]] = {}
+    x = np.ones((1, 4), np.float32)
+
+    def call(i: int) -> None:
+        model = v1 if i % 2 else v2
+        ran_on, out = engine.infer(model, {"features": x}, [], False)
+        results[i] = (ran_on.version, out["score"])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    finally:
+        engine.close()
+    assert len(results) == 20
+    for i, (version, score) in results.items():
+        assert version == (1 if i % 2 else 2)
+        np.testing.assert_allclose(
+            score,
+            v1.run({"features": x})["score"] if i % 2 else v2.run({"features": x})["score"],
+            rtol=1e-6,
+        )
+
+
+def test_a_runtime_error_fails_only_its_own_request_as_internal() -> None:
+    model = LoadedModel("lookup", 1, lookup_model(), device="cpu")
+    engine = batching_engine(model, delay_s=0.1)
+    outcomes: dict[int, object] = {}
+    start = threading.Barrier(6)
+
+    def call(i: int) -> None:
+        idx = np.array([[7 if i == 0 else i % 3]], np.int64)
+        start.wait()
+        try:
+            outcomes[i] = engine.infer(model, {"idx": idx}, [], False)[1]["score"]
+        except Exception as exc:  # the test inspects the kind
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    finally:
+        engine.close()
+    assert isinstance(outcomes[0], InferenceFailed) and "lookup v1" in str(outcomes[0])
+    for i in range(1, 6):
+        np.testing.assert_array_equal(outcomes[i], [[float(i % 3 + 1)]])
+
+
+def test_inline_runtime_errors_are_domain_errors_too() -> None:
+    model = LoadedModel("lookup", 1, lookup_model(), device="cpu")
+    with pytest.raises(InferenceFailed, match="indices"):
+        model.run({"idx": np.array([[9]], np.int64)})
+    assert issubclass(InferenceFailed, StreamlearnError)
+
+
+def lookup_request(index: int, request_id: str) -> pb.ModelInferRequest:
+    req = pb.ModelInferRequest(model_name="lookup", id=request_id)
+    req.inputs.add(name="idx", datatype="INT64", shape=[1, 1])
+    req.raw_input_contents.append(np.array([[index]], np.int64).tobytes())
+    return req
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.001], ids=["inline", "batched"])
+def test_a_stream_survives_a_request_that_fails_at_runtime(delay_s: float) -> None:
+    model = LoadedModel("lookup", 1, lookup_model(), device="cpu")
+    repository = Repository(["lookup"])
+    repository.model("lookup").swap(model)
+    engine = Engine(repository, max_batch=8, max_delay_s=delay_s)
+    servicer = InferenceServicer(engine, 1 << 20)
+    requests = [lookup_request(1, "a"), lookup_request(99, "b"), lookup_request(2, "c")]
+    try:
+        replies = list(servicer.ModelStreamInfer(iter(requests), None))
+    finally:
+        engine.close()
+    assert len(replies) == 3
+    assert replies[0].infer_response.id == "a" and replies[2].infer_response.id == "c"
+    assert "indices" in replies[1].error_message and not replies[1].HasField("infer_response")
+    assert servicer.counters["lookup"].fail_count == 1
+
+
+class AbortingContext:
+    """Records the status a unary servicer method aborts with."""
+
+    code: grpc.StatusCode | None = None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code, self.details = code, details
+        raise RuntimeError("aborted")
+
+
+def test_a_unary_runtime_error_is_internal() -> None:
+    repository = Repository(["lookup"])
+    repository.model("lookup").swap(LoadedModel("lookup", 1, lookup_model(), device="cpu"))
+    servicer = InferenceServicer(Engine(repository, max_batch=1, max_delay_s=0), 1 << 20)
+    context = AbortingContext()
+    with pytest.raises(RuntimeError, match="aborted"):
+        servicer.ModelInfer(lookup_request(42, "x"), context)
+    assert context.code == grpc.StatusCode.INTERNAL and "indices" in context.details
+
+
+def test_a_scalar_input_is_an_invalid_argument_not_a_crash() -> None:
+    repository = Repository(["m"])
+    repository.model("m").swap(LoadedModel("m", 1, linear_model(np.ones(4)), device="cpu"))
+    servicer = InferenceServicer(Engine(repository, max_batch=1, max_delay_s=0), 1 << 20)
+    request = pb.ModelInferRequest(model_name="m")
+    request.inputs.add(name="features", datatype="FP32", shape=[])
+    request.raw_input_contents.append(np.float32(1).tobytes())
+    context = AbortingContext()
+    with pytest.raises(RuntimeError, match="aborted"):
+        servicer.ModelInfer(request, context)
+    assert context.code == grpc.StatusCode.INVALID_ARGUMENT and "shape []" in context.details

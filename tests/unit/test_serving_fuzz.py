@@ -1,0 +1,331 @@
+"""Property-based fuzzing of what clients send: inference tensors and registry uploads.
+
+Each input either gives a result or its documented domain error, never another exception,
+and never an allocation sized by a declared (rather than sent) shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference import grpc_service_pb2 as pb
+from services.inference.datatypes import V2_TYPES
+from services.inference.engine import Engine
+from services.inference.model import LoadedModel
+from services.inference.repository import Repository
+from services.inference.servicer import InferenceServicer
+from services.inference.tensors import decode_inputs
+from services.registry.artifacts import LocalArtifactStore
+from services.registry.model import VersionRef
+from services.registry.registry import Registry
+from services.registry.servicer import RegistryServicer
+from services.registry.store import Store
+from shared.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
+from shared.onnx_models import linear_model
+from streamlearn.v1 import registry_pb2
+
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+INT64 = st.integers(-(2**63), 2**63 - 1)
+DIMS = st.one_of(
+    st.integers(0, 6),
+    st.integers(-3, -1),
+    st.sampled_from([2**31, 2**40, 2**62, 2**63 - 1]),
+    INT64,
+)
+DATATYPES = st.sampled_from([*V2_TYPES, "BYTES", "", "fp32", "STRING"])
+MODEL = LoadedModel("m", 1, linear_model(np.linspace(-1, 1, 4)), device="cpu")
+
+
+class AbortingContext:
+    """A servicer context that records the status an RPC ends with."""
+
+    def __init__(self) -> None:
+        self.code: grpc.StatusCode | None = None
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        raise grpc.RpcError(details)
+
+    def is_active(self) -> bool:
+        return True
+
+    def peer(self) -> str:
+        return "fuzz"
+
+
+def bytes_prefixed(strings: list[bytes], lie: int) -> bytes:
+    """KServe BYTES: each element a 4-byte little-endian length, then its bytes (`lie` skews)."""
+    return b"".join(
+        (len(s) + lie).to_bytes(4, "little", signed=False) + s if len(s) + lie >= 0 else s
+        for s in strings
+    )
+
+
+@st.composite
+def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="m", id="fuzz")
+    count = draw(st.integers(0, 3))
+    raw_mode = draw(st.sampled_from(["raw", "typed", "mismatched"]))
+    for _ in range(count):
+        datatype = draw(st.one_of(st.just("FP32"), DATATYPES))
+        shape = draw(st.lists(DIMS, max_size=4))
+        name = draw(st.sampled_from(["features", "features", "x", ""]))
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
+        if raw_mode != "typed":
+            if datatype == "BYTES":
+                strings = draw(st.lists(st.binary(max_size=8), max_size=4))
+                payload = bytes_prefixed(strings, draw(st.integers(-2, 2)))
+            else:
+                payload = draw(st.binary(max_size=96))
+            request.raw_input_contents.append(payload)
+        else:
+            field = V2_TYPES.get(datatype, (None, "fp32_contents"))[1]
+            values = draw(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=24))
+            contents = getattr(tensor.contents, field)
+            if field in ("fp32_contents", "fp64_contents"):
+                contents.extend(float(v) for v in values)
+            elif field == "bool_contents":
+                contents.extend(bool(v) for v in values)
+            elif field in ("uint_contents", "uint64_contents"):
+                contents.extend(abs(v) for v in values)
+            else:
+                contents.extend(values)
+    if raw_mode == "mismatched":
+        request.raw_input_contents.append(b"\0" * 16)
+    return request
+
+
+@FUZZ
+@given(infer_requests())
+def test_tensor_decoding_gives_arrays_or_invalid_argument(request: pb.ModelInferRequest) -> None:
+    try:
+        feeds = decode_inputs(request, MODEL)
+    except InvalidArgument:
+        return
+    raw = list(request.raw_input_contents)
+    assert len(feeds) == len(request.inputs)
+    for index, tensor in enumerate(request.inputs):
+        array = feeds[tensor.name]
+        assert list(array.shape) == list(tensor.shape)
+        if raw:
+            assert array.nbytes == len(raw[index])
+
+
+@FUZZ
+@given(infer_requests())
+def test_a_whole_request_ends_in_a_result_or_a_mapped_status(
+    request: pb.ModelInferRequest,
+) -> None:
+    context = AbortingContext()
+    try:
+        response = SERVICER.ModelInfer(request, context)
+    except grpc.RpcError:
+        assert context.code in {
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.INTERNAL,
+        }
+        return
+    assert response.model_version == "1" and len(response.raw_output_contents) == 1
+
+
+def _servicer() -> InferenceServicer:
+    repository = Repository(["m"])
+    repository.model("m").swap(MODEL)
+    return InferenceServicer(Engine(repository, max_batch=64, max_delay_s=0), 1 << 20)
+
+
+SERVICER = _servicer()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "typed"])
+@pytest.mark.parametrize("shape", [[2**20, 2**20], [1, 2**40], [0, 2**62, 2**62], [2**40, 4]])
+def test_a_huge_declared_shape_is_refused_before_allocating(raw: bool, shape: list[int]) -> None:
+    request = pb.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="features", datatype="FP32", shape=shape)
+    if raw:
+        request.raw_input_contents.append(b"\0" * 16)
+    else:
+        tensor.contents.fp32_contents.extend([0.0] * 4)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument):
+            decode_inputs(request, MODEL)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # nothing sized by the declared shape was allocated
+
+
+@FUZZ
+@given(
+    st.sampled_from(["INT8", "INT16", "UINT8", "UINT16", "UINT32", "BOOL", "FP16"]),
+    st.lists(st.integers(-(2**31), 2**32 - 1), min_size=1, max_size=8),
+)
+def test_typed_values_out_of_range_are_invalid_arguments(datatype: str, values: list[int]) -> None:
+    """Typed contents are wider than the datatype they fill: out-of-range values are refused."""
+    graph_model = _typed_model(datatype)
+    request = pb.ModelInferRequest(model_name="t")
+    tensor = request.inputs.add(name="x", datatype=datatype, shape=[1, len(values)])
+    field = V2_TYPES[datatype][1]
+    contents = getattr(tensor.contents, field)
+    if field == "uint_contents":
+        contents.extend(abs(v) % 2**32 for v in values)
+    elif field == "bool_contents":
+        contents.extend(bool(v) for v in values)
+    elif field == "fp32_contents":
+        contents.extend(float(v) for v in values)
+    else:
+        contents.extend(max(-(2**31), min(v, 2**31 - 1)) for v in values)
+    try:
+        feeds = decode_inputs(request, graph_model)
+    except InvalidArgument:
+        return
+    assert feeds["x"].dtype == V2_TYPES[datatype][0]
+
+
+_TYPED: dict[str, LoadedModel] = {}
+
+
+def _typed_model(datatype: str) -> LoadedModel:
+    """An identity model over one input of `datatype` (cached: sessions are slow to build)."""
+    if datatype not in _TYPED:
+        from onnx import TensorProto, helper
+
+        onnx_type = {
+            "INT8": TensorProto.INT8,
+            "INT16": TensorProto.INT16,
+            "UINT8": TensorProto.UINT8,
+            "UINT16": TensorProto.UINT16,
+            "UINT32": TensorProto.UINT32,
+            "BOOL": TensorProto.BOOL,
+            "FP16": TensorProto.FLOAT16,
+        }[datatype]
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "identity",
+            [helper.make_tensor_value_info("x", onnx_type, ["batch", None])],
+            [helper.make_tensor_value_info("y", onnx_type, ["batch", None])],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        _TYPED[datatype] = LoadedModel("t", 1, model.SerializeToString(), device="cpu")
+    return _TYPED[datatype]
+
+
+# --- registry uploads -------------------------------------------------------------------------
+
+GOOD_ONNX = linear_model(np.ones(3))
+UPLOAD_ERRORS = (InvalidArgument, IntegrityError, ResourceExhausted, NotFound, Conflict)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("fuzz-registry")
+    reg = Registry(
+        Store(root / "db"), LocalArtifactStore(root / "artifacts"), max_artifact_bytes=64
+    )
+    reg.create_model("m")
+    return reg
+
+
+payloads = st.one_of(
+    st.binary(max_size=100),
+    st.integers(0, len(GOOD_ONNX)).map(lambda n: GOOD_ONNX[:n]),  # truncated ONNX
+)
+
+
+@st.composite
+def uploads(draw: st.DrawFn) -> tuple[str, list[bytes], str, int]:
+    data = draw(payloads)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=5)))
+    chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    honest = hashlib.sha256(data).hexdigest()
+    sha = draw(
+        st.one_of(
+            st.just(honest),
+            st.text("0123456789abcdef", min_size=64, max_size=64),
+            st.text(max_size=70),
+        )
+    )
+    size = draw(st.one_of(st.just(len(data)), st.integers(-5, 200), INT64))
+    model = draw(st.sampled_from(["m", "m", "ghost"]))
+    return model, chunks, sha, size
+
+
+@FUZZ
+@given(uploads())
+def test_uploads_store_exactly_what_was_sent_or_give_a_domain_error(
+    registry: Registry, upload: tuple[str, list[bytes], str, int]
+) -> None:
+    model, chunks, sha, size = upload
+    try:
+        version = registry.register_version(model, iter(chunks), sha, size)
+    except UPLOAD_ERRORS:
+        return
+    data = b"".join(chunks)
+    assert len(data) <= 64 and (version.sha256, version.size_bytes) == (sha, len(data))
+    _, handle = registry.open_artifact(VersionRef("m", version.version))
+    with handle:
+        assert handle.read() == data
+
+
+@st.composite
+def upload_streams(draw: st.DrawFn) -> list[registry_pb2.RegisterVersionRequest]:
+    model, chunks, sha, size = draw(uploads())
+    header = registry_pb2.RegisterVersionHeader(
+        model=model, sha256=sha[:64] if sha.isascii() else "", size_bytes=max(size, 0)
+    )
+    parts = [registry_pb2.RegisterVersionRequest(chunk=c) for c in chunks]
+    for _ in range(draw(st.integers(0, 2))):
+        parts.insert(
+            draw(st.integers(0, len(parts))), registry_pb2.RegisterVersionRequest(header=header)
+        )
+    return parts
+
+
+@FUZZ
+@given(upload_streams())
+def test_register_version_streams_end_in_a_version_or_a_mapped_status(
+    registry: Registry, parts: list[registry_pb2.RegisterVersionRequest]
+) -> None:
+    context = AbortingContext()
+    try:
+        reply = RegistryServicer(registry).RegisterVersion(iter(parts), context)
+    except grpc.RpcError:
+        assert context.code in {
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.DATA_LOSS,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.FAILED_PRECONDITION,
+        }
+        return
+    assert reply.version > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(payloads)
+def test_bad_onnx_bytes_are_refused_as_invalid_not_crashed_on(data: bytes) -> None:
+    try:
+        model = LoadedModel("m", 1, data, device="cpu")
+    except InvalidArgument:
+        return
+    assert model.inputs and model.outputs
