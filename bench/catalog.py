@@ -1,18 +1,37 @@
-"""Benchmarks by name: `streamlearn bench NAME` runs `bench/NAME.py`."""
+"""Benchmarks by name: `streamlearn bench NAME` runs `bench/NAME.py`.
+
+A benchmark's module is imported when it runs, not when the catalog is read: `bench cli`
+measures start-up and must not pay for torch itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 
-from bench import freshness, inference, ingestion, kafka, registry, replay, trainer
 from bench.core import BenchContext, Figure
 
-BENCHMARKS: dict[str, Callable[[BenchContext], list[Figure]]] = {
-    "kafka": kafka.run,
-    "ingestion": ingestion.run,
-    "registry": registry.run,
-    "inference": inference.run,
-    "trainer": trainer.run,
-    "replay": replay.run,
-    "freshness": freshness.run,
-}
+Runner = Callable[[BenchContext], list[Figure]]
+
+NAMES = ("kafka", "ingestion", "registry", "inference", "trainer", "replay", "freshness", "cli")
+# Benchmarks that need no Kafka: `streamlearn bench` does not start a broker for them.
+WITHOUT_KAFKA = frozenset({"cli"})
+
+
+class _Catalog(Mapping[str, Runner]):
+    """`run` of `bench/NAME.py` for each name, imported on first access."""
+
+    def __getitem__(self, name: str) -> Runner:
+        if name not in NAMES:
+            raise KeyError(name)
+        runner: Runner = importlib.import_module(f"bench.{name}").run
+        return runner
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(NAMES)
+
+    def __len__(self) -> int:
+        return len(NAMES)
+
+
+BENCHMARKS: Mapping[str, Runner] = _Catalog()

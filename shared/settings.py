@@ -8,7 +8,6 @@ passed down; nothing else reads the environment.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,9 @@ class KafkaSettings(BaseModel):
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
-            # librdkafka's own log lines go through `logging` (JSON like everything else).
-            "logger": logging.getLogger("librdkafka"),
+            # librdkafka's own log lines go through `logging` (logger `streamlearn.kafka`,
+            # JSON like everything else), a broker outage as one line, not one per retry.
+            "logger": _connection_log(),
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
@@ -46,6 +46,13 @@ class KafkaSettings(BaseModel):
             secret = self.sasl_password.get_secret_value() if self.sasl_password else ""
             config["sasl.password"] = secret
         return config
+
+
+def _connection_log() -> Any:
+    # Imported here: settings are read by processes that never open a Kafka client.
+    from shared.kafka.outage import ConnectionLog
+
+    return ConnectionLog()
 
 
 class TopicSettings(BaseModel):

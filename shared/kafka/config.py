@@ -27,7 +27,7 @@ def producer_config(
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
-    return config | _dotted(overrides)
+    return config | dotted(overrides)
 
 
 def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
     }
-    return config | _dotted(overrides)
+    return config | dotted(overrides)
 
 
 def admin_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -54,5 +54,17 @@ def admin_config(kafka: KafkaSettings) -> dict[str, Any]:
     return kafka.client_config()
 
 
-def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
-    return {key.replace("_", "."): value for key, value in overrides.items()}
+def dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Python-friendly keyword names (linger_ms) as librdkafka properties (linger.ms).
+
+    confluent-kafka's callbacks keep their names (error_cb, stats_cb, logger, ...).
+    """
+    return {
+        key if key in _PYTHON_PROPERTIES else key.replace("_", "."): value
+        for key, value in overrides.items()
+    }
+
+
+_PYTHON_PROPERTIES = frozenset(
+    {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery", "on_commit", "logger"}
+)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.catalog import BENCHMARKS
+from bench.catalog import BENCHMARKS, WITHOUT_KAFKA
 from bench.core import BenchContext, Figure
 from shared.errors import InvalidArgument
 from streamlearn.cli.context import settings_of
@@ -29,7 +29,10 @@ def bench(
         raise InvalidArgument(
             f"unknown benchmark {unknown or [name]}; choose from {list(BENCHMARKS)} or --all"
         )
-    context = BenchContext(kafka=kafka_for_cli(settings_of(ctx)), scale=scale)
+    settings = settings_of(ctx)
+    # `bench cli` measures start-up only: no broker is started for it.
+    kafka = settings.kafka() if WITHOUT_KAFKA.issuperset(names) else kafka_for_cli(settings)
+    context = BenchContext(kafka=kafka, scale=scale)
     results = {n: BENCHMARKS[n](context) for n in names}
     if as_json:
         typer.echo(

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from streamlearn.cli.settings import CliSettings
+if TYPE_CHECKING:
+    from streamlearn.cli.settings import CliSettings
 
 
 def settings_of(ctx: typer.Context) -> CliSettings:
-    """The CliSettings stored on the root context by the main callback."""
-    settings = ctx.find_root().obj
-    if not isinstance(settings, CliSettings):
+    """The CliSettings of this invocation, read from the environment on first use.
+
+    Built here rather than in the root callback: `--help` of a sub-command then never
+    loads pydantic-settings.
+    """
+    from streamlearn.cli.settings import CliSettings
+
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = CliSettings()
+    if not isinstance(root.obj, CliSettings):
         raise RuntimeError("CLI settings were not initialised")
-    return settings
+    return root.obj

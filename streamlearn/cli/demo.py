@@ -14,9 +14,11 @@ from shared.errors import ConfigError, Conflict
 from shared.settings import KafkaSettings
 from shared.streams import load_definitions, publish_definition
 from streamlearn.cli.context import settings_of
+from streamlearn.cli.kafka_access import kafka_for_cli
 from streamlearn.cli.streams import streams_topic
 from streamlearn.client.datasets import Synthetic
 from streamlearn.client.inference import InferenceClient
+from streamlearn.system import demo_state
 from streamlearn.system.control import LocalSystem
 from streamlearn.system.feed import Feed
 from streamlearn.system.summary import DemoResult, dashboard, summary
@@ -28,6 +30,12 @@ def demo(
     duration: float = typer.Option(180.0, min=5, help="Seconds to stream before the summary."),
     rate: float = typer.Option(2000.0, min=1, help="Samples per second sent."),
     keep_running: bool = typer.Option(False, help="Leave the system up afterwards."),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="Start from a clean model and sample topics (the model's checkpoint; raw, train, "
+        "dead-letter and metrics topics); stream definitions and the registry stay.",
+    ),
 ) -> None:
     """Start everything, stream a synthetic dataset whose concept flips halfway, watch it learn.
 
@@ -36,18 +44,25 @@ def demo(
     the current concept. Ends after `--duration` or on Ctrl-C with a summary.
     """
     console = Console()
-    system = LocalSystem(settings_of(ctx))
+    settings = settings_of(ctx)
+    system = LocalSystem(settings)
+    # What the supervised trainer learns (the same environment) and where it checkpoints.
+    trainer = TrainerSettings(state_dir=settings.state_dir)
     started_here = system.supervisor_pid() is None
+    if fresh:
+        _start_over(console, system, trainer)
+    resumes = trainer.checkpoint_path.exists()
     with console.status("starting Kafka and the services (the first run resolves the jars)"):
         specs = system.up()
     address = {s.name: s.address for s in specs}
-    trainer = TrainerSettings()  # what the supervised trainer learns: the same environment
+    start = demo_state.describe(address["registry"], trainer.model_name, resumes)
+    console.print(start)
     kafka = system.settings.kafka()
     dataset = Synthetic(
         "drift", features=trainer.config.model.features, drift_every=int(rate * duration / 2)
     )
     _ensure_stream(kafka, trainer.stream, dataset)
-    result = DemoResult(duration, dataset.drift_every / rate)
+    result = DemoResult(duration, dataset.drift_every / rate, start=start)
     try:
         result = _run(console, kafka, trainer, address, dataset, rate, result)
     finally:
@@ -57,6 +72,15 @@ def demo(
     console.print(summary(result))
     if not result.history:
         raise typer.Exit(1)  # nothing was ever served: the pipeline is broken
+
+
+def _start_over(console: Console, system: LocalSystem, trainer: TrainerSettings) -> None:
+    """Stop the services (a running trainer would write its checkpoint back), then reset."""
+    with console.status("stopping the services for a fresh start"):
+        system.down(stop_kafka=False)
+    with console.status("emptying the demo's model and topics"):
+        kafka = kafka_for_cli(system.settings)
+        demo_state.reset(kafka, trainer.topics, trainer.checkpoint_path)
 
 
 def _run(

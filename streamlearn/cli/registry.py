@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -12,14 +14,19 @@ from rich.table import Table
 from services.registry import triton
 from shared.clients.registry import RegistryClient
 from streamlearn.cli.context import settings_of
+from streamlearn.cli.reach import needs
 from streamlearn.v1 import registry_pb2
 
 app = typer.Typer(help="Inspect and steer the model registry.", no_args_is_help=True)
 console = Console()
 
 
-def _client(ctx: typer.Context) -> RegistryClient:
-    return RegistryClient(settings_of(ctx).registry_address)
+@contextmanager
+def _client(ctx: typer.Context) -> Iterator[RegistryClient]:
+    """A client of the configured registry; a registry that does not answer is named."""
+    address = settings_of(ctx).registry_address
+    with needs("the registry", address), RegistryClient(address) as client:
+        yield client
 
 
 def _when(stamp: object) -> str:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,9 +23,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from services.replay import replay
-from services.replay.report import plot, write_json
-from services.replay.runs import Run
 from services.replay.slices import Slice, SliceReader, SliceSpec
 from services.trainer.config import TrainerConfig
 from shared.clients.registry import RegistryClient
@@ -33,6 +30,10 @@ from shared.errors import ConfigError, InvalidArgument
 from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.cli.context import settings_of
 from streamlearn.cli.kafka_access import kafka_for_cli
+from streamlearn.cli.reach import needs
+
+if TYPE_CHECKING:
+    from services.replay.runs import Run
 
 app = typer.Typer(
     help="Replay a topic slice: backtest, evaluate, search, redrive.", no_args_is_help=True
@@ -83,6 +84,8 @@ def _time_ms(text: str) -> int | None:
 
 
 def _configs(paths: list[Path], every: int = 1000) -> list[Run]:
+    from services.replay.runs import Run
+
     runs = []
     for path in paths:
         try:
@@ -123,6 +126,8 @@ def backtest(
     report: Path | None = REPORT, png: Path | None = PLOT,
 ) -> None:  # fmt: skip
     """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
+    from services.replay import replay  # the trainer's code: torch, ONNX Runtime
+
     runs = _configs(config, every)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
@@ -141,10 +146,13 @@ def evaluate(
     report: Path | None = REPORT, png: Path | None = PLOT,
 ) -> None:  # fmt: skip
     """Score registered versions predict-only on the slice, side by side."""
+    from services.replay import replay  # the trainer's code: torch, ONNX Runtime
+
     refs = [v.strip() for v in versions.split(",") if v.strip()]
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with (
         _sliced(ctx, *slice_args) as (_, reader, piece),
+        needs("the registry", settings_of(ctx).registry_address),
         RegistryClient(settings_of(ctx).registry_address) as registry,
         _progress(len(piece)) as p,
     ):
@@ -167,6 +175,8 @@ def search(
     report: Path | None = REPORT, png: Path | None = PLOT,
 ) -> None:  # fmt: skip
     """Hyper-parameter search with successive halving; optionally register the winner."""
+    from services.replay import replay  # the trainer's code: torch, ONNX Runtime
+
     [base] = _configs([config])
     runs = replay.grid(base.config, dict(_axis(a) for a in axis), samples)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
@@ -174,7 +184,8 @@ def search(
         ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]
     if register_as:
-        with RegistryClient(settings_of(ctx).registry_address) as registry:
+        address = settings_of(ctx).registry_address
+        with needs("the registry", address), RegistryClient(address) as registry:
             version = replay.register(registry, register_as, ranked[0], piece)
         console.print(f"registered {register_as} v{version} as candidate ({ranked[0].name})")
     _finish("search", piece, reports, metric, report, png)
@@ -204,6 +215,8 @@ def redrive(
     to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
 ) -> None:  # fmt: skip
     """Copy the slice into another topic (e.g. to retrain from scratch), rate-limited."""
+    from services.replay import replay  # the trainer's code: torch, ONNX Runtime
+
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (kafka, _, piece), _progress(len(piece)) as progress:
         copied = replay.redrive(kafka, piece, target, rate, progress)
@@ -227,6 +240,8 @@ def _finish(kind: str, piece: Slice, results: list[dict[str, Any]], metric: str,
         "slice": {"topic": piece.topic, "ranges": piece.ranges},
         "results": results,
     }
+    from services.replay.report import plot, write_json  # matplotlib, only to report
+
     if report:
         write_json(report, document)
     if png:

@@ -4,6 +4,10 @@ Idempotent and `acks=all` (a retry never duplicates or reorders), keyed by the s
 (per-key order is kept up to the trainer), batched by librdkafka. Every record's delivery
 is reported: failures are counted, passed to an optional callback, and raised by `flush`.
 
+librdkafka's logs go to the `streamlearn.kafka` logger; losing the broker is reported once
+per outage (and its end with how long it lasted), not once per reconnect attempt.
+`connected` and `pending` tell a caller whether records are flowing.
+
 Example:
     with SampleProducer(stream="clicks") as producer:
         producer.send({"key": "user-1", "features": [0.1, 0.2], "label": 1})
@@ -23,7 +27,8 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from shared import samples
 from shared.errors import InvalidArgument, Unavailable
-from shared.kafka.config import producer_config
+from shared.kafka.config import dotted, producer_config
+from shared.kafka.outage import ConnectionLog
 from shared.kafka.producer import produce
 from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.v1 import sample_pb2
@@ -58,7 +63,10 @@ class SampleProducer:
 
         """
         settings = kafka or KafkaSettings(bootstrap_servers=bootstrap_servers)
-        self._producer = Producer(producer_config(settings, **librdkafka))
+        self._connection = ConnectionLog()
+        # The caller's properties win, e.g. their own `error_cb` or `logger`.
+        config = producer_config(settings) | self._connection.client_config() | dotted(librdkafka)
+        self._producer = Producer(config)
         self._stream = stream
         self._topic = topic
         self._callback = on_delivery
@@ -111,6 +119,20 @@ class SampleProducer:
             records += 1
         return records
 
+    @property
+    def connected(self) -> bool:
+        """A broker answered at the last sign (statistics each second, or a delivery).
+
+        False before the first sign and from the first failed connection of an outage.
+        """
+        self._producer.poll(0)  # serves pending statistics, logs and delivery reports
+        return self._connection.connected
+
+    @property
+    def pending(self) -> int:
+        """Records queued or in flight: produced, their delivery not reported yet."""
+        return len(self._producer)
+
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for every queued record's report; returns the samples delivered so far.
 
@@ -141,6 +163,7 @@ class SampleProducer:
         def report(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 self.delivered += rows
+                self._connection.recovered()
             else:
                 self.failed.append(err.str())
             if self._callback is not None:

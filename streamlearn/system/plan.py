@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from services.inference.app import SERVICE as INFERENCE_HEALTH
+# The services' names and settings modules, never their cores: the supervisor and
+# `streamlearn status` only start and probe processes (no torch, numba, onnxruntime, faust).
+from services.inference.names import SERVICE as INFERENCE_HEALTH
 from services.inference.settings import InferenceSettings
-from services.ingestion.servicer import SERVICE as INGESTION_HEALTH
+from services.ingestion.names import SERVICE as INGESTION_HEALTH
 from services.ingestion.settings import IngestionSettings
-from services.registry.app import SERVICE as REGISTRY_HEALTH
+from services.registry.names import SERVICE as REGISTRY_HEALTH
 from services.registry.settings import RegistrySettings
-from services.trainer.app import HEALTH_NAME as TRAINER_HEALTH
+from services.trainer.names import HEALTH_NAME as TRAINER_HEALTH
 from services.trainer.settings import TrainerSettings
 from shared.settings import KafkaSettings, ServiceSettings
 

@@ -14,7 +14,6 @@ from shared.kafka.config import consumer_config
 from shared.kafka.consumer import group_lag
 from shared.kafka.local.broker import LocalBroker
 from shared.settings import KafkaSettings
-from streamlearn.client.inference import InferenceClient
 from streamlearn.system.control import LocalSystem
 from streamlearn.system.plan import ServiceSpec
 from streamlearn.system.supervisor import read_state
@@ -77,6 +76,9 @@ def _lag(kafka: KafkaSettings, group: str, topic: str) -> int | None:
 
 
 def _models(specs: list[ServiceSpec]) -> list[dict[str, Any]]:
+    # numpy comes with the inference client: loaded only when a system runs.
+    from streamlearn.client.inference import InferenceClient
+
     address = {s.name: s.address for s in specs}
     try:
         with RegistryClient(address["registry"], timeout=2.0) as registry:

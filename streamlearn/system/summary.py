@@ -21,6 +21,9 @@ class DemoResult:
     duration_s: float
     drift_after_s: float  # when the concept flips, at the nominal rate
     elapsed_s: float = 0.0
+    # Whether the model continues an earlier run ("continuing `demo` from v171, ..."): the
+    # trainer's counts include what it learned before this run.
+    start: str = ""
     delivered: int = 0
     latest_version: int = 0
     trainer: metrics_pb2.TrainerMetrics = field(default_factory=metrics_pb2.TrainerMetrics)
@@ -45,6 +48,8 @@ def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult
     table.add_column(style="bold")
     table.add_column()
     concept = "flipped" if feed.drifted else "original"
+    if result.start:
+        table.add_row("model", result.start)
     table.add_row("produced", f"{feed.sent:,} samples ({feed.sent / max(elapsed, 1e-9):,.0f}/s)")
     table.add_row(
         "trained",
@@ -76,6 +81,8 @@ def summary(result: DemoResult) -> Table:
     table.add_row(
         "samples delivered", f"{result.delivered:,} in {result.elapsed_s:.0f}s ({rate:,.0f}/s)"
     )
+    if result.start:
+        table.add_row("model", result.start)
     table.add_row("events trained", f"{result.trainer.events_applied:,}")
     table.add_row("prequential (last window)", _metrics(result.trainer))
     history = result.history

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from shared.errors import NotFound
 from shared.net import free_port
-from shared.settings import KafkaSettings
+from shared.settings import KafkaSettings, TopicSettings
+from streamlearn.system import demo_state
 from streamlearn.system.plan import ServiceSpec, local_plan
 from streamlearn.system.supervisor import Supervisor, read_state
+from streamlearn.v1 import registry_pb2
 from tests.helpers import wait_until
 
 KAFKA = KafkaSettings(bootstrap_servers="broker:1234")
@@ -110,3 +113,51 @@ def test_backoff_grows_between_quick_failures(tmp_path: Path) -> None:
 def _child(state: Path, name: str) -> dict[str, Any]:
     loaded = read_state(state) or {"services": []}  # None until the first write
     return next((s for s in loaded["services"] if s["name"] == name), {"restarts": 0})
+
+
+class _Registry:
+    """Stands in for RegistryClient in `demo_state.describe`."""
+
+    def __init__(self, latest: registry_pb2.ModelVersion | None) -> None:
+        self._latest = latest
+
+    def __call__(self, *_: object, **__: object) -> _Registry:
+        return self
+
+    def __enter__(self) -> _Registry:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def get_version(self, _model: str) -> registry_pb2.ModelVersion:
+        if self._latest is None:
+            raise NotFound("no versions")
+        return self._latest
+
+
+def test_the_demo_says_what_it_continues_or_that_it_starts_fresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    latest = registry_pb2.ModelVersion(
+        version=171, lineage=registry_pb2.Lineage(events_seen=440_000)
+    )
+    monkeypatch.setattr(demo_state, "RegistryClient", _Registry(latest))
+    assert demo_state.describe("x:1", "demo", resumes=True).startswith(
+        "continuing `demo` from v171, 440,000 events learned"
+    )
+    assert demo_state.describe("x:1", "demo", resumes=False).startswith(
+        "starting `demo` fresh from a clean model (its registry versions continue after v171)"
+    )
+    monkeypatch.setattr(demo_state, "RegistryClient", _Registry(None))
+    assert demo_state.describe("x:1", "demo", resumes=False) == (
+        "starting `demo` fresh: no version registered yet"
+    )
+
+
+def test_fresh_empties_only_the_sample_topics() -> None:
+    topics = TopicSettings()
+    names = {s.name for s in demo_state.sample_topics(topics)}
+    assert names == {topics.raw, topics.train, topics.dlq, topics.metrics}
+    assert topics.streams not in names  # stream definitions stay
+    assert topics.model_events not in names  # the registry's history stays

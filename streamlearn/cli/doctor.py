@@ -1,0 +1,35 @@
+"""`streamlearn doctor`: one line per prerequisite, with its fix; exit 0 only when all pass."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from streamlearn.cli.context import settings_of
+from streamlearn.system.doctor import Check, run_checks
+
+
+def doctor(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Check Python, the virtualenv, Java, Maven, the Kafka jars, ports, disk, what runs.
+
+    Exit code 0 when every check passes, 1 otherwise.
+    """
+    checks = run_checks(settings_of(ctx))
+    if as_json:
+        typer.echo(json.dumps([c.as_json() for c in checks], indent=1))
+    else:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            typer.echo(_line(check, width))
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+def _line(check: Check, width: int) -> str:
+    mark = (
+        typer.style("ok  ", fg=typer.colors.GREEN)
+        if check.ok
+        else typer.style("FAIL", fg=typer.colors.RED, bold=True)
+    )
+    fix = f" -> {check.fix}" if check.fix and not check.ok else ""
+    return f"{mark} {check.name:<{width}}  {check.detail}{fix}"

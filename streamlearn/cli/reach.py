@@ -1,0 +1,46 @@
+"""Commands that need a running service or broker say which, where, and how to start it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared.errors import Unavailable
+
+START_SERVICES = "start it with `streamlearn up` (`streamlearn status` shows what runs)"
+
+
+class ServiceDown(Unavailable):
+    """A service (or the broker) a command needs does not answer at its address."""
+
+    def __init__(self, service: str, address: str, fix: str = START_SERVICES) -> None:
+        super().__init__(f"{service} is not running at {address}; {fix}")
+        self.service = service
+        self.address = address
+
+
+@contextmanager
+def needs(service: str, address: str) -> Iterator[None]:
+    """Inside the block, failing to reach `service` at `address` raises ServiceDown.
+
+    An Unavailable from a server that does answer (a model not loaded yet, say) is raised
+    as it is: only a silent address means the service is not running.
+    """
+    try:
+        yield
+    except Unavailable as exc:
+        if isinstance(exc, ServiceDown) or _answers(address):
+            raise
+        raise ServiceDown(service, address) from exc
+
+
+def _answers(address: str) -> bool:
+    """Something accepts gRPC connections at `address` (whatever its health says)."""
+    import grpc  # loaded already by the client that failed
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=1.0)
+        except grpc.FutureTimeoutError:
+            return False
+    return True
