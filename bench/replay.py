@@ -83,6 +83,7 @@ def _service_loop(ctx: BenchContext, topic: str, n: int) -> float:
             state_dir=Path(state),
             consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
             config=trainer.config(1),
+            stream="bench",
             metrics_port=0,
         )
         started = time.perf_counter()

@@ -123,7 +123,8 @@ def _scored(registry: RegistryClient, model: str, ref: str) -> Scored:
         return np.asarray(session.run([OUTPUT], {INPUT: x})[0])
 
     name = f"{model} v{meta.version}" + (f" ({alias})" if alias else "")
-    return Scored(name, config.task, config.model.features, predict)
+    streams = frozenset({meta.lineage.stream}) if meta.lineage.stream else frozenset()
+    return Scored(name, config.task, config.model.features, predict, streams=streams)
 
 
 def register(
@@ -133,7 +134,8 @@ def register(
     probe = Batch(torch.zeros(4, run.config.model.features), torch.zeros(4))  # to verify the export
     data = OnnxExporter(run.learner, probe).export()
     lineage = registry_pb2.Lineage(
-        stream=piece.topic,
+        # The stream it learned, when it learned one (evaluate scores a version on it).
+        stream=next(iter(run.streams)) if len(run.streams) == 1 else "",
         events_seen=run.learner.applied,
         metrics=run.learner.metrics.snapshot(),
         config_hash=run.config.hash(),
@@ -179,9 +181,16 @@ def redrive(
 
 
 def grid(
-    base: TrainerConfig, axes: dict[str, list[Any]], samples: int = 0, seed: int = 0
+    base: TrainerConfig,
+    axes: dict[str, list[Any]],
+    samples: int = 0,
+    seed: int = 0,
+    streams: frozenset[str] = frozenset(),
 ) -> list[Run]:
-    """Runs for every combination of `axes` (dotted config paths), or `samples` random ones."""
+    """Runs for every combination of `axes` (dotted paths), or `samples` random ones.
+
+    Each run learns `streams` (empty: every record of the slice).
+    """
     names = list(axes)
     combos = list(itertools.product(*(axes[n] for n in names)))
     if samples and samples < len(combos):
@@ -190,7 +199,7 @@ def grid(
     for combo in combos:
         changes = dict(zip(names, combo, strict=True))
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in changes.items())
-        runs.append(Run(label or "base", with_changes(base, changes)))
+        runs.append(Run(label or "base", with_changes(base, changes), streams=streams))
     return runs
 
 

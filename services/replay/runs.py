@@ -1,7 +1,8 @@
 """Learning runs over a slice: the trainer's own learner, decoder and mini-batch cuts.
 
 A `Run` is one trainer config learning test-then-train from records, exactly as the live
-trainer would (same `Learner`, same `decode`, same `mini_batch_cut`), recording its
+trainer would (same `Learner`, same `decode`, the same `Batcher`: the records of its streams
+only, mini-batches cut per partition), recording its
 prequential metrics every `every` events as a learning curve. Runs are transport-free:
 they take record chunks, wherever those come from.
 """
@@ -15,27 +16,33 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from services.trainer.batching import Batcher, StreamFilter
 from services.trainer.config import TrainerConfig
 from services.trainer.decode import decode
 from services.trainer.learner import Learner
-from services.trainer.loop import mini_batch_cut
 
 
 @dataclass
 class Run:
-    """One config learning a slice; `curve` holds (events, metrics) points."""
+    """One config learning a slice; `curve` holds (events, metrics) points.
+
+    `streams` are the streams it learns, as a trainer does (other streams' records on the
+    slice are skipped); empty: every record of the slice.
+    """
 
     name: str
     config: TrainerConfig
     every: int = 1000
+    streams: frozenset[str] = frozenset()
     learner: Learner = field(init=False)
     curve: list[dict[str, float]] = field(default_factory=list)
     stopped_at: int | None = None  # events seen when successive halving stopped it
-    _pending: list[Message] = field(default_factory=list)
+    _batcher: Batcher = field(init=False)
     _next_point: int = 0
 
     def __post_init__(self) -> None:
         self.learner = Learner(self.config, "cpu")
+        self._batcher = Batcher(self.config.batch_size, stream_filter(self.streams))
         self._next_point = self.every
 
     @property
@@ -45,10 +52,7 @@ class Run:
 
     def feed(self, records: Sequence[Message]) -> None:
         """Learn from the next records of the slice, in order."""
-        segments, self._pending = mini_batch_cut(
-            self._pending + list(records), self.config.batch_size
-        )
-        for segment in segments:
+        for segment in self._batcher.add(records):
             batch, _ = decode(segment, self.config.task, self.config.model.features)
             # Learn up to each curve point, so points fall on multiples of `every`; slices
             # stay whole mini-batches, so the grouping is the live trainer's.
@@ -89,6 +93,11 @@ class Run:
             "stopped_at": self.stopped_at,
             "curve": self.curve,
         }
+
+
+def stream_filter(streams: frozenset[str]) -> StreamFilter | None:
+    """The trainer's filter of `streams`; None (every record) when no stream is named."""
+    return StreamFilter(streams) if streams else None
 
 
 def halving_points(total: int, configs: int, eta: int = 3) -> list[int]:

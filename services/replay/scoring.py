@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Message
 
+from services.trainer.batching import StreamFilter
 from services.trainer.decode import decode
 from services.trainer.metrics import Prequential
 
@@ -25,16 +26,24 @@ class Scored:
     features: int
     predict: Predict
     every: int = 1000
+    streams: frozenset[str] = frozenset()  # the version's stream(s); empty: every record
     total: Prequential = field(init=False)
     recent: Prequential = field(init=False)
     curve: list[dict[str, float]] = field(default_factory=list)
+    _filter: StreamFilter | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.total = Prequential(self.task, 10_000_000)
         self.recent = Prequential(self.task, self.every)
+        self._filter = StreamFilter(self.streams) if self.streams else None
 
     def feed(self, records: Sequence[Message]) -> None:
         """Score the next records (rows the trainer would skip are skipped here too)."""
+        if self._filter is not None:
+            wanted = self._filter.keep(records)
+            records = [m for m, keep in zip(records, wanted, strict=True) if keep]
+        if not records:
+            return
         batch, _ = decode(records, self.task, self.features)
         x, y = batch.features.numpy(), batch.labels.numpy()
         ok = np.isfinite(x).all(axis=1) & np.isfinite(y.astype(np.float64))

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from services.trainer.learner import Learner
 from services.trainer.loop import TrainerLoop
+from services.trainer.names import HEALTH_NAME as HEALTH_NAME
 from services.trainer.progress import Every
 from services.trainer.settings import TrainerSettings
 from services.trainer.versions import VersionPublisher
@@ -21,9 +22,6 @@ from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
-
-# The name the trainer's gRPC health service reports (it serves no other gRPC API).
-HEALTH_NAME = "streamlearn.trainer"
 
 
 def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> TrainerLoop:
@@ -63,6 +61,7 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
         checkpoint_every=Every(settings.checkpoint_every_events, settings.checkpoint_every_s),
         version_every=Every(settings.version_every_events, settings.version_every_s),
         fetch=settings.fetch_max,
+        streams={settings.stream},
     )
 
 

@@ -102,6 +102,10 @@ def _decode_slowly(
 
 
 def _labels(y: np.ndarray, task: str) -> torch.Tensor:
-    if task == "multiclass":  # unusable rows get class 0; their NaN features get them skipped
-        return torch.from_numpy(np.nan_to_num(y, nan=0).astype(np.int64))
+    if task == "multiclass":
+        # No class (no label, or not a whole number in int32 range): class -1, which the
+        # learner's guard refuses and counts, as it refuses NaN labels of the other tasks.
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(y) & (y >= 0) & (y < 2**31) & (y == np.floor(y))
+        return torch.from_numpy(np.where(whole, y, -1).astype(np.int64))
     return torch.from_numpy(y.astype(np.float32))

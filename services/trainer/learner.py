@@ -184,6 +184,8 @@ class Learner:
         ok = torch.isfinite(batch.features).all(dim=1) & torch.isfinite(batch.labels.float())
         if batch.weights is not None:
             ok &= torch.isfinite(batch.weights)
+        if self.config.task == "multiclass":  # a class past the outputs would crash the loss
+            ok &= (batch.labels >= 0) & (batch.labels < self.config.outputs)
         return ok.to(self.device)
 
     def _scores(self, batch: Batch) -> torch.Tensor:

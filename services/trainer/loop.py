@@ -3,29 +3,43 @@
 Offsets live in the checkpoint beside the weights; on (re)assignment every partition is
 positioned from the checkpoint, so a crash neither loses nor repeats an event. Kafka's
 committed offsets follow the checkpoints and only serve monitoring (lag).
+
+Records fetched before the latest (re)assignment of their partition are dropped: that
+assignment re-positioned the partition at the checkpoint, so they will be read again. A
+fatal consumer error (e.g. fenced by another instance with the same static membership id)
+stops the trainer without writing the checkpoint, which the other instance now owns.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge
 
 from services.trainer import checkpoint
+from services.trainer.batching import Batcher, StreamFilter, mini_batch_cut, partition_key
 from services.trainer.decode import decode
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
-from shared import samples
 from shared.errors import StreamlearnError
-from shared.kafka.consumer import consume_ready, where
+from shared.kafka.consumer import consume_stamped, where
 from streamlearn.v1 import metrics_pb2
 
 log = logging.getLogger(__name__)
@@ -33,9 +47,26 @@ log = logging.getLogger(__name__)
 APPLIED = Counter("streamlearn_trainer_events_applied_total", "Events learned from")
 SKIPPED = Counter("streamlearn_trainer_events_skipped_total", "Events refused by the guard")
 METRIC = Gauge("streamlearn_trainer_prequential", "Prequential metric", ["metric"])
+OTHER_STREAM = Counter(
+    "streamlearn_trainer_records_skipped_stream",
+    "Records of streams this trainer does not learn, skipped",
+    ["stream"],
+)
+CONSUMER_ERRORS = Counter(
+    "streamlearn_trainer_consumer_errors", "Non-fatal consumer error events", ["error"]
+)
+# One log line per error name at most this often: a broker outage repeats them per fetch.
+ERROR_LOG_EVERY_S = 30.0
 # After the first record of a fetch, wait this long for more: a trainer catching up keeps
 # taking large batches, while a trickle is learned (and published) without delay.
 LINGER_S = 0.01
+
+
+__all__ = ["ConsumerFatal", "TrainerLoop", "mini_batch_cut"]  # mini_batch_cut: replay's
+
+
+class ConsumerFatal(StreamlearnError):
+    """The consumer hit a fatal error (e.g. fenced): this instance must stop at once."""
 
 
 class TrainerLoop:
@@ -54,6 +85,7 @@ class TrainerLoop:
         checkpoint_every: Every,
         version_every: Every,
         fetch: int = 1000,
+        streams: Collection[str],
     ) -> None:
         self.learner = learner
         self.positions = Positions()
@@ -66,7 +98,14 @@ class TrainerLoop:
         self._checkpoint_every = checkpoint_every
         self._version_every = version_every
         self._fetch = fetch
-        self._pending: list[Message] = []  # read but not applied: an incomplete mini-batch
+        skipped = StreamFilter(streams, lambda stream, n: OTHER_STREAM.labels(stream).inc(n))
+        self._batcher = Batcher(learner.config.batch_size, skipped)
+        # Assignment generations: `_epoch` counts (re)assignments and revocations, and each
+        # assigned partition remembers the epoch it was last (re)assigned at.
+        self._epoch = 0
+        self._assigned: dict[str, int] = {}
+        self._fatal: str | None = None  # set by a fatal consumer error: never checkpoint again
+        self._error_logged: dict[str, tuple[float, int]] = {}  # name -> (last logged, since)
         self._restore()
 
     def run(self, stop: threading.Event) -> None:
@@ -76,19 +115,23 @@ class TrainerLoop:
         )
         try:
             while not stop.is_set():
-                batch = consume_ready(self._consumer, self._fetch, 0.2, linger=LINGER_S)
-                records = [m for m in batch if not m.error()]
+                records = self._current(self._fetch_stamped())
                 if records:
                     self._learn(records)
                 self._housekeeping()
         finally:
             self.save()
-            self._consumer.close()
-            if self._metrics_producer is not None:
-                self._metrics_producer.flush(10)
+            self._close()
 
     def save(self) -> None:
-        """Checkpoint weights, optimizer, metrics and next offsets together."""
+        """Checkpoint weights, optimizer, metrics and next offsets together.
+
+        Never after a fatal consumer error: a fenced instance's checkpoint would overwrite
+        the one the instance that replaced it is writing.
+        """
+        if self._fatal is not None:
+            log.error("checkpoint not written after a fatal consumer error")
+            return
         checkpoint.save(
             self._path,
             {
@@ -104,11 +147,66 @@ class TrainerLoop:
         if offsets:  # for lag monitoring only; the checkpoint is the truth
             self._consumer.commit(offsets=offsets, asynchronous=True)
 
+    def _close(self) -> None:
+        try:
+            self._consumer.close()
+        except KafkaException as exc:  # a fenced consumer may refuse to leave cleanly
+            log.warning("consumer close failed", extra={"error": str(exc)})
+        if self._metrics_producer is not None:
+            self._metrics_producer.flush(10)
+
+    def _fetch_stamped(self) -> list[tuple[Message, int]]:
+        try:
+            return consume_stamped(self._consumer, self._fetch, 0.2, LINGER_S, self._clock)
+        except KafkaException as exc:
+            self._consumer_error(exc.args[0])
+            return []
+
+    def _clock(self) -> int:
+        return self._epoch
+
+    def _current(self, fetched: list[tuple[Message, int]]) -> list[Message]:
+        """The records of the current assignment; error events are handled on the way."""
+        records = []
+        for msg, epoch in fetched:
+            error = msg.error()
+            if error is not None:
+                self._consumer_error(error)
+            elif self._assigned.get(partition_key(msg), epoch + 1) <= epoch:
+                records.append(msg)
+            else:  # fetched before its partition's (re)assignment: it will be read again
+                log.debug("dropped a record of an earlier assignment", extra={"at": where(msg)})
+        return records
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        """EOF is no error; a fatal one raises ConsumerFatal; others are counted and logged."""
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        # A fenced consumer reports _FATAL, its `fatal()` possibly false (confluent-kafka #869).
+        if error.fatal() or error.code() == KafkaError._FATAL:
+            self._fatal = error.str()
+            log.critical(
+                "fatal consumer error: stopping without writing the checkpoint",
+                extra={"error": error.str(), "code": error.name()},
+            )
+            raise ConsumerFatal(f"fatal consumer error: {error.str()}")
+        name = error.name()
+        CONSUMER_ERRORS.labels(name).inc()
+        now = time.monotonic()
+        last, since = self._error_logged.get(name, (-ERROR_LOG_EVERY_S, 0))
+        if now - last < ERROR_LOG_EVERY_S:
+            self._error_logged[name] = (last, since + 1)
+            return
+        self._error_logged[name] = (now, 0)
+        log.warning(
+            "consumer error", extra={"error": error.str(), "code": name, "not_logged": since}
+        )
+
     def _learn(self, records: list[Message]) -> None:
-        size = self.learner.config.batch_size
-        segments, self._pending = mini_batch_cut(self._pending + records, size)
-        for applying in segments:
+        for applying in self._batcher.add(records):
             self._apply(applying)
+        passed = self.positions.pass_over(self._batcher.settled())
+        self._checkpoint_every.count(passed)  # skipped records move the checkpoint too
 
     def _apply(self, applying: list[Message]) -> None:
         config = self.learner.config
@@ -131,8 +229,8 @@ class TrainerLoop:
             self._checkpoint_every.reset()
         if self._version_every.due() and self._publisher is not None:
             try:
-                self._publisher.publish(self.positions)
-                self._publish_metrics()
+                if self._publisher.publish(self.positions) is not None:
+                    self._publish_metrics()
             except StreamlearnError as exc:  # registry down: keep learning, retry next time
                 log.warning("version not published", extra={"error": str(exc)})
             self._version_every.reset()
@@ -179,40 +277,26 @@ class TrainerLoop:
 
     def _on_assign(self, consumer: Any, partitions: Sequence[TopicPartition]) -> None:
         """Position each partition from the checkpoint, not from Kafka's committed offsets."""
+        self._epoch += 1
+        keys = []
         for tp in partitions:
             resume = self.positions.resume_at(tp.topic, tp.partition)
             tp.offset = OFFSET_BEGINNING if resume is None else resume
-        self._pending.clear()  # re-read from the checkpoint's positions
+            keys.append(f"{tp.topic}:{tp.partition}")
+            self._assigned[keys[-1]] = self._epoch
+        self._batcher.drop(keys)  # held-back records are re-read from the checkpoint's positions
         consumer.assign(list(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: Sequence[TopicPartition]) -> None:
         """Hand partitions over with a durable checkpoint of what was applied."""
         self.save()
-        self._pending.clear()
+        self._epoch += 1
+        keys = [f"{tp.topic}:{tp.partition}" for tp in partitions]
+        for key in keys:
+            self._assigned.pop(key, None)
+        self._batcher.drop(keys)
 
 
 def _split(key: str) -> tuple[str, int]:
     topic, _, partition = key.rpartition(":")
     return topic, int(partition)
-
-
-def mini_batch_cut(ready: list[Message], size: int) -> tuple[list[list[Message]], list[Message]]:
-    """(segments to learn now, records to hold back) so mini-batches never depend on polling.
-
-    Mini-batches are counted from the last cut: held-back single samples wait for a full
-    mini-batch, and a batch record (many rows) always ends a segment, its last mini-batch
-    possibly short. The grouping is thus a function of the stream alone, and a restart from
-    a checkpoint (always taken at a cut) repeats it exactly.
-    """
-    if size == 1:
-        return ([ready] if ready else []), []
-    segments, start = [], 0
-    for i, message in enumerate(ready):
-        if samples.is_batch(samples.headers_of(message)):
-            segments.append(ready[start : i + 1])
-            start = i + 1
-    tail = ready[start:]
-    usable = len(tail) - len(tail) % size
-    if usable:
-        segments.append(tail[:usable])
-    return segments, tail[usable:]

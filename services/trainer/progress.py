@@ -24,6 +24,20 @@ class Positions:
             self.first.setdefault(key, offset)
             self.next[key] = offset + 1
 
+    def pass_over(self, read_to: dict[str, int]) -> int:
+        """Move positions past records read and not to be learned; returns how many.
+
+        `read_to` maps `topic:partition` to the offset after the last record read, for
+        partitions with nothing held back (so nothing before that offset is still owed).
+        """
+        passed = 0
+        for key, offset in read_to.items():
+            now = self.next.get(key)
+            if now is None or offset > now:
+                passed += offset - (now if now is not None else offset - 1)
+                self.next[key] = offset
+        return passed
+
     def resume_at(self, topic: str, partition: int) -> int | None:
         """Where to continue reading a partition (None: never read, start at the beginning)."""
         return self.next.get(f"{topic}:{partition}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.trainer.config import TrainerConfig
@@ -21,7 +21,9 @@ class TrainerSettings(ServiceSettings):
     # gRPC health only (service `streamlearn.trainer`): readiness for supervisors and probes.
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     consumer_group: str = "streamlearn-trainer"
-    stream: str = "demo"
+    # The one stream this trainer learns (and names in lineage): records of other streams on
+    # the training topic are skipped and counted. Empty: the stream named like the model.
+    stream: str = ""
     model_name: str = "demo"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     registry_address: str = "127.0.0.1:50052"
@@ -37,6 +39,13 @@ class TrainerSettings(ServiceSettings):
     # What to learn: TRAINER_CONFIG='{"model": {"kind": "mlp", "hidden": [10]}}' or nested
     # variables such as TRAINER_CONFIG__OPTIMIZER__LR=0.05.
     config: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream_defaults_to_the_model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("stream"):
+            data = {**data, "stream": data.get("model_name") or "demo"}
+        return data
 
     @property
     def checkpoint_path(self) -> Path:

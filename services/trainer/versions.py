@@ -26,11 +26,18 @@ class VersionPublisher:
         self._learner = learner
         self.exporter: OnnxExporter | None = None
         self.last_version = 0
+        self._published_at: int | None = None  # events applied at the last version published
 
-    def publish(self, positions: Positions) -> int:
-        """Register the current weights; returns the new version number."""
-        if self.exporter is None:
-            raise RuntimeError("no probe batch yet: nothing learned")
+    def publish(self, positions: Positions) -> int | None:
+        """Register the current weights; returns the new version number.
+
+        None, registering nothing, when nothing was learned since the last version (or,
+        after a restore, since the restore): the same weights need no new version.
+        """
+        applied = self._learner.applied
+        if self.exporter is None or applied == self._published_at:
+            log.debug("no new version: nothing learned", extra={"events": applied})
+            return None
         data = self.exporter.export()
         lineage = registry_pb2.Lineage(
             stream=self.stream,
@@ -47,7 +54,7 @@ class VersionPublisher:
             "version published",
             extra={"model": self.model, "model_version": version, "events": self._learner.applied},
         )
-        self.last_version = version
+        self.last_version, self._published_at = version, applied
         return version
 
 

@@ -6,6 +6,10 @@ straight from the protobuf wire format (packed `dense` floats, `regression`, `cl
 `weight`) and skips every other field by its wire type, as any protobuf parser must. Rows it
 cannot read are flagged, and the caller decodes them with the protobuf library instead.
 Field numbers are those of protos/streamlearn/v1/sample.proto (checked by the tests).
+
+Every length read from the wire is checked against the record's end before it is used, so
+no input (random bytes, a declared length of 2**63) makes the scanner read out of bounds,
+loop, or allocate: the cost of a record is bounded by its size.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import numba
 import numpy as np
 
 DENSE, REGRESSION, CLASS_INDEX, WEIGHT = 6, 8, 9, 11
+SAMPLE_STREAM, BATCH_STREAM = 5, 2  # `stream` of a Sample, of a SampleBatch
 OK, MALFORMED, WRONG_SHAPE = 0, 1, 2
+FOREIGN, UNREADABLE = -1, -2  # match_streams: another stream; no stream could be read
 
 
 @numba.njit(cache=True)
@@ -79,7 +85,8 @@ def _decode_one(
             pos += 4
         elif wire == 2:
             length, pos = _varint(buf, pos, end)
-            if pos < 0 or pos + length > end:
+            # A length past 2**63 wraps negative: refuse it, or the scan would step backwards.
+            if pos < 0 or length < 0 or length > end - pos:
                 return MALFORMED
             if field in (REGRESSION, CLASS_INDEX):
                 return MALFORMED  # not a Sample (a SampleBatch has columns there)
@@ -115,3 +122,72 @@ def decode_samples(
     """Decode record i (buf[starts[i]:ends[i]]) into row i; status[i] says how it went."""
     for i in range(len(starts)):
         status[i] = _decode_one(buf, starts[i], ends[i], x, labels, weights, i)
+
+
+@numba.njit(cache=True)
+def _string_field(buf: np.ndarray, pos: int, end: int, wanted: int) -> tuple[int, int]:
+    """(start, stop) of length-delimited field `wanted` (the last one wins, as in protobuf).
+
+    An absent field reads as empty (start == stop); (-1, -1) when the record is malformed.
+    """
+    start, stop = pos, pos
+    while pos < end:
+        tag, pos = _varint(buf, pos, end)
+        if pos < 0:
+            return -1, -1
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+            if pos < 0:
+                return -1, -1
+        elif wire == 1 or wire == 5:
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                return -1, -1
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end)
+            if pos < 0 or length < 0 or length > end - pos:
+                return -1, -1
+            if field == wanted:
+                start, stop = pos, pos + length
+            pos += length
+        else:
+            return -1, -1
+    return start, stop
+
+
+@numba.njit(cache=True)
+def match_streams(
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    fields: np.ndarray,
+    wanted: np.ndarray,
+    wanted_ends: np.ndarray,
+    found: np.ndarray,
+    spans: np.ndarray,
+) -> None:
+    """Which wanted stream record i (its stream in field `fields[i]`) belongs to.
+
+    `wanted` holds the wanted streams' UTF-8 bytes back to back, stream k ending at
+    `wanted_ends[k]`. found[i] is k, FOREIGN or UNREADABLE; spans[i] is the stream's
+    (start, stop) in `buf`.
+    """
+    for i in range(len(starts)):
+        start, stop = _string_field(buf, starts[i], ends[i], fields[i])
+        spans[i, 0], spans[i, 1] = start, stop
+        found[i] = UNREADABLE if start < 0 else FOREIGN
+        if start < 0:
+            continue
+        begin = 0
+        for k in range(len(wanted_ends)):
+            if wanted_ends[k] - begin == stop - start:
+                same = True
+                for j in range(stop - start):
+                    if buf[start + j] != wanted[begin + j]:
+                        same = False
+                        break
+                if same:
+                    found[i] = k
+                    break
+            begin = wanted_ends[k]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
@@ -38,10 +38,33 @@ def consume_ready(
     record returned 1.2-1.7 s late from `consume(100, 2.0)`, at once from this). A short
     `linger` lets a consumer that is catching up still take large batches.
     """
+    return [m for m, _ in consume_stamped(consumer, max_messages, timeout, linger, lambda: 0)]
+
+
+def consume_stamped(
+    consumer: ConsumerLike,
+    max_messages: int,
+    timeout: float,
+    linger: float,
+    clock: Callable[[], int],
+) -> list[tuple[Message, int]]:
+    """`consume_ready`, each record paired with `clock()` read right after the call that got it.
+
+    Rebalance callbacks run inside `poll`/`consume`: a record returned by an earlier call
+    than a (re)assignment of its partition predates it (the partition may since have been
+    re-positioned, and the record will be read again). With `clock` counting assignments,
+    the caller can tell such records from those of the current assignment; librdkafka
+    itself drops outdated records within one call.
+    """
     first = consumer.poll(timeout)
     if first is None:
         return []
-    return [first, *consumer.consume(max_messages - 1, linger)] if max_messages > 1 else [first]
+    stamped = [(first, clock())]
+    if max_messages > 1:
+        rest = consumer.consume(max_messages - 1, linger)
+        now = clock()
+        stamped += [(m, now) for m in rest]
+    return stamped
 
 
 def consume_batches(

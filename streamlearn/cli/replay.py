@@ -41,6 +41,12 @@ app = typer.Typer(
 console = Console(stderr=True)
 TOPIC = typer.Option(TopicSettings().train, "--topic", help="Topic to read.")
 PARTITIONS = typer.Option("", help="Comma-separated partitions (default: all).")
+STREAM = typer.Option(
+    [],
+    "--stream",
+    help="Learn only this stream's records, as its trainer does (repeatable; "
+    "default: every record of the slice).",
+)
 FROM_OFFSET = typer.Option(None, help="First offset, per partition.")
 TO_OFFSET = typer.Option(None, help="End offset (exclusive), per partition.")
 FROM_TIME = typer.Option("", help="Start time: ISO 8601 or unix ms.")
@@ -83,7 +89,7 @@ def _time_ms(text: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _configs(paths: list[Path], every: int = 1000) -> list[Run]:
+def _configs(paths: list[Path], every: int = 1000, streams: list[str] | None = None) -> list[Run]:
     from services.replay.runs import Run
 
     runs = []
@@ -92,7 +98,7 @@ def _configs(paths: list[Path], every: int = 1000) -> list[Run]:
             config = TrainerConfig.model_validate_json(path.read_text())
         except (OSError, ValidationError) as exc:
             raise ConfigError(f"{path}: not a usable trainer config: {_first_error(exc)}") from exc
-        runs.append(Run(path.stem, config, every))
+        runs.append(Run(path.stem, config, every, streams=frozenset(streams or ())))
     return runs
 
 
@@ -121,6 +127,7 @@ def backtest(
     config: list[Path] = typer.Option(..., "--config", help="Trainer config JSON (repeatable)."),  # noqa: B008
     metric: str = typer.Option("loss", help="Metric to plot and rank by."),
     every: int = typer.Option(1000, min=10, help="Events between curve points."),
+    stream: list[str] = STREAM,
     topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
     to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
     report: Path | None = REPORT, png: Path | None = PLOT,
@@ -128,7 +135,7 @@ def backtest(
     """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
-    runs = _configs(config, every)
+    runs = _configs(config, every, stream)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
         replay.backtest(reader, piece, runs, progress)
@@ -170,6 +177,7 @@ def search(
     higher_is_better: bool = typer.Option(False, help="For accuracy or auc."),
     eta: int = typer.Option(3, min=2, help="Successive halving keeps 1/eta per rung."),
     register_as: str = typer.Option("", help="Register the winner under this model name."),
+    stream: list[str] = STREAM,
     topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
     to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
     report: Path | None = REPORT, png: Path | None = PLOT,
@@ -178,7 +186,8 @@ def search(
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
     [base] = _configs([config])
-    runs = replay.grid(base.config, dict(_axis(a) for a in axis), samples)
+    axes = dict(_axis(a) for a in axis)
+    runs = replay.grid(base.config, axes, samples, streams=frozenset(stream))
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
         ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)

@@ -78,6 +78,7 @@ def test_replaying_with_the_live_trainers_config_reproduces_its_metrics(
     live = config(lr=0.02, name="adam")
     env = trainer_env(kafka, drift_topic, tmp_path, registry_service.address)
     env["TRAINER_CONFIG"] = live.model_dump_json()
+    env["TRAINER_STREAM"] = "drift"
     path = tmp_path / "trainer" / "demo.ckpt"
     log = tmp_path / "trainer.log"
     trainer = start(env, log)
@@ -87,7 +88,7 @@ def test_replaying_with_the_live_trainers_config_reproduces_its_metrics(
     saved = checkpoint.load(path)
     assert saved is not None
     piece = resolve(kafka, SliceSpec(drift_topic))
-    [run] = replay.backtest(kafka, piece, [Run("replayed", live)])
+    [run] = replay.backtest(kafka, piece, [Run("replayed", live, streams=frozenset({"drift"}))])
     assert run.learner.metrics.state() == saved["learner"]["metrics"]  # type: ignore[index]
     assert run.learner.metrics.snapshot()["loss"] > 0
 

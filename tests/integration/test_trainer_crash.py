@@ -67,6 +67,7 @@ def trainer_env(kafka: KafkaSettings, topic: str, state: Path, registry: str) ->
         "TRAINER_STATE_DIR": str(state),
         "TRAINER_REGISTRY_ADDRESS": registry,
         "TRAINER_CONSUMER_GROUP": f"crash-{topic}",
+        "TRAINER_STREAM": "crash",  # the records' stream (the model is named demo)
         "TRAINER_METRICS_PORT": "0",
         "TRAINER_GRPC_PORT": "0",
         "TRAINER_CHECKPOINT_EVERY_EVENTS": "500",
