@@ -25,6 +25,7 @@ ROWS = "streamlearn-rows"  # rows of the source batch a record holds (int32 litt
 REASON = "streamlearn-reason"
 DETAIL = "streamlearn-detail"
 EVENT_ID = "streamlearn-event-id"
+TRUNCATED = "streamlearn-truncated"  # a dead letter's value was cut: the original length
 
 Headers = list[tuple[str, bytes]]
 
@@ -99,14 +100,14 @@ def encode_batch(columns: Columns) -> bytes:
 def decode_batch(batch: sample_pb2.SampleBatch) -> Columns:
     """Arrays of a parsed `SampleBatch`; InvalidArgument when its columns disagree in length."""
     n, dim = len(batch.event_ids), batch.dense_dim
-    dense = np.frombuffer(batch.dense, dtype="<f4")
+    dense = _column(batch.dense, "<f4", "dense")
     kind = batch.WhichOneof("labels")
     labels = (
-        np.frombuffer(getattr(batch, kind), dtype="<f8" if kind == "regression" else "<i4")
+        _column(getattr(batch, kind), "<f8" if kind == "regression" else "<i4", kind)
         if kind
         else np.empty(0)
     )
-    weights = np.frombuffer(batch.weights, dtype="<f4") if batch.weights else np.ones(n, "<f4")
+    weights = _column(batch.weights, "<f4", "weights") if batch.weights else np.ones(n, "<f4")
     times = np.asarray(batch.event_time_unix_ms, dtype=np.int64)
     if len(times) == 0:
         times = np.zeros(n, dtype=np.int64)
@@ -135,3 +136,11 @@ def decode_batch(batch: sample_pb2.SampleBatch) -> Columns:
         labels,
         weights,
     )
+
+
+def _column(data: bytes, dtype: str, name: str) -> np.ndarray:
+    """`data` as an array; InvalidArgument when it does not hold whole elements."""
+    size = np.dtype(dtype).itemsize
+    if len(data) % size:
+        raise InvalidArgument(f"{name} holds {len(data)} bytes, not a multiple of {size}")
+    return np.frombuffer(data, dtype=dtype)

@@ -17,9 +17,10 @@ from services.ingestion.publisher import RawPublisher
 from services.ingestion.router import Router
 from services.ingestion.servicer import SERVICE, IngestionServicer
 from services.ingestion.settings import IngestionSettings
+from services.ingestion.topology import check_limits, match_partitions
 from services.ingestion.validation import TimeLimits
-from services.ingestion.worker import build_app
-from shared.errors import ConfigError
+from services.ingestion.worker import Failure, build_app
+from shared.errors import Unavailable
 from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import producer_config
@@ -40,6 +41,7 @@ class IngestionApp:
     server: Server
     health: HealthServicer
     port: int
+    failure: Failure
 
 
 def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
@@ -48,24 +50,33 @@ def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
     admin = AdminClient(settings.kafka.client_config())
     wanted = (topics.raw, topics.train, topics.dlq, topics.streams)
     ensure_topics(admin, [t for t in standard_topics(topics) if t.name in wanted])
-    _check_partition_preserving(admin, topics.raw, (topics.train, topics.dlq))
+    check_limits(admin, (topics.raw, topics.train, topics.dlq), settings.max_message_bytes)
+    _match_partitions(admin, settings)
     catalog = StreamCatalog(settings.kafka, topics.streams).start()
     limits = TimeLimits(int(settings.max_future_skew_s * 1000), int(settings.max_age_s * 1000))
     router = Router(catalog.get, limits, settings.max_message_bytes)
-    publisher = RawPublisher(Producer(producer_config(settings.kafka)), topics.raw)
+    # The gRPC front door writes what the router accepted: records within the one limit.
+    config = producer_config(settings.kafka, message_max_bytes=settings.max_message_bytes)
+    publisher = RawPublisher(Producer(config), topics.raw)
     binding = ServiceBinding(
         ingest_pb2_grpc.add_IngestionServicer_to_server,
         IngestionServicer(router, publisher),
         SERVICE,
     )
     server, health, port = build_server(f"0.0.0.0:{settings.grpc_port}", [binding])
-    return IngestionApp(
-        settings, catalog, publisher, build_app(settings, router, stop), server, health, port
-    )
+    failure = Failure()
+    worker_app = build_app(settings, router, stop, failure)
+    return IngestionApp(settings, catalog, publisher, worker_app, server, health, port, failure)
 
 
 def run(app: IngestionApp, stop: threading.Event) -> None:
-    """Serve gRPC and run the worker until SIGTERM/SIGINT (faust's handlers), then drain."""
+    """Serve gRPC and run the worker until SIGTERM/SIGINT (faust's handlers), then drain.
+
+    Raises:
+        Unavailable: the worker stopped itself because an output was not written (exit
+            status 1: the supervisor restarts it and the raw records are redelivered).
+
+    """
     if stop.is_set():  # stopped while starting up
         app.publisher.close()
         app.catalog.close()
@@ -90,14 +101,18 @@ def run(app: IngestionApp, stop: threading.Event) -> None:
         app.publisher.close()
         app.catalog.close()
         log.info("ingestion stopped")
+        if app.failure.error is not None:
+            raise Unavailable(f"an output was not written: {app.failure.error!r}")
 
 
-def _check_partition_preserving(admin: AdminClient, raw: str, outputs: tuple[str, ...]) -> None:
-    """Outputs keep the raw partition: they need at least as many partitions."""
-    metadata = admin.list_topics(timeout=15).topics
-    count = {name: len(metadata[name].partitions) for name in (raw, *outputs)}
-    short = [name for name in outputs if count[name] < count[raw]]
-    if short:
-        raise ConfigError(
-            f"topics {short} have fewer partitions than {raw} ({count[raw]}): {count}"
-        )
+def _match_partitions(admin: AdminClient, settings: IngestionSettings) -> None:
+    """Outputs keep the raw partition: add theirs when the raw topic has more.
+
+    A refusal is logged, not raised: the worker holds those partitions and retries, with a
+    metric, rather than the service restarting in a loop.
+    """
+    topics = settings.topics
+    try:
+        match_partitions(admin, topics.raw, (topics.train, topics.dlq))
+    except Exception as exc:  # see above
+        log.error("outputs lack partitions of the raw topic", extra={"error": repr(exc)})

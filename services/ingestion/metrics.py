@@ -23,6 +23,27 @@ LATENCY = Histogram(
     "Time to validate and route one raw record",
     buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5),
 )
+UNROUTABLE = Gauge(
+    "streamlearn_ingestion_unroutable_partition",
+    "1 while a raw partition's records are held: its outputs lack the partition or its "
+    "memory cannot be recovered (see the error log)",
+    ["partition"],
+)
+RECOVERY_FAILURES = Counter(
+    "streamlearn_ingestion_recovery_failures_total",
+    "Failed attempts to prepare a raw partition (output partitions, memory recovery)",
+)
+DEDUP_IDS = Gauge(
+    "streamlearn_ingestion_dedup_ids",
+    "Event ids in a partition's de-duplication memory",
+    ["partition"],
+)
+DEDUP_CUT_SHORT = Gauge(
+    "streamlearn_ingestion_dedup_cut_short",
+    "Event ids forgotten before the end of their window (INGESTION_DEDUP_MAX_IDS reached), "
+    "since the partition was assigned",
+    ["partition"],
+)
 INGEST_RPCS = Counter(
     "streamlearn_ingestion_grpc_requests_total", "gRPC Ingest requests", ["method", "code"]
 )

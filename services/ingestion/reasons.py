@@ -9,6 +9,7 @@ from dataclasses import dataclass
 class Reason(enum.StrEnum):
     """The reason code written in the `streamlearn-reason` header of a dead letter."""
 
+    EMPTY = "empty"  # no value (a tombstone), empty bytes or a batch of zero rows
     OVERSIZED = "oversized"
     UNDECODABLE = "undecodable"
     UNSUPPORTED_SCHEMA = "unsupported_schema"
@@ -23,6 +24,7 @@ class Reason(enum.StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     ANCIENT_TIMESTAMP = "ancient_timestamp"
     DUPLICATE = "duplicate"
+    INTERNAL_ERROR = "internal_error"  # routing the record raised: a bug, the detail says what
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def recover(
     outputs: tuple[str, str],
     source: tuple[str, int],
     window_s: float,
+    max_ids: int = 3_000_000,
 ) -> PartitionMemory:
     """The memory of raw partition `source` = (topic, partition) for consumer group `group`.
 
@@ -45,9 +46,10 @@ def recover(
         outputs: The training and dead-letter topics (partition-preserving).
         source: Raw topic and partition.
         window_s: The de-duplication window, and so how far back to read.
+        max_ids: The most event ids the memory keeps.
 
     """
-    memory = PartitionMemory(window_s)
+    memory = PartitionMemory(window_s, max_ids)
     consumer = Consumer(consumer_config(kafka, group, enable_auto_commit=False))
     try:
         [tp] = consumer.committed([TopicPartition(*source)], timeout=15)

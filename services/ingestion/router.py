@@ -5,18 +5,29 @@ output. A `SampleBatch` gives one training record with its valid rows (the origi
 when all are valid) and one dead letter per rejected row, itself a one-row batch, so the
 high-rate path stays columnar end to end. A batch broken as a whole (undecodable, wrong
 shape) is one dead letter with the original bytes.
+
+Routing never raises on input: whatever a record holds, it gives documented `Reason`s.
+- No `content-type` header means a `Sample`; ours mark a `Sample` or a `SampleBatch`; any
+  other (or two that disagree) is `unsupported_schema`.
+- No output is larger than the limit (`limits.record_size`): an input whose training output
+  would be is `oversized`, and a dead letter that would be is cut to fit (its value keeps its
+  start, header `streamlearn-truncated` holds the original length).
+- An exception while routing one record (a bug) makes that record alone an `internal_error`
+  dead letter with the exception's text, and leaves the memory as it was.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
 from services.ingestion.dedup import PartitionMemory
+from services.ingestion.limits import record_size
 from services.ingestion.reasons import Reason, Rejection
 from services.ingestion.validation import (
     TimeLimits,
@@ -29,6 +40,7 @@ from shared import samples
 from shared.errors import InvalidArgument
 from streamlearn.v1 import sample_pb2, stream_pb2
 
+log = logging.getLogger(__name__)
 WHOLE = -1  # the "row" of an output that carries its input record whole
 # (stream name, wall time the record was written) -> its definition at that time, or None
 Lookup = Callable[[str, float], stream_pb2.StreamDefinition | None]
@@ -42,7 +54,7 @@ class RawRecord:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     headers: samples.Headers
     written_at: float = 0.0  # the record's timestamp, seconds
 
@@ -59,6 +71,14 @@ class Output:
     rows: int = 1
 
 
+@dataclass
+class _Plan:
+    """The outputs of one record and the event ids to remember once they are final."""
+
+    outputs: list[Output]
+    accepted: dict[str, None] = field(default_factory=dict)  # in order, first wins
+
+
 class Router:
     """Validates and de-duplicates raw records into training records and dead letters."""
 
@@ -69,6 +89,7 @@ class Router:
         max_bytes: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """Route with stream definitions from `lookup`, writing records of `max_bytes` at most."""
         self._lookup = lookup
         self._limits = limits
         self._max_bytes = max_bytes
@@ -78,12 +99,16 @@ class Router:
         """The outputs of `record`; empty when an earlier run routed all of it already."""
         if memory.routed_before(record.offset, WHOLE):
             return []
-        if len(record.value) > self._max_bytes:
-            detail = f"{len(record.value)} bytes, the limit is {self._max_bytes}"
-            return [_dead(record, Rejection(Reason.OVERSIZED, detail))]
-        if samples.is_batch(record.headers):
-            return self._route_batch(record, memory)
-        return [self._route_sample(record, memory)]
+        now = self._clock()
+        try:
+            plan = self._within_limit(record, self._plan(record, memory, now))
+        except Exception as exc:  # one bad record must not stop its partition
+            log.exception("routing a record failed", extra={"source": _source(record).decode()})
+            detail = f"{type(exc).__name__}: {exc}"
+            plan = _Plan([_dead(record, Rejection(Reason.INTERNAL_ERROR, detail))])
+        for event_id in plan.accepted:
+            memory.accept(event_id, record.offset, now)
+        return [_fit(output, self._max_bytes) for output in plan.outputs]
 
     def rejections(self, value: bytes, headers: samples.Headers) -> list[Rejection]:
         """What routing this record would reject, without any memory of earlier records.
@@ -94,60 +119,99 @@ class Router:
         outputs = self.route(record, PartitionMemory(window_s=60.0))
         return [o.rejection for o in outputs if o.rejection is not None]
 
-    def _route_sample(self, record: RawRecord, memory: PartitionMemory) -> Output:
+    def _plan(self, record: RawRecord, memory: PartitionMemory, now: float) -> _Plan:
+        """What to write for `record`, before the size limit; never changes `memory`."""
+        if not record.value:
+            what = "a tombstone (no value)" if record.value is None else "an empty value"
+            return _Plan([_dead(record, Rejection(Reason.EMPTY, what))])
+        if len(record.value) > self._max_bytes:  # cheap, before parsing anything
+            detail = f"{len(record.value)} bytes, the limit is {self._max_bytes}"
+            return _Plan([_dead(record, Rejection(Reason.OVERSIZED, detail))])
+        content = _content_type(record.headers)
+        if isinstance(content, Rejection):
+            return _Plan([_dead(record, content)])
+        if content == samples.BATCH_TYPE:
+            return self._route_batch(record, memory, now)
+        return self._route_sample(record, memory, now)
+
+    def _within_limit(self, record: RawRecord, plan: _Plan) -> _Plan:
+        """The whole input is `oversized` when a training output would exceed the limit."""
+        for output in plan.outputs:
+            size = record_size(output.key, output.value, output.headers)
+            if output.rejection is None and size > self._max_bytes:
+                detail = f"its training record is {size} bytes, the limit is {self._max_bytes}"
+                return _Plan([_dead(record, Rejection(Reason.OVERSIZED, detail))])
+        return plan
+
+    def _route_sample(self, record: RawRecord, memory: PartitionMemory, now: float) -> _Plan:
+        value = record.value or b""
         try:
-            sample = sample_pb2.Sample.FromString(record.value)
+            sample = sample_pb2.Sample.FromString(value)
         except DecodeError as exc:
-            return _dead(record, Rejection(Reason.UNDECODABLE, f"not a Sample: {exc}"))
+            return _Plan([_dead(record, Rejection(Reason.UNDECODABLE, f"not a Sample: {exc}"))])
         definition = self._lookup(sample.stream, record.written_at)
-        now = self._clock()
         rejection = check_envelope(sample.schema_version, sample.stream, definition)
         if rejection is None and definition is not None:
             rejection = check_sample(sample, definition, self._limits, int(now * 1000))
-            rejection = rejection or _duplicate(memory, sample.event_id)
+            rejection = rejection or _duplicate(memory, {}, sample.event_id)
         if rejection:
-            return _dead(record, rejection, sample.event_id, sample.stream)
-        memory.accept(sample.event_id, record.offset, now)
+            return _Plan([_dead(record, rejection, sample.event_id, sample.stream)])
         headers = [
             (samples.CONTENT_TYPE, samples.SAMPLE_TYPE),
             (samples.SOURCE, _source(record)),
             (samples.EVENT_ID, sample.event_id.encode()),
         ]
-        return Output(record.key, record.value, headers, None, sample.stream)
+        output = Output(record.key, value, headers, None, sample.stream)
+        return _Plan([output], {sample.event_id: None})
 
-    def _route_batch(self, record: RawRecord, memory: PartitionMemory) -> list[Output]:
+    def _route_batch(self, record: RawRecord, memory: PartitionMemory, now: float) -> _Plan:
         try:
-            batch = sample_pb2.SampleBatch.FromString(record.value)
+            batch = sample_pb2.SampleBatch.FromString(record.value or b"")
             columns = samples.decode_batch(batch)
         except (DecodeError, InvalidArgument) as exc:
-            return [_dead(record, Rejection(Reason.UNDECODABLE, f"not a SampleBatch: {exc}"))]
+            rejection = Rejection(Reason.UNDECODABLE, f"not a SampleBatch: {exc}")
+            return _Plan([_dead(record, rejection)])
+        if not len(columns):
+            return _Plan([_dead(record, Rejection(Reason.EMPTY, "the batch has no rows"))])
         definition = self._lookup(batch.stream, record.written_at)
         whole = check_envelope(batch.schema_version, batch.stream, definition)
         if whole is None and definition is not None:
             whole = check_batch(columns, definition)
         if whole is not None or definition is None:  # (check_envelope rejects unknown streams)
-            return [
-                _dead(record, whole or Rejection(Reason.UNKNOWN_STREAM, ""), stream=batch.stream)
-            ]
-        now = self._clock()
+            whole = whole or Rejection(Reason.UNKNOWN_STREAM, "")
+            return _Plan([_dead(record, whole, stream=batch.stream)])
         rejected = check_rows(columns, definition, self._limits, int(now * 1000))
+        plan = _Plan([])
         good: list[int] = []
-        outputs: list[Output] = []
         for row, event_id in enumerate(columns.event_ids):
             if memory.routed_before(record.offset, row):
                 continue
-            rejection = rejected.get(row) or _duplicate(memory, event_id)
-            if rejection:
-                outputs.append(_dead_row(record, columns, row, rejection))
+            bad = rejected.get(row) or _duplicate(memory, plan.accepted, event_id)
+            if bad:
+                plan.outputs.append(_dead_row(record, columns, row, bad))
             else:
-                memory.accept(event_id, record.offset, now)
+                plan.accepted[event_id] = None
                 good.append(row)
         if good:
-            outputs.insert(0, _train_rows(record, columns, good))
-        return outputs
+            plan.outputs.insert(0, _train_rows(record, columns, good))
+        return plan
 
 
-def _duplicate(memory: PartitionMemory, event_id: str) -> Rejection | None:
+def _content_type(headers: samples.Headers) -> bytes | Rejection:
+    """Which of our types the record holds (no header: a `Sample`), or why it is none."""
+    given = {v for k, v in headers if k == samples.CONTENT_TYPE}
+    if not given:
+        return samples.SAMPLE_TYPE
+    if len(given) == 1 and given <= {samples.SAMPLE_TYPE, samples.BATCH_TYPE}:
+        return given.pop()
+    shown = b", ".join(sorted(given)).decode(errors="replace")[:200]
+    return Rejection(Reason.UNSUPPORTED_SCHEMA, f"content-type {shown} is not a streamlearn type")
+
+
+def _duplicate(memory: PartitionMemory, here: dict[str, None], event_id: str) -> Rejection | None:
+    """A duplicate of an id accepted earlier, or by an earlier row of the same record."""
+    if event_id in here:
+        return Rejection(Reason.DUPLICATE, f"event id {event_id!r} is repeated in the record")
     first = memory.accepted_at(event_id)
     if first is None:
         return None
@@ -170,7 +234,7 @@ def _train_rows(record: RawRecord, columns: samples.Columns, rows: list[int]) ->
         (samples.SOURCE, _source(record)),
         _rows_header(rows),
     ]
-    return Output(record.key, value, headers, None, columns.stream, len(rows))
+    return Output(record.key, value or b"", headers, None, columns.stream, len(rows))
 
 
 def _dead_row(
@@ -183,20 +247,59 @@ def _dead_row(
         _rows_header([row]),
         (samples.EVENT_ID, columns.event_ids[row].encode()),
         (samples.REASON, rejection.reason.value.encode()),
-        (samples.DETAIL, rejection.detail.encode()),
+        (samples.DETAIL, _bounded(rejection.detail.encode())),
     ]
     return Output(columns.keys[row].encode(), value, headers, rejection, columns.stream)
 
 
 def _dead(record: RawRecord, rejection: Rejection, event_id: str = "", stream: str = "") -> Output:
     """The input record, bytes untouched, with why it was rejected and where it came from."""
-    kept = [(k, v) for k, v in record.headers if not k.startswith("streamlearn-")]
+    kept = [(k, v) for k, v in record.headers if not k.startswith(_OURS)]
     headers = [
         *kept,
         (samples.SOURCE, _source(record)),
         (samples.REASON, rejection.reason.value.encode()),
-        (samples.DETAIL, rejection.detail.encode()),
+        (samples.DETAIL, _bounded(rejection.detail.encode())),
     ]
     if event_id:
         headers.append((samples.EVENT_ID, event_id.encode()))
-    return Output(record.key, record.value, headers, rejection, stream)
+    return Output(record.key, record.value or b"", headers, rejection, stream)
+
+
+_OURS = "streamlearn-"
+_HEADER_MAX = 1024  # of a header ingestion writes into a dead letter cut to fit
+
+
+def _bounded(data: bytes) -> bytes:
+    return data if len(data) <= _HEADER_MAX else data[: _HEADER_MAX - 3] + b"..."
+
+
+def _fit(output: Output, limit: int) -> Output:
+    """A dead letter cut to `limit` bytes: value first, then the input's headers, then key.
+
+    Training outputs always fit (`Router._within_limit`); ingestion's own headers and the
+    content type are kept (bounded), so the dead letter still says what and why.
+    """
+    if record_size(output.key, output.value, output.headers) <= limit:
+        return output
+    ours = [
+        (k, _bounded(v))
+        for k, v in output.headers
+        if k.startswith(_OURS) or k == samples.CONTENT_TYPE
+    ]
+    theirs = [
+        (k, v) for k, v in output.headers if not (k.startswith(_OURS) or k == samples.CONTENT_TYPE)
+    ]
+    marker = (samples.TRUNCATED, str(len(output.value)).encode())
+    ours = [
+        (k, v + b" (value truncated to fit the limit)" if k == samples.DETAIL else v)
+        for k, v in ours
+    ]
+    key = output.key
+    for headers in ([*theirs, *ours, marker], [*ours, marker]):
+        room = limit - record_size(key, b"", headers)
+        if room >= 0:
+            return replace(output, value=output.value[:room], headers=headers)
+    key = key[:_HEADER_MAX] if key else key
+    room = max(limit - record_size(key, b"", [*ours, marker]), 0)
+    return replace(output, key=key, value=output.value[:room], headers=[*ours, marker])

@@ -8,14 +8,13 @@ import grpc
 from confluent_kafka import Message
 
 from services.ingestion import metrics
+from services.ingestion.names import SERVICE as SERVICE
 from services.ingestion.publisher import RawPublisher, Record
 from services.ingestion.router import Router
 from shared import samples
 from shared.errors import InvalidArgument
 from shared.grpc.status import domain_errors
 from streamlearn.v1 import ingest_pb2, ingest_pb2_grpc
-
-SERVICE = "streamlearn.v1.Ingestion"
 
 
 class IngestionServicer(ingest_pb2_grpc.IngestionServicer):

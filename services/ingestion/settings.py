@@ -17,8 +17,13 @@ class IngestionSettings(ServiceSettings):
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     consumer_group: str = "streamlearn-ingestion"
     dedup_window_s: float = Field(default=3600.0, gt=0)
-    max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Event ids remembered per raw partition (24 B each, see dedup); the oldest go first.
+    dedup_max_ids: int = Field(default=3_000_000, ge=1000)
+    # The largest record ingestion writes (key + value + headers), see limits.
+    max_message_bytes: int = Field(default=1024 * 1024, ge=16 * 1024)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     max_age_s: float = Field(default=30 * 24 * 3600.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
     session_timeout_s: float = Field(default=10.0, ge=6.0)
+    # How soon partitions added to the raw topic are noticed.
+    metadata_max_age_s: float = Field(default=60.0, gt=0)

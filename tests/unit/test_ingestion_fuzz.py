@@ -1,0 +1,174 @@
+"""Fuzzing of the ingestion router, its validators and the gRPC front door's check.
+
+Whatever the bytes and headers, routing gives documented reasons or valid outputs, every
+output within the size limit, and never another exception.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.ingestion.dedup import PartitionMemory
+from services.ingestion.limits import record_size
+from services.ingestion.reasons import Reason
+from services.ingestion.router import Output, RawRecord
+from shared import samples
+from streamlearn.v1 import sample_pb2
+from tests.unit.test_ingestion_router import columns, router, sample
+
+LIMIT = 20_000
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+VALID_SAMPLE = sample().SerializeToString()
+VALID_BATCH = samples.encode_batch(columns(4))
+CONTENT_TYPES = [samples.SAMPLE_TYPE, samples.BATCH_TYPE, b"application/json", b"", b"\xff"]
+
+header_sets = st.lists(
+    st.tuples(
+        st.sampled_from([samples.CONTENT_TYPE, samples.SOURCE, samples.REASON, "x-trace"])
+        | st.text(max_size=20),
+        st.sampled_from(CONTENT_TYPES) | st.binary(max_size=64),
+    ),
+    max_size=4,
+)
+
+
+def mutated(valid: bytes) -> st.SearchStrategy[bytes]:
+    """`valid` truncated, with bytes flipped, inserted or replaced."""
+
+    def mutate(data: tuple[int, int, int, bytes, str]) -> bytes:
+        cut, at, bit, insert, how = data
+        value = bytearray(valid)
+        at %= max(len(value), 1)
+        if how == "truncate":
+            return bytes(value[: cut % (len(value) + 1)])
+        if how == "flip" and value:
+            value[at] ^= 1 << (bit % 8)
+        elif how == "insert":
+            value[at:at] = insert
+        elif how == "replace":
+            value[at : at + len(insert)] = insert
+        return bytes(value)
+
+    return st.tuples(
+        st.integers(0, 10_000),
+        st.integers(0, 10_000),
+        st.integers(0, 7),
+        st.binary(min_size=1, max_size=16),
+        st.sampled_from(["truncate", "flip", "insert", "replace"]),
+    ).map(mutate)
+
+
+def check(outputs: list[Output], value: bytes | None) -> None:
+    """Documented reasons or valid outputs, each within the limit."""
+    for out in outputs:
+        assert record_size(out.key, out.value, out.headers) <= LIMIT
+        if out.rejection is None:
+            assert samples.header(out.headers, samples.SOURCE) == b"raw:0:0"
+            if samples.is_batch(out.headers):
+                kept = samples.decode_batch(sample_pb2.SampleBatch.FromString(out.value))
+                assert len(kept) == out.rows > 0
+            else:
+                assert out.value == value
+        else:
+            assert out.rejection.reason in set(Reason)
+            # The catch-all is for bugs: the fuzzer must find none.
+            assert out.rejection.reason != Reason.INTERNAL_ERROR, out.rejection.detail
+            assert samples.header(out.headers, samples.REASON) == out.rejection.reason.encode()
+
+
+def route(value: bytes | None, headers: samples.Headers) -> list[Output]:
+    raw = RawRecord("raw", 0, 0, b"k", value, headers)
+    outputs = router(max_bytes=LIMIT).route(raw, PartitionMemory(60))
+    check(outputs, value)
+    return outputs
+
+
+@FUZZ
+@given(st.binary(max_size=2 * LIMIT) | st.none(), header_sets)
+def test_random_bytes_and_headers(value: bytes | None, headers: samples.Headers) -> None:
+    assert route(value, headers)  # a record always gives an output (never silently dropped)
+
+
+@FUZZ
+@given(mutated(VALID_SAMPLE), header_sets)
+def test_mutated_samples(value: bytes, headers: samples.Headers) -> None:
+    route(value, headers)
+
+
+@FUZZ
+@given(mutated(VALID_BATCH))
+def test_mutated_batches(value: bytes) -> None:
+    route(value, [(samples.CONTENT_TYPE, samples.BATCH_TYPE)])
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> bytes:
+    """Batches of extreme shapes: declared dimension and column lengths drawn apart."""
+    rows = draw(st.integers(0, 50))
+    dim = draw(st.sampled_from([0, 1, 3, 2**31, 2**32 - 1]))
+    size = st.integers(0, 200)
+    floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
+    batch = sample_pb2.SampleBatch(
+        schema_version=draw(st.sampled_from([0, 1, 2])),
+        stream=draw(st.sampled_from(["bin", "multi", "reg", "tags", "nope", ""])),
+        dense_dim=dim,
+        event_ids=draw(st.lists(st.sampled_from(["a", "b", "", "c" * 300]), min_size=rows,
+                                max_size=rows + draw(st.integers(0, 2)))),
+        keys=draw(st.lists(st.text(max_size=5), min_size=0, max_size=rows + 1)),
+        event_time_unix_ms=draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=rows + 1)),
+        dense=np.asarray(draw(st.lists(floats, max_size=draw(size))), "<f4").tobytes()
+        + draw(st.binary(max_size=3)),
+        weights=draw(st.binary(max_size=4 * rows + 3)),
+    )  # fmt: skip
+    labels = draw(st.binary(max_size=8 * rows + 7))
+    if draw(st.booleans()):
+        batch.regression = labels
+    elif draw(st.booleans()):
+        batch.class_index = labels
+    return batch.SerializeToString()
+
+
+@FUZZ
+@given(batches())
+def test_batches_of_extreme_shapes(value: bytes) -> None:
+    route(value, [(samples.CONTENT_TYPE, samples.BATCH_TYPE)])
+
+
+@st.composite
+def samples_with_odd_fields(draw: st.DrawFn) -> bytes:
+    values = st.floats(allow_nan=True, allow_infinity=True, width=32)
+    message = sample_pb2.Sample(
+        schema_version=draw(st.sampled_from([0, 1, 2**32 - 1])),
+        event_id=draw(st.text(max_size=8)),
+        stream=draw(st.sampled_from(["bin", "multi", "reg", "tags", ""])),
+        dense=draw(st.lists(values, max_size=5)),
+        weight=draw(values),
+        sparse=sample_pb2.SparseFeatures(
+            indices=draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)),
+            values=draw(st.lists(values, max_size=3)),
+        ),
+    )
+    label = draw(st.sampled_from(["none", "regression", "class_index", "multi_label"]))
+    if label == "regression":
+        message.regression = draw(st.floats(allow_nan=True, allow_infinity=True))
+    elif label == "class_index":
+        message.class_index = draw(st.integers(-(2**31), 2**31 - 1))
+    elif label == "multi_label":
+        message.multi_label.classes.extend(draw(st.lists(st.integers(-(2**31), 2**31 - 1))))
+    message.event_time.seconds = draw(st.integers(-(2**40), 2**40))
+    return message.SerializeToString()
+
+
+@FUZZ
+@given(samples_with_odd_fields(), header_sets)
+def test_samples_with_extreme_fields(value: bytes, headers: samples.Headers) -> None:
+    route(value, headers)
+
+
+@FUZZ
+@given(st.binary(max_size=2 * LIMIT) | mutated(VALID_SAMPLE) | batches(), header_sets)
+def test_the_grpc_front_door_check(value: bytes, headers: samples.Headers) -> None:
+    rejections = router(max_bytes=LIMIT).rejections(value, headers)
+    assert all(r.reason in set(Reason) - {Reason.INTERNAL_ERROR} for r in rejections)

@@ -1,0 +1,337 @@
+"""Hardening of the ingestion core (issue 13): every input gives a documented outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: ignore[import-untyped]
+
+from services.ingestion.dedup import PartitionMemory
+from services.ingestion.delivery import settle
+from services.ingestion.limits import check_topic_limits, record_size
+from services.ingestion.reasons import Reason
+from services.ingestion.router import Output, RawRecord, Router
+from services.ingestion.settings import IngestionSettings
+from services.ingestion.validation import TimeLimits
+from services.ingestion.worker import build_app
+from shared import samples
+from shared.errors import ConfigError
+from streamlearn.v1 import sample_pb2, stream_pb2
+from tests.unit.test_ingestion_router import NOW, STREAMS, columns, record, router, sample
+
+LIMIT = 20_000
+
+
+def route(value: bytes | None, headers: samples.Headers | None = None, **kw: Any) -> list[Output]:
+    raw = RawRecord("raw", 0, 0, b"k", value, headers or [])
+    return router(**kw).route(raw, PartitionMemory(60))
+
+
+def reason_of(outputs: list[Output]) -> Reason | None:
+    [out] = outputs
+    return out.rejection.reason if out.rejection else None
+
+
+def batch_bytes(**fields: Any) -> bytes:
+    base: dict[str, Any] = {
+        "schema_version": 1, "stream": "bin", "dense_dim": 3, "event_ids": ["a"], "keys": ["k"],
+        "dense": np.ones(3, "<f4").tobytes(), "class_index": np.ones(1, "<i4").tobytes(),
+    }  # fmt: skip
+    base.update(fields)
+    return sample_pb2.SampleBatch(**base).SerializeToString()
+
+
+BATCH = [(samples.CONTENT_TYPE, samples.BATCH_TYPE)]
+
+
+# --- defect 1: a record that breaks the router is one dead letter, nothing else -------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"dense": b"\0" * 7},
+        {"class_index": b"\0" * 3},
+        {"weights": b"\0" * 5},
+        {"class_index": None, "regression": b"\0" * 9},
+    ],
+    ids=["dense", "class_index", "weights", "regression"],
+)
+def test_a_batch_column_of_partial_elements_is_undecodable(fields: dict[str, Any]) -> None:
+    value = batch_bytes(**{k: v for k, v in fields.items() if v is not None})
+    if "regression" in fields:
+        batch = sample_pb2.SampleBatch.FromString(value)
+        batch.regression = fields["regression"]
+        value = batch.SerializeToString()
+    [out] = route(value, BATCH)
+    assert out.rejection is not None and out.rejection.reason == Reason.UNDECODABLE
+    assert "multiple" in out.rejection.detail
+
+
+def test_an_unexpected_error_while_routing_dead_letters_that_record_only() -> None:
+    calls = 0
+
+    def lookup(name: str, _at: float) -> stream_pb2.StreamDefinition | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("catalog exploded")
+        return STREAMS.get(name)
+
+    limits = TimeLimits(max_future_ms=300_000, max_age_ms=86_400_000)
+    subject = Router(lookup, limits, LIMIT, clock=lambda: NOW)
+    memory = PartitionMemory(60)
+    [dead] = subject.route(record(sample().SerializeToString(), offset=0), memory)
+    assert dead.rejection is not None and dead.rejection.reason == Reason.INTERNAL_ERROR
+    assert "catalog exploded" in dead.rejection.detail
+    assert samples.header(dead.headers, samples.REASON) == b"internal_error"
+    [next_one] = subject.route(record(sample().SerializeToString(), offset=1), memory)
+    assert next_one.rejection is None  # the failed record left no trace in the memory
+
+
+# --- defect 2: one limit for what ingestion writes ------------------------------------------
+
+
+def _size(out: Output) -> int:
+    return record_size(out.key, out.value, out.headers)
+
+
+def test_record_size_is_never_below_what_the_producer_counts() -> None:
+    for key, value, headers in [
+        (None, b"", []),
+        (b"k", b"x" * 1000, [("a", b"b")]),
+        (b"k" * 300, b"x" * 70_000, [(f"h{i}", b"v" * i) for i in range(40)]),
+    ]:
+        theirs = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        assert record_size(key, value, headers) >= theirs
+
+
+def test_a_sample_whose_output_would_exceed_the_limit_is_oversized() -> None:
+    value = sample(text="x" * (LIMIT - 100)).SerializeToString()
+    assert len(value) <= LIMIT  # the input fits, its output (with our headers) does not
+    [out] = route(value, max_bytes=LIMIT)
+    assert out.rejection is not None and out.rejection.reason == Reason.OVERSIZED
+    assert _size(out) <= LIMIT
+
+
+def test_the_dead_letter_of_an_oversized_record_is_truncated_to_the_limit() -> None:
+    value = sample(text="x" * 3 * LIMIT).SerializeToString()
+    headers = [("trace", b"t" * 5000), ("other", b"o" * 5000)]
+    [out] = route(value, headers, max_bytes=LIMIT)
+    assert out.rejection is not None and out.rejection.reason == Reason.OVERSIZED
+    assert _size(out) <= LIMIT
+    assert value.startswith(out.value) and len(out.value) < len(value)
+    assert samples.header(out.headers, samples.TRUNCATED) == str(len(value)).encode()
+    assert "truncated" in (samples.header(out.headers, samples.DETAIL) or b"").decode()
+
+
+def test_outputs_within_the_limit_are_untouched() -> None:
+    value = sample().SerializeToString()
+    [out] = route(value, max_bytes=LIMIT)
+    assert out.rejection is None and out.value == value
+    assert samples.header(out.headers, samples.TRUNCATED) is None
+
+
+def test_a_long_exception_text_does_not_blow_the_dead_letter() -> None:
+    def lookup(name: str, _at: float) -> stream_pb2.StreamDefinition | None:
+        raise RuntimeError("y" * 100_000)
+
+    limits = TimeLimits(max_future_ms=300_000, max_age_ms=86_400_000)
+    subject = Router(lookup, limits, LIMIT, clock=lambda: NOW)
+    [out] = subject.route(record(sample().SerializeToString()), PartitionMemory(60))
+    assert out.rejection is not None and out.rejection.reason == Reason.INTERNAL_ERROR
+    assert _size(out) <= LIMIT
+
+
+def test_topics_that_accept_less_than_the_limit_are_a_start_up_error() -> None:
+    check_topic_limits({"train": 2_000_000, "dlq": 1_048_588}, 1_048_576)
+    with pytest.raises(ConfigError, match="dlq"):
+        check_topic_limits({"train": 2_000_000, "dlq": 1_000_000}, 1_048_576)
+
+
+def test_the_worker_producer_accepts_what_the_router_may_write() -> None:
+    settings = IngestionSettings(max_message_bytes=3_000_000)
+    app = build_app(settings, router(), threading.Event())
+    assert app.conf.producer_max_request_size >= settings.max_message_bytes
+
+
+# --- defect 4: foreign content types --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_types",
+    [
+        [b"application/json"],
+        [b"application/x-protobuf;type=streamlearn.v1.StreamDefinition"],
+        [samples.SAMPLE_TYPE, samples.BATCH_TYPE],
+        [samples.SAMPLE_TYPE, b"text/plain"],
+    ],
+    ids=["json", "other-protobuf", "both-of-ours", "ours-and-foreign"],
+)
+def test_a_content_type_that_is_not_ours_is_an_unsupported_schema(
+    content_types: list[bytes],
+) -> None:
+    headers = [(samples.CONTENT_TYPE, t) for t in content_types]
+    [out] = route(sample().SerializeToString(), headers)
+    assert out.rejection is not None and out.rejection.reason == Reason.UNSUPPORTED_SCHEMA
+    assert "content-type" in out.rejection.detail
+
+
+def test_a_sample_with_or_without_its_content_type_is_accepted() -> None:
+    value = sample().SerializeToString()
+    assert reason_of(route(value)) is None
+    assert reason_of(route(value, [(samples.CONTENT_TYPE, samples.SAMPLE_TYPE)])) is None
+
+
+# --- the rest of the input space: each gets a clear reason ---------------------------------
+
+
+def wire(**overrides: object) -> bytes:
+    return sample(**overrides).SerializeToString()
+
+
+CLEAR_REASONS = {
+    "NaN weight": (wire(weight=math.nan), [], Reason.NON_FINITE),
+    "infinite weight": (wire(weight=math.inf), [], Reason.NON_FINITE),
+    "negative class": (wire(class_index=-3), [], Reason.LABEL_OUT_OF_RANGE),
+    "multi-label on binary": (
+        wire(class_index=None, multi_label=sample_pb2.MultiLabel(classes=[1])),
+        [],
+        Reason.LABEL_KIND,
+    ),
+    "empty value": (b"", [], Reason.EMPTY),
+    "tombstone": (None, [], Reason.EMPTY),
+    "empty batch value": (b"", BATCH, Reason.EMPTY),
+    "zero-row batch": (batch_bytes(event_ids=[], keys=[], dense=b"", class_index=b""), BATCH,
+                       Reason.EMPTY),
+    "batch bytes sent as a Sample": (batch_bytes(), [], Reason.UNDECODABLE),
+    "stream definition bytes": (
+        stream_pb2.StreamDefinition(name="bin", dense_dim=3).SerializeToString(),
+        [],
+        Reason.UNKNOWN_STREAM,
+    ),
+    "sample bytes sent as a batch": (wire(), BATCH, Reason.UNDECODABLE),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"), CLEAR_REASONS.values(), ids=CLEAR_REASONS.keys()
+)
+def test_each_bad_input_has_a_clear_reason(
+    value: bytes | None, headers: samples.Headers, reason: Reason
+) -> None:
+    [out] = route(value, headers)
+    assert out.rejection is not None and out.rejection.reason == reason, out.rejection
+    assert samples.header(out.headers, samples.DETAIL)
+
+
+def test_bad_weights_and_negative_classes_in_a_batch_are_row_dead_letters() -> None:
+    data = columns(5)
+    data.weights[1] = np.nan
+    data.weights[2] = np.inf
+    data.labels[3] = -1
+    train, *dead = route(samples.encode_batch(data), BATCH)
+    assert train.rows == 2
+    assert [d.rejection.reason for d in dead] == [  # type: ignore[union-attr]
+        Reason.NON_FINITE,
+        Reason.NON_FINITE,
+        Reason.LABEL_OUT_OF_RANGE,
+    ]
+
+
+def test_a_batch_repeating_an_event_id_keeps_the_first() -> None:
+    data = columns(3)
+    data.event_ids[2] = data.event_ids[0]
+    train, dead = route(samples.encode_batch(data), BATCH)
+    assert train.rows == 2 and dead.rejection is not None
+    assert dead.rejection.reason == Reason.DUPLICATE
+
+
+# --- defect 3: a raw record is acked only after its outputs are acknowledged ---------------
+
+
+def test_events_are_acked_in_order_only_after_their_deliveries_and_not_after_a_failure() -> None:
+    async def scenario() -> tuple[list[str], BaseException | None]:
+        loop = asyncio.get_running_loop()
+        ok, failed, late = loop.create_future(), loop.create_future(), loop.create_future()
+        ok.set_result("meta")
+        failed.set_exception(RuntimeError("MessageSizeTooLarge"))
+        late.set_result("meta")
+        acked: list[str] = []
+
+        async def ack(event: str) -> None:
+            acked.append(event)
+
+        error = await settle([("a", [ok]), ("b", []), ("c", [ok, failed]), ("d", [late])], ack)
+        return acked, error
+
+    acked, error = asyncio.run(scenario())
+    assert acked == ["a", "b"]
+    assert isinstance(error, RuntimeError) and "MessageSizeTooLarge" in str(error)
+
+
+def test_settle_waits_for_pending_deliveries() -> None:
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        pending = loop.create_future()
+        acked: list[str] = []
+
+        async def ack(event: str) -> None:
+            acked.append(event)
+
+        task = asyncio.ensure_future(settle([("a", [pending])], ack))
+        await asyncio.sleep(0.01)
+        assert acked == []  # not before the broker answered
+        pending.set_result("meta")
+        assert await task is None
+        return acked
+
+    assert asyncio.run(scenario()) == ["a"]
+
+
+# --- defect 6: the de-duplication memory is compact and bounded ---------------------------
+
+
+def test_the_memory_answers_like_before() -> None:
+    memory = PartitionMemory(window_s=10)
+    for i in range(5000):
+        memory.accept(f"id-{i}", i, at_s=100.0 + i / 1000)
+    memory.accept("id-3", 999_999, at_s=106.0)  # the first one wins
+    assert memory.accepted_at("id-3") == 3
+    assert memory.accepted_at("id-4999") == 4999
+    assert memory.accepted_at("nope") is None
+    assert len(memory) == 5000
+    assert memory.forget_before(112.0) == 2000  # accepted before 102.0
+    assert memory.accepted_at("id-1999") is None and memory.accepted_at("id-2000") == 2000
+    memory.accept("id-5", 7, at_s=113.0)  # forgotten, so accepted anew
+    assert memory.accepted_at("id-5") == 7
+
+
+def test_the_memory_is_capped_and_counts_the_cut() -> None:
+    memory = PartitionMemory(window_s=3600, max_ids=1000)
+    for i in range(3000):
+        memory.accept(f"id-{i}", i, at_s=100.0 + i)
+    assert len(memory) <= 1000
+    assert memory.accepted_at("id-2999") == 2999
+    assert memory.accepted_at("id-0") is None
+    assert memory.cut_short >= 2000
+
+
+def test_the_memory_costs_less_than_64_bytes_per_id() -> None:
+    # A cost bound (not a speed threshold): the old memory used ~240 B per id.
+    ids = [f"event-{i:012d}" for i in range(200_000)]
+    tracemalloc.start()
+    memory = PartitionMemory(window_s=3600)
+    for i, event_id in enumerate(ids):
+        memory.accept(event_id, i, at_s=100.0)
+    memory.forget_before(100.0)  # settles the recent part into the compact arrays
+    used, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(memory) == len(ids)
+    assert used / len(ids) < 64
