@@ -8,17 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.processes import topics_env
 from shared.clients.registry import RegistryClient
 from shared.errors import Unavailable
-from shared.net import free_port
 from shared.onnx_models import INPUT, OUTPUT
 from shared.ort import make_session
 from shared.settings import KafkaSettings, TopicSettings
@@ -29,54 +25,12 @@ from streamlearn.client.datasets import Synthetic
 from streamlearn.system.control import LocalSystem
 from streamlearn.system.status import collect
 from streamlearn.v1 import metrics_pb2
+from tests.e2e.system import service_state, system_env
 from tests.helpers import logloss, read_to_end, version_numbers, wait_until
 
 FEATURES = 8
-SERVICES = ("registry", "ingestion", "trainer", "inference")
 DATASET = Synthetic("binary", features=FEATURES, seed=3)
-TOPIC_NAMES = ("raw", "train", "dlq", "streams", "metrics", "model_events")
 TOTAL = 30_000
-
-
-def system_env(kafka: KafkaSettings, state: Path) -> tuple[dict[str, str], TopicSettings]:
-    """`streamlearn up` on the test broker, with this test's own topics, ports and state."""
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicSettings(**{n: f"e2e.{suffix}.{n}" for n in TOPIC_NAMES})
-    env = {
-        "STREAMLEARN_STATE_DIR": str(state),
-        "STREAMLEARN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-        "TRAINER_CONFIG": '{"model": {"kind": "logistic", "features": 8},'
-        ' "optimizer": {"name": "adagrad", "lr": 0.1}}',
-        "TRAINER_STREAM": "e2e",
-        "TRAINER_MODEL_NAME": "e2e",
-        "TRAINER_VERSION_EVERY_S": "0.5",
-        "TRAINER_CHECKPOINT_EVERY_EVENTS": "500",
-        "INFERENCE_MODEL_NAMES": '["e2e"]',
-        "INFERENCE_MAX_BATCH_SIZE": "4096",
-        "INGESTION_CONSUMER_GROUP": f"e2e-ingestion-{suffix}",
-        "TRAINER_CONSUMER_GROUP": f"e2e-trainer-{suffix}",
-    }
-    for service in SERVICES:
-        prefix = service.upper()
-        env[f"{prefix}_GRPC_PORT"] = str(free_port())
-        env[f"{prefix}_METRICS_PORT"] = "0"
-        env |= topics_env(f"{prefix}_", topics)
-    return env, topics
-
-
-@pytest.fixture
-def system(
-    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[LocalSystem, TopicSettings]]:
-    env, topics = system_env(kafka, tmp_path)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    local = LocalSystem(CliSettings())
-    try:
-        local.up(timeout_s=180)
-        yield local, topics
-    finally:
-        local.down()
 
 
 def test_up_fails_fast_with_the_log_of_a_service_that_cannot_start(
@@ -103,7 +57,7 @@ def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
 ) -> None:
     local, topics = system
     address = {s.name: s.address for s in local.plan()}
-    inference = _service(local, "inference")  # up, but no version to serve yet
+    inference = service_state(local, "inference")  # up, but no version to serve yet
     assert inference["answering"] and not inference["healthy"]
     publish_definition(kafka, topics.streams, DATASET.definition("e2e"))
     (x, y), (held_x, held_y) = _stream(), DATASET.holdout(2000, 0)
@@ -115,11 +69,11 @@ def test_up_learns_serves_survives_a_killed_trainer_and_goes_down(
     first = min(version_numbers(registry, "e2e"))
     with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
         producer.send_columns(x[50:15_000], y[50:15_000], keys=["bulk"] * 14_950)
-    trainer_pid = _service(local, "trainer")["pid"]
+    trainer_pid = service_state(local, "trainer")["pid"]
     os.kill(trainer_pid, signal.SIGKILL)  # mid-stream: the supervisor restarts it
     with SampleProducer(kafka=kafka, topic=topics.raw, stream="e2e") as producer:
         producer.send_columns(x[15_000:], y[15_000:], keys=["bulk"] * (TOTAL - 15_000))
-    wait_until(lambda: _service(local, "trainer")["restarts"] == 1, 60, pause=0.2)
+    wait_until(lambda: service_state(local, "trainer")["restarts"] == 1, 60, pause=0.2)
     wait_until(lambda: registry.get_version("e2e").lineage.events_seen >= TOTAL, 180, pause=0.2)
     newest = registry.get_version("e2e")
     assert newest.lineage.events_seen == TOTAL  # crash-exact: nothing lost, nothing twice
@@ -145,10 +99,6 @@ def _stream() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(x), np.concatenate(y)
 
 
-def _service(local: LocalSystem, name: str) -> dict[str, object]:
-    return next(s for s in collect(local)["services"] if s["name"] == name)
-
-
 def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(((scores.ravel() > 0.5) == labels).mean())
 
@@ -156,8 +106,8 @@ def _accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
 def _check_status(local: LocalSystem, version: int) -> None:
     found = collect(local)
     assert all(s["healthy"] and s["state"] == "running" for s in found["services"]), found
-    wait_until(lambda: _service(local, "ingestion")["lag"] == 0, 30, pause=0.5)
-    wait_until(lambda: _service(local, "trainer")["lag"] == 0, 30, pause=0.5)
+    wait_until(lambda: service_state(local, "ingestion")["lag"] == 0, 30, pause=0.5)
+    wait_until(lambda: service_state(local, "trainer")["lag"] == 0, 30, pause=0.5)
     (model,) = collect(local)["models"]
     assert model["name"] == "e2e" and model["served_version"] >= version
 
