@@ -1,8 +1,11 @@
-"""deploy/k8s renders with kustomize and agrees with the code: names, ports, probes, env."""
+"""deploy/k8s renders with kustomize and agrees with the code: names, ports, probes, env,
+scaling, images, and the production settings (cadence, retention, policy)."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+from functools import cache
 from typing import Any
 
 import pytest
@@ -18,22 +21,40 @@ WORKLOAD = {
     "registry": "StatefulSet",
     "trainer": "StatefulSet",
 }
+# Variables a container may set that are no streamlearn setting, each with why.
+PROCESS_VARIABLES = {
+    "NUMBA_CACHE_DIR": "numba's cache of compiled functions: the sources are read-only",
+}
 Docs = dict[tuple[str, str], dict[str, Any]]
 
 
-@pytest.fixture(scope="module", params=OVERLAYS)
-def rendered(request: pytest.FixtureRequest) -> tuple[str, Docs]:
-    kustomize = subprocess.run(
+@cache
+def kustomize() -> str:
+    return subprocess.run(
         [str(ROOT / "scripts" / "kustomize.sh")], capture_output=True, text=True, check=True
     ).stdout.strip()
-    out = subprocess.run(
-        [kustomize, "build", str(ROOT / "deploy" / "k8s" / "overlays" / request.param)],
+
+
+@cache
+def render_text(overlay: str) -> str:
+    """`kustomize build` of deploy/k8s/overlays/<overlay>."""
+    return subprocess.run(
+        [kustomize(), "build", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
-    return request.param, docs
+
+
+def render(overlay: str) -> Docs:
+    return {
+        (d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(render_text(overlay)) if d
+    }
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, Docs]:
+    return request.param, render(request.param)
 
 
 def env_of(docs: Docs, service: str) -> dict[str, Any]:
@@ -53,8 +74,18 @@ def pod(docs: Docs, service: str) -> dict[str, Any]:
 
 
 def effective(service: str, env: dict[str, Any], field: str) -> Any:
+    """A setting's value in the container: its variable, else the settings class default."""
     name = f"{service.upper()}_{field.upper()}"
-    return env.get(name, settings_class(service).model_fields[field].default)
+    if name in env:
+        return env[name]
+    head, _, rest = field.partition("__")
+    default = settings_class(service).model_fields[head].default
+    return getattr(default, rest) if rest else default
+
+
+def mounts(docs: Docs, service: str) -> dict[str, str]:
+    container = pod(docs, service)["containers"][0]
+    return {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -62,7 +93,10 @@ def test_every_variable_is_a_setting_of_its_service(
     rendered: tuple[str, Docs], service: str
 ) -> None:
     _, docs = rendered
-    for name in env_of(docs, service):
+    for name, value in env_of(docs, service).items():
+        if name in PROCESS_VARIABLES:
+            assert value in mounts(docs, service), f"{name}={value} is no mounted volume"
+            continue
         setting_of(name)  # fails naming the variable when no settings field matches
     container = pod(docs, service)["containers"][0]
     assert container["command"] == ["python", "-m", f"services.{service}"]
@@ -77,15 +111,37 @@ def test_ports_probes_and_services_match_the_settings(
     container = pod(docs, service)["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     grpc_port = int(effective(service, env, "grpc_port"))
-    assert ports["grpc"] == grpc_port
-    assert ports["metrics"] == int(effective(service, env, "metrics_port"))
+    metrics_port = int(effective(service, env, "metrics_port"))
+    assert ports == {"grpc": grpc_port, "metrics": metrics_port}
     ready, live = container["readinessProbe"]["grpc"], container["livenessProbe"]["grpc"]
     assert ready == {"port": grpc_port, "service": HEALTH_NAMES[service]}
     assert live == {"port": grpc_port}  # the server as a whole: alive before it is ready
+    # Liveness waits for the start-up probe: a slow start (torch, a restore) is not killed.
+    assert container["startupProbe"]["grpc"] == {"port": grpc_port}
     svc = docs[("Service", service)]
-    assert {p["port"] for p in svc["spec"]["ports"]} == {grpc_port}
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {
+        "grpc": grpc_port,
+        "metrics": metrics_port,
+    }
     labels = docs[(WORKLOAD[service], service)]["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
+
+
+def test_every_probe_gives_slow_starts_and_slow_answers_time(rendered: tuple[str, Docs]) -> None:
+    _, docs = rendered
+    for (kind, name), doc in docs.items():
+        if kind not in ("Deployment", "StatefulSet"):
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            where = f"{kind}/{name}/{container['name']}"
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in container, f"{where} has no {probe}"
+                assert container[probe].get("timeoutSeconds", 1) >= 5, f"{where} {probe}"
+            startup = container["startupProbe"]
+            budget = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+            assert budget >= 120, f"{where}: {budget} s to start"
+    trainer = pod(docs, "trainer")["containers"][0]["startupProbe"]
+    assert trainer["periodSeconds"] * trainer["failureThreshold"] >= 300
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -111,26 +167,145 @@ def kafka_ports(docs: Docs, host: str) -> set[int]:
     return {listener["port"] for listener in listeners}
 
 
-def test_scaling_and_state_fit_each_service(rendered: tuple[str, Docs]) -> None:
-    _, docs = rendered
-    for service in ("ingestion", "inference"):
-        hpa = docs[("HorizontalPodAutoscaler", service)]["spec"]
-        assert hpa["scaleTargetRef"] == {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": service,
-        }
-        assert hpa["metrics"][0]["resource"]["name"] == "cpu"
-        assert pod(docs, service)["containers"][0]["resources"]["requests"]["cpu"]
+def autoscaled(docs: Docs) -> dict[str, dict[str, Any]]:
+    """Deployment/StatefulSet name -> what scales it (an HPA or a KEDA ScaledObject)."""
+    found: dict[str, dict[str, Any]] = {}
+    for (kind, _), doc in docs.items():
+        if kind == "HorizontalPodAutoscaler":
+            found[doc["spec"]["scaleTargetRef"]["name"]] = doc
+        if kind == "ScaledObject":
+            found[doc["spec"]["scaleTargetRef"]["name"]] = doc
+    return found
+
+
+def test_what_scales_scales_on_what_fits_and_what_learns_stays_single(
+    rendered: tuple[str, Docs],
+) -> None:
+    overlay, docs = rendered
+    scalers = autoscaled(docs)
+    for target, scaler in scalers.items():
+        workload = next(d for (k, n), d in docs.items() if n == target and k in WORKLOAD.values())
+        # An apply would reset the autoscaler's count to a replica count in the manifest.
+        assert "replicas" not in workload["spec"], f"{target} is autoscaled and has replicas"
+        assert scaler["spec"]["scaleTargetRef"].get("kind", "Deployment") == workload["kind"]
+    # Inference: CPU (each call is CPU work, nothing rebalances).
+    hpa = scalers["inference"]
+    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert pod(docs, "inference")["containers"][0]["resources"]["requests"]["cpu"]
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    # Ingestion: never on CPU (each rebalance re-reads the de-dup window, CPU that would
+    # scale again); on its consumer lag in production.
+    ingestion = scalers.get("ingestion")
+    if overlay == "local":
+        assert ingestion is None
+    else:
+        assert ingestion is not None and ingestion["kind"] == "ScaledObject"
+        check_lag_scaler(docs, ingestion)
+    # Learners and the registry: one replica, never autoscaled.
+    for service in ("trainer", "registry"):
+        assert docs[("StatefulSet", service)]["spec"]["replicas"] == 1
+        assert service not in scalers
     for service, claim in (("trainer", "checkpoints"), ("registry", "data")):
         workload = docs[("StatefulSet", service)]["spec"]
         assert [t["metadata"]["name"] for t in workload["volumeClaimTemplates"]] == [claim]
-        mounts = {
-            m["name"]: m["mountPath"] for m in pod(docs, service)["containers"][0]["volumeMounts"]
-        }
-        assert mounts[claim] == env_of(docs, service)[f"{service.upper()}_STATE_DIR"]
+        state_dir = env_of(docs, service)[f"{service.upper()}_STATE_DIR"]
+        assert mounts(docs, service)[state_dir] == claim
     trainer_env = env_of(docs, "trainer")
     assert trainer_env["TRAINER_TRAINER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def check_lag_scaler(docs: Docs, scaled: dict[str, Any]) -> None:
+    """KEDA's Kafka trigger watches ingestion's own group, topic and cluster, slowly."""
+    spec = scaled["spec"]
+    env = env_of(docs, "ingestion")
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["consumerGroup"] == effective("ingestion", env, "consumer_group")
+    assert meta["topic"] == effective("ingestion", env, "topics__raw")
+    assert meta["bootstrapServers"] == env["INGESTION_KAFKA__BOOTSTRAP_SERVERS"]
+    assert int(meta["lagThreshold"]) > 0
+    partitions = int(effective("ingestion", env, "topics__partitions"))
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] >= 60
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    for direction in ("scaleUp", "scaleDown"):
+        assert behavior[direction]["policies"] == [
+            {
+                "type": "Pods",
+                "value": 1,
+                "periodSeconds": behavior[direction]["policies"][0]["periodSeconds"],
+            }
+        ]
+
+
+def test_grpc_clients_can_balance_over_every_inference_pod(rendered: tuple[str, Docs]) -> None:
+    _, docs = rendered
+    headless = docs[("Service", "inference-headless")]["spec"]
+    assert headless["clusterIP"] == "None" and not headless.get("publishNotReadyAddresses")
+    assert headless["selector"] == docs[("Service", "inference")]["spec"]["selector"]
+    grpc_port = int(effective("inference", env_of(docs, "inference"), "grpc_port"))
+    assert [p["port"] for p in headless["ports"]] == [grpc_port]
+    assert docs[("Service", "inference")]["spec"].get("clusterIP") != "None"
+
+
+def test_inference_drains_before_it_stops(rendered: tuple[str, Docs]) -> None:
+    _, docs = rendered
+    spec = pod(docs, "inference")
+    delay = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = float(effective("inference", env_of(docs, "inference"), "drain_grace_s"))
+    assert delay >= 5  # endpoints and DNS forget the pod before SIGTERM
+    assert spec["terminationGracePeriodSeconds"] >= delay + drain + 10
+    for service in SERVICES:
+        env = env_of(docs, service)
+        if "drain_grace_s" in settings_class(service).model_fields:
+            grace = pod(docs, service)["terminationGracePeriodSeconds"]
+            assert grace > float(effective(service, env, "drain_grace_s")), service
+
+
+def test_images_come_from_a_registry_and_pull_as_they_should(rendered: tuple[str, Docs]) -> None:
+    overlay, docs = rendered
+    images: dict[str, str] = {}
+    for (kind, name), doc in docs.items():
+        if kind not in ("Deployment", "StatefulSet"):
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            image = container["image"]
+            repository, _, tag = image.rpartition(":")
+            assert repository and "/" not in tag, f"{kind}/{name}: {image} has no tag"
+            # `latest` defaults to Always: a locally loaded image would be pulled and fail.
+            assert container["imagePullPolicy"] == "IfNotPresent", f"{kind}/{name}"
+            images[name] = image
+    if overlay == "production":
+        for name, image in images.items():
+            host = image.split("/")[0]
+            assert "." in host or ":" in host, f"{name}: {image} names no registry"
+            assert not image.endswith(":latest"), name
+        assert images["trainer"].endswith("-cuda")
+    else:
+        assert images["trainer"] == "streamlearn:latest"  # what `docker compose build` tags
+        assert {images[s] for s in ("inference", "ingestion", "registry")} == {"streamlearn:slim"}
+
+
+def test_the_local_broker_keeps_its_log_off_the_volume_root_with_its_own_cluster_id() -> None:
+    docs = render("local")
+    spec = docs[("StatefulSet", "kafka")]["spec"]["template"]["spec"]
+    (broker,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in broker["env"]}
+    (data_mount,) = [m["mountPath"] for m in broker["volumeMounts"] if m["name"] == "data"]
+    log_dirs = env["KAFKA_LOG_DIRS"].split(",")
+    assert all(d.startswith(data_mount + "/") for d in log_dirs), log_dirs  # not the root
+    assert "CLUSTER_ID" not in env  # never a fixed id (the image's default is one)
+    (init,) = spec["initContainers"]
+    script = init["command"][-1]
+    assert "random-uuid" in script and "mkdir -p " + log_dirs[0] in script
+    id_file = shlex.split(script.split("f=", 1)[1].split("\n", 1)[0])[0]
+    assert id_file.startswith(data_mount + "/")
+    assert f'CLUSTER_ID="$(cat {id_file})"' in broker["command"][-1]
+    assert broker["command"][-1].rstrip().endswith("exec /etc/kafka/docker/run")
 
 
 def test_production_trains_on_a_gpu_with_secrets_out_of_config_maps(
@@ -154,6 +329,23 @@ def test_production_trains_on_a_gpu_with_secrets_out_of_config_maps(
         "secretKeyRef": {"name": "streamlearn-registry-db", "key": "password"}
     }
     assert ("StatefulSet", "kafka") not in docs and ("Kafka", "streamlearn") in docs
+    cluster_scoped = {"Namespace", "PriorityClass"}
     assert all(
-        d["metadata"].get("namespace", "streamlearn") == "streamlearn" for d in docs.values()
+        d["metadata"].get("namespace") == "streamlearn"
+        for (kind, _), d in docs.items()
+        if kind not in cluster_scoped
     )
+
+
+def test_production_publishes_at_a_production_cadence_and_keeps_a_day_of_versions() -> None:
+    docs = render("production")
+    trainer, registry = env_of(docs, "trainer"), env_of(docs, "registry")
+    every_s = float(effective("trainer", trainer, "version_every_s"))
+    every_events = int(effective("trainer", trainer, "version_every_events"))
+    assert every_s >= 30 and every_events >= 100_000  # not the demo's every second
+    keep = int(effective("registry", registry, "keep_last_versions"))
+    assert keep * every_s >= 24 * 3600  # at the fastest cadence, still a day back
+    assert effective("registry", registry, "policy_metric")
+    assert float(effective("registry", registry, "policy_min_improvement")) > 0
+    local = env_of(render("local"), "trainer")
+    assert float(effective("trainer", local, "version_every_s")) == 1  # the demo's
