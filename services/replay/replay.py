@@ -8,6 +8,7 @@ writes to the target topic it is given).
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,9 @@ from shared.settings import KafkaSettings
 from streamlearn.v1 import registry_pb2
 
 Progress = Callable[[int], None]  # records read so far
+
+
+log = logging.getLogger(__name__)
 
 
 def backtest(
@@ -107,6 +111,12 @@ def evaluate(
     """Score versions (numbers or aliases) predict-only, side by side, on the slice."""
     scored = [_scored(registry, model, ref) for ref in refs]
     _drive(source, piece, lambda: scored, progress)
+    for version in scored:
+        if version.total.events == 0 and version.other_streams:
+            log.warning(
+                "no record of the version's stream on the slice: nothing scored",
+                extra={"version": version.name, "streams": sorted(version.streams)},
+            )
     return scored
 
 

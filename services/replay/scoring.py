@@ -30,6 +30,7 @@ class Scored:
     total: Prequential = field(init=False)
     recent: Prequential = field(init=False)
     curve: list[dict[str, float]] = field(default_factory=list)
+    other_streams: int = 0  # records of other streams on the slice, not scored
     _filter: StreamFilter | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +42,7 @@ class Scored:
         """Score the next records (rows the trainer would skip are skipped here too)."""
         if self._filter is not None:
             wanted = self._filter.keep(records)
+            self.other_streams += wanted.count(False)
             records = [m for m, keep in zip(records, wanted, strict=True) if keep]
         if not records:
             return
@@ -60,7 +62,13 @@ class Scored:
 
     def report(self) -> dict[str, Any]:
         """JSON-ready results."""
-        return {"name": self.name, "final": self.total.snapshot(), "curve": self.curve}
+        return {
+            "name": self.name,
+            "streams": sorted(self.streams),
+            "other_streams": self.other_streams,
+            "final": self.total.snapshot(),
+            "curve": self.curve,
+        }
 
 
 def _losses(task: str, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -42,4 +42,4 @@ def test_scoring_a_version_counts_only_its_streams_records() -> None:
 
     scored = Scored("v1", "binary", 2, predict, streams=frozenset({"b"}))
     scored.feed(records(40))  # type: ignore[arg-type]
-    assert scored.total.events == 20
+    assert scored.total.events == 20 and scored.other_streams == 20
