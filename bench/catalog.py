@@ -10,6 +10,7 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 
 from bench.core import BenchContext, Figure
+from shared.errors import StreamlearnError
 
 Runner = Callable[[BenchContext], list[Figure]]
 
@@ -22,10 +23,27 @@ class _Catalog(Mapping[str, Runner]):
     """`run` of `bench/NAME.py` for each name, imported on first access."""
 
     def __getitem__(self, name: str) -> Runner:
+        """Import `bench/NAME.py` and return its `run`.
+
+        Raises:
+            KeyError: No benchmark has that name.
+            StreamlearnError: Its module cannot be imported (a dependency is missing).
+
+        """
         if name not in NAMES:
             raise KeyError(name)
-        runner: Runner = importlib.import_module(f"bench.{name}").run
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ImportError as exc:
+            raise StreamlearnError(
+                f"benchmark {name!r} cannot run: {exc} (install the dev dependencies: `make setup`)"
+            ) from exc
+        runner: Runner = module.run
         return runner
+
+    def __contains__(self, name: object) -> bool:
+        """By name only: Mapping's default would import the module (torch, for some)."""
+        return name in NAMES
 
     def __iter__(self) -> Iterator[str]:
         return iter(NAMES)

@@ -45,3 +45,7 @@ class BrokerError(StreamlearnError):
 
 class IntegrityError(StreamlearnError):
     """Stored or received bytes do not match their recorded digest or size."""
+
+
+class InferenceFailed(StreamlearnError):
+    """The runtime failed on a request that passed every check (a client sees INTERNAL)."""

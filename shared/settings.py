@@ -50,9 +50,9 @@ class KafkaSettings(BaseModel):
 
 def _connection_log() -> Any:
     # Imported here: settings are read by processes that never open a Kafka client.
-    from shared.kafka.outage import ConnectionLog
+    from shared.kafka.outage import process_log
 
-    return ConnectionLog()
+    return process_log()
 
 
 class TopicSettings(BaseModel):

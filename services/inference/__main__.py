@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.inference.app import build, run
+from services.inference.follower import FollowerFailed
 from services.inference.settings import InferenceSettings
 from shared.lifecycle import stop_on_signals
 from shared.logs import configure_logging
@@ -13,7 +14,10 @@ def main() -> None:
     settings = InferenceSettings()
     configure_logging("inference", settings.log_level, json_format=settings.log_json)
     stop = stop_on_signals()
-    run(build(settings), stop)
+    try:
+        run(build(settings), stop)
+    except FollowerFailed:  # logged; the supervisor (or Kubernetes) restarts the process
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

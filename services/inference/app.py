@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +20,7 @@ from prometheus_client import start_http_server
 from inference import _pool, grpc_service_pb2_grpc
 from services.inference import stats
 from services.inference.engine import Engine
-from services.inference.follower import EventWatcher, VersionFollower
+from services.inference.follower import EventWatcher, FollowerFailed, VersionFollower
 from services.inference.names import SERVICE as SERVICE
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
@@ -31,6 +33,9 @@ from shared.kafka.config import consumer_config
 log = logging.getLogger(__name__)
 
 FOLLOWER_CHECK_S = 1.0
+# More follower restarts than this within the window: exit and let the supervisor restart.
+FOLLOWER_MAX_RESTARTS = 5
+FOLLOWER_RESTART_WINDOW_S = 60.0
 
 
 @dataclass
@@ -66,9 +71,18 @@ def build(settings: InferenceSettings) -> InferenceApp:
         AdminClient(settings.kafka.client_config()),
         [t for t in standard_topics(settings.topics) if t.name == settings.topics.model_events],
     )
-    # A group of its own per replica: every replica sees every event; offsets are not used.
-    consumer = Consumer(consumer_config(settings.kafka, f"inference-{uuid.uuid4().hex[:12]}"))
-    watcher = EventWatcher(followers, consumer, settings.topics.model_events, settings.resync_s)
+
+    def new_consumer() -> Consumer:
+        # A group of its own per replica: every replica sees every event; offsets unused.
+        return Consumer(consumer_config(settings.kafka, f"inference-{uuid.uuid4().hex[:12]}"))
+
+    watcher = EventWatcher(
+        followers,
+        new_consumer(),
+        settings.topics.model_events,
+        settings.resync_s,
+        new_consumer=new_consumer,
+    )
     servicer = InferenceServicer(engine, settings.max_request_bytes)
     binding = ServiceBinding(
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
@@ -95,38 +109,94 @@ def health_reporter(health: HealthServicer) -> Callable[[BaseException], None]:
     return report
 
 
-def keep_following(watcher: EventWatcher, health: HealthServicer, repository: Repository) -> bool:
-    """Restart a dead follower and catch up on what it missed; True if it was restarted.
+class FollowerGuard:
+    """Keeps the model-events follower alive, and health SERVING only while it follows.
 
-    Health stays NOT_SERVING from the follower's death until it follows again.
+    A dead follower is restarted on a new consumer and health is NOT_SERVING until the new
+    one completes a poll cycle. More than `max_restarts` restarts within `window_s` is a
+    persistent failure: `FollowerFailed` ends the process (exit 1), whose supervisor
+    (streamlearn's, or Kubernetes) starts it afresh.
     """
-    if watcher.alive():
+
+    def __init__(
+        self,
+        watcher: EventWatcher,
+        health: HealthServicer,
+        repository: Repository,
+        max_restarts: int = FOLLOWER_MAX_RESTARTS,
+        window_s: float = FOLLOWER_RESTART_WINDOW_S,
+    ) -> None:
+        self._watcher = watcher
+        self._health = health
+        self._repository = repository
+        self._max_restarts = max_restarts
+        self._window_s = window_s
+        self._restarts: deque[float] = deque()
+        self.serving = False
+
+    def check(self) -> bool:
+        """Restart a dead follower, or mark SERVING once it follows; True if restarted.
+
+        Raises:
+            FollowerFailed: The follower died more than `max_restarts` times in `window_s`.
+
+        """
+        if not self._watcher.alive():
+            self._restart()
+            return True
+        if not self.serving and self._watcher.following() and self._repository.ready():
+            mark_serving(self._health, [SERVICE])
+            self.serving = True
+            log.info("inference serving")
         return False
-    health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
-    stats.FOLLOWER_RESTARTS.inc()
-    log.error("restarting the model-events follower")
-    watcher.restart()
-    watcher.reconcile_all()  # events it missed while dead
-    if watcher.alive() and repository.ready():
-        mark_serving(health, [SERVICE])
-    return True
+
+    def _restart(self) -> None:
+        self._health.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.serving = False
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > self._window_s:
+            self._restarts.popleft()
+        if len(self._restarts) >= self._max_restarts:
+            log.critical(
+                "the model-events follower keeps dying: exiting to be restarted",
+                extra={"restarts": len(self._restarts), "window_s": self._window_s},
+            )
+            raise FollowerFailed(
+                f"model-events follower died {len(self._restarts) + 1} times "
+                f"within {self._window_s:.0f}s"
+            )
+        self._restarts.append(now)
+        stats.FOLLOWER_RESTARTS.inc()
+        log.error("restarting the model-events follower on a new consumer")
+        try:
+            self._watcher.restart()
+        except Exception:  # e.g. Kafka down: the next check tries again, counted as well
+            log.exception("the model-events follower did not restart")
+            return
+        self._watcher.reconcile_all()  # events it missed while dead
 
 
 def run(app: InferenceApp, stop: threading.Event) -> None:
-    """Load the target versions, serve until `stop`, then drain in-flight requests."""
+    """Load the target versions, serve until `stop`, then drain in-flight requests.
+
+    Raises:
+        FollowerFailed: The model-events follower kept dying (the process should exit 1).
+
+    """
     if app.settings.metrics_port:
         start_http_server(app.settings.metrics_port)
     app.server.start()
     app.watcher.start()
     log.info("inference listening", extra={"port": app.port})
+    guard = FollowerGuard(app.watcher, app.health, app.engine.repository)
     try:
         while not stop.is_set() and not app.engine.repository.ready():
             app.watcher.reconcile_all()
+            guard.check()
             stop.wait(1.0)
-        mark_serving(app.health, [SERVICE])
-        log.info("inference serving")
-        while not stop.wait(FOLLOWER_CHECK_S):
-            keep_following(app.watcher, app.health, app.engine.repository)
+        while not stop.is_set():
+            guard.check()  # SERVING once the follower has polled, soon after the start
+            stop.wait(FOLLOWER_CHECK_S if guard.serving else 0.05)
     finally:
         mark_draining(app.health)
         app.server.stop(app.settings.drain_grace_s).wait()  # in-flight requests finish

@@ -99,24 +99,33 @@ class DynamicBatcher:
         return batch
 
     def _run(self, batch: list[_Job]) -> None:
+        if self._attempt(batch):
+            self.batch_sizes.append(len(batch))  # retries of a failed batch are not counted
+            del self.batch_sizes[:-1000]
+
+    def _attempt(self, batch: list[_Job]) -> bool:
+        """Run `batch`; when it fails, its halves, recursively; True if it ran whole.
+
+        One request's inputs can fail the whole run: bisecting finds the request at fault in
+        about 2*log2(n) runs (not one run per request), its companions get their results
+        and only it gets the error.
+        """
         try:
             merged = self._run_merged(batch)
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].future.set_exception(exc)
-                return
-            # One request's inputs can fail the whole run: rerun each alone, so only the
-            # request at fault gets the error and its companions their results.
-            for job in batch:
-                self._run([job])
-            return
-        self.batch_sizes.append(len(batch))
-        del self.batch_sizes[:-1000]
+                return False
+            half = len(batch) // 2
+            self._attempt(batch[:half])
+            self._attempt(batch[half:])
+            return False
         start = 0
         for job in batch:
             share = {n: v[start : start + job.rows] for n, v in merged.items()}
             job.future.set_result((job.model, share))
             start += job.rows
+        return True
 
     @staticmethod
     def _run_merged(batch: list[_Job]) -> dict[str, np.ndarray]:

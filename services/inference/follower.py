@@ -106,6 +106,10 @@ class VersionFollower:
         return model
 
 
+class FollowerFailed(StreamlearnError):
+    """The model-events follower kept dying: the process exits so that it is restarted."""
+
+
 class EventWatcher:
     """Reconciles followers when the model-events topic announces a relevant change.
 
@@ -113,7 +117,8 @@ class EventWatcher:
     delays a swap. Reads from the end of the topic: state is rebuilt from the registry.
 
     An undecodable record is skipped and counted. Should the thread die anyway, `on_failure`
-    is called (the app reports NOT_SERVING) and `restart` brings it back.
+    is called (the app reports NOT_SERVING) and `restart` brings it back, on a new consumer
+    when `new_consumer` is given; `following` says when it follows again.
     """
 
     def __init__(
@@ -123,13 +128,28 @@ class EventWatcher:
         topic: str,
         resync_s: float = 30.0,
         on_failure: Callable[[BaseException], None] | None = None,
+        new_consumer: Callable[[], Consumer] | None = None,
     ) -> None:
+        """Follow `topic` with `consumer`.
+
+        Args:
+            followers: One per served model.
+            consumer: Assigned by `start`.
+            topic: The model-events topic.
+            resync_s: Reconcile every model this often even without events.
+            on_failure: Called with what killed the follow thread.
+            new_consumer: Builds the consumer a restart follows with (the old one, which
+                may be what failed, is closed); None: a restart keeps the old one.
+
+        """
         self._followers = {f.served.name: f for f in followers}
         self._consumer = consumer
         self._topic = topic
         self._resync_s = resync_s
         self.on_failure = on_failure
+        self._new_consumer = new_consumer
         self._stop = threading.Event()
+        self._cycled = threading.Event()  # the current thread completed a poll cycle
         self._thread = self._new_thread()
 
     def start(self) -> None:
@@ -147,16 +167,31 @@ class EventWatcher:
         """True while the follow thread runs (or was stopped on purpose)."""
         return self._thread.is_alive() or self._stop.is_set()
 
+    def following(self) -> bool:
+        """The follow thread runs and has completed a poll cycle since it (re)started."""
+        return self._thread.is_alive() and self._cycled.is_set()
+
     def restart(self) -> None:
         """Start a new follow thread after the last one died.
 
-        It goes on from the consumer's position, so the record that killed the old thread
-        is not read again.
+        With `new_consumer`, the old consumer is closed and a new one pinned at the end of
+        the topic (callers reconcile after a restart, which covers what was missed);
+        otherwise it goes on from the consumer's position, so the record that killed the
+        old thread is not read again.
         """
         if self.alive():
             return
+        self._cycled.clear()
         self._thread = self._new_thread()
-        self._thread.start()
+        if self._new_consumer is None:
+            self._thread.start()
+            return
+        try:
+            self._consumer.close()
+        except Exception:  # it may be what failed; the new one matters
+            log.warning("closing the failed model-events consumer failed", exc_info=True)
+        self._consumer = self._new_consumer()
+        self.start()
 
     def stop(self) -> None:
         """Stop following and close the consumer."""
@@ -195,6 +230,7 @@ class EventWatcher:
                 due, next_resync = set(self._followers), time.monotonic() + self._resync_s
             for name in due:
                 self._reconcile(name)
+            self._cycled.set()  # the heartbeat: this thread does follow
 
     def _due(self, messages: list[Message]) -> set[str]:
         due = set()

@@ -9,12 +9,34 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.inference.datatypes import numpy_dtype, v2_name
-from shared.errors import IntegrityError, InvalidArgument, StreamlearnError
+from shared.errors import (
+    InferenceFailed,
+    IntegrityError,
+    InvalidArgument,
+    StreamlearnError,
+    Unavailable,
+)
 from shared.ort import Device, make_session
 
+# ONNX Runtime's error types that mean "these bytes are no servable model" (by name: they
+# live in a private pybind module).
+_BAD_MODEL = frozenset(
+    {"InvalidProtobuf", "InvalidGraph", "InvalidArgument", "NotImplemented", "NoModel"}
+)
+# Those that mean "not now": memory, the device or an execution provider failed.
+_NOT_NOW = frozenset({"RuntimeException", "EPFail", "EngineError", "DeviceReset"})
 
-class InferenceFailed(StreamlearnError):
-    """The runtime failed on a request that passed every check (a client sees INTERNAL)."""
+
+def session_error(name: str, version: int, exc: Exception) -> StreamlearnError:
+    """The domain error for a session that could not be created from a version's bytes."""
+    kind = type(exc).__name__
+    text = str(exc)
+    decode_failed = kind == "Fail" and ("Load model" in text or "InferenceError" in text)
+    if kind in _BAD_MODEL or decode_failed:
+        return InvalidArgument(f"{name} v{version} is not a loadable ONNX model: {exc}")
+    if kind in _NOT_NOW or isinstance(exc, MemoryError):
+        return Unavailable(f"{name} v{version} could not be loaded now: {kind}: {exc}")
+    return StreamlearnError(f"{name} v{version}: ONNX Runtime failed to open it: {kind}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,9 @@ class LoadedModel:
 
         Raises:
             IntegrityError: The bytes do not hash to `sha256`.
-            InvalidArgument: The bytes are not a model ONNX Runtime can load and serve.
+            InvalidArgument: The bytes are not a model ONNX Runtime can decode and serve.
+            Unavailable: The runtime could not open it now (memory, device, provider).
+            StreamlearnError: Another runtime failure (a client would see INTERNAL).
 
         """
         if sha256 and hashlib.sha256(onnx_bytes).hexdigest() != sha256:
@@ -60,8 +84,8 @@ class LoadedModel:
         self.version = version
         try:
             self.session = make_session(onnx_bytes, device, threads)
-        except Exception as exc:  # ORT's own error types: a bad artifact, said in our terms
-            raise InvalidArgument(f"{name} v{version} is not a loadable ONNX model: {exc}") from exc
+        except Exception as exc:  # ORT's own error types, said in our terms
+            raise session_error(name, version, exc) from exc
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._inputs = {s.name: s for s in self.inputs}

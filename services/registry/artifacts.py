@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from shared.errors import IntegrityError, InvalidArgument, NotFound
+from shared.errors import IntegrityError, InvalidArgument, NotFound, Unavailable
 
 READ_CHUNK = 1024 * 1024
 
@@ -47,11 +47,21 @@ class LocalArtifactStore:
     def put(self, chunks: Iterable[bytes], sha256: str, size: int) -> bool:
         """Write, check digest and size, then publish atomically; nothing remains on failure.
 
+        Returns only once the file and its directory entries are durable, also when the
+        bytes were stored already (perhaps by a concurrent put that has not synced yet).
+
         Raises:
             IntegrityError: The bytes do not hash to `sha256` or are not `size` long.
+            Unavailable: The disk refused (full, read-only, I/O error).
 
         """
         target = self.path(sha256)
+        try:
+            return self._put(chunks, target, sha256, size)
+        except OSError as exc:
+            raise Unavailable(f"artifact store {self.root}: {exc}") from exc
+
+    def _put(self, chunks: Iterable[bytes], target: Path, sha256: str, size: int) -> bool:
         digest, written = hashlib.sha256(), 0
         fd, tmp_name = tempfile.mkstemp(dir=self.root / "tmp")
         tmp = Path(tmp_name)
@@ -64,17 +74,16 @@ class LocalArtifactStore:
                 out.flush()
                 os.fsync(out.fileno())
             _check(digest.hexdigest(), written, sha256, size)
-            if target.exists():
-                return False  # same content already stored
-            new_shard = not target.parent.exists()
-            target.parent.mkdir(exist_ok=True)
-            tmp.rename(target)
-            # The rename is durable only once its directory is: without this, a crash can
-            # lose a file whose version row was already committed.
+            created = not target.exists()
+            if created:
+                target.parent.mkdir(exist_ok=True)
+                tmp.rename(target)
+            # The rename (ours, or a concurrent put's) and the shard directory's own entry
+            # are durable only once their directories are: without this, a crash can lose a
+            # file whose version row was already committed.
             _fsync_dir(target.parent)
-            if new_shard:
-                _fsync_dir(self.root)
-            return True
+            _fsync_dir(self.root)
+            return created
         finally:
             tmp.unlink(missing_ok=True)
 

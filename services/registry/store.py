@@ -348,10 +348,14 @@ class Store:
 
     # --- retention --------------------------------------------------------------------------
     def collectable(self, model_id: int, keep_last: int) -> list[tuple[int, str]]:
-        """(version, sha256) of versions beyond the newest `keep_last` that never held an alias."""
+        """(version, sha256) of versions beyond the newest `keep_last` that never held an alias.
+
+        Oldest first.
+        """
         rows = self._all(
             "SELECT version, sha256 FROM versions WHERE model_id = ? AND ever_aliased = 0"
-            " AND version <= (SELECT latest_version FROM models WHERE id = ?) - ?",
+            " AND version <= (SELECT latest_version FROM models WHERE id = ?) - ?"
+            " ORDER BY version",
             model_id,
             model_id,
             keep_last,

@@ -19,6 +19,7 @@ _CODES: list[tuple[type[errors.StreamlearnError], grpc.StatusCode]] = [
     (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.IntegrityError, grpc.StatusCode.DATA_LOSS),
+    (errors.InferenceFailed, grpc.StatusCode.INTERNAL),
 ]
 
 
@@ -31,7 +32,10 @@ def status_code_for(error: errors.StreamlearnError) -> grpc.StatusCode:
 
 
 def error_from_rpc(exc: grpc.RpcError) -> errors.StreamlearnError:
-    """The domain error a client raises for a failed call (the inverse of `status_code_for`)."""
+    """The domain error a client raises for a failed call (the inverse of `status_code_for`).
+
+    INTERNAL comes back as `InferenceFailed` (the one domain error sent as INTERNAL).
+    """
     code, detail = exc.code(), exc.details()
     for kind, mapped in _CODES:
         if mapped == code and kind is not errors.ConfigError:

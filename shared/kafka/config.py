@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.kafka.outage import SERVICE_STATISTICS_MS, ConnectionLog
 from shared.settings import KafkaSettings
 
 
@@ -46,6 +47,9 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
     }
+    # A consumer polls all the time: statistics are cheap and tell when brokers are back.
+    if isinstance(logger := config.get("logger"), ConnectionLog):
+        config |= logger.client_config(SERVICE_STATISTICS_MS)
     return config | dotted(overrides)
 
 

@@ -34,7 +34,13 @@ def demo(
         False,
         "--fresh",
         help="Start from a clean model and sample topics (the model's checkpoint; raw, train, "
-        "dead-letter and metrics topics); stream definitions and the registry stay.",
+        "dead-letter and metrics topics, shared by every stream and model); stream definitions "
+        "and the registry stay. Refused while other models' trainer checkpoints exist.",
+    ),
+    yes: bool = typer.Option(
+        False,
+        "--yes",
+        help="Confirm --fresh against an external cluster (STREAMLEARN_KAFKA_BOOTSTRAP).",
     ),
 ) -> None:
     """Start everything, stream a synthetic dataset whose concept flips halfway, watch it learn.
@@ -50,7 +56,7 @@ def demo(
     trainer = TrainerSettings(state_dir=settings.state_dir)
     started_here = system.supervisor_pid() is None
     if fresh:
-        _start_over(console, system, trainer)
+        _start_over(console, system, trainer, yes)
     resumes = trainer.checkpoint_path.exists()
     with console.status("starting Kafka and the services (the first run resolves the jars)"):
         specs = system.up()
@@ -74,13 +80,24 @@ def demo(
         raise typer.Exit(1)  # nothing was ever served: the pipeline is broken
 
 
-def _start_over(console: Console, system: LocalSystem, trainer: TrainerSettings) -> None:
-    """Stop the services (a running trainer would write its checkpoint back), then reset."""
+def _start_over(
+    console: Console, system: LocalSystem, trainer: TrainerSettings, confirmed: bool
+) -> None:
+    """Refuse an unsafe reset, say what goes, stop the services, then reset.
+
+    The services stop first: a running trainer would write its checkpoint back.
+    """
+    external = bool(system.settings.kafka_bootstrap)
+    demo_state.refuse_unsafe(
+        trainer.topics, trainer.checkpoint_path, external=external, confirmed=confirmed
+    )
+    bootstrap = system.settings.kafka().bootstrap_servers
+    console.print(demo_state.announce(bootstrap, trainer.topics, trainer.checkpoint_path))
     with console.status("stopping the services for a fresh start"):
         system.down(stop_kafka=False)
     with console.status("emptying the demo's model and topics"):
         kafka = kafka_for_cli(system.settings)
-        demo_state.reset(kafka, trainer.topics, trainer.checkpoint_path)
+        demo_state.reset(kafka, trainer.topics, trainer.checkpoint_path, console.print)
 
 
 def _run(

@@ -45,7 +45,7 @@ def message(exc: BaseException) -> str:
         where = ".".join(str(p) for p in first["loc"])
         return f"invalid setting {where}: {first['msg']} (check the environment variables)"
     if _is_kafka_error(exc):
-        return f"Kafka: {exc.args[0].str() if exc.args else exc} (`streamlearn kafka status`)"
+        return f"Kafka: {_kafka_text(exc)} (`streamlearn kafka status`)"
     if isinstance(exc, OSError) and not isinstance(exc, StreamlearnError):
         return f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
     text = str(exc) or type(exc).__name__
@@ -53,6 +53,14 @@ def message(exc: BaseException) -> str:
         hint = "`streamlearn doctor` checks Java, Maven, ports and disk in one go"
         text += f"\n({hint})" if "\n" in text else f" ({hint})"
     return text
+
+
+def _kafka_text(exc: BaseException) -> str:
+    """A KafkaException's text: its KafkaError's, or whatever it was raised with."""
+    from confluent_kafka import KafkaError
+
+    first = exc.args[0] if exc.args else None
+    return first.str() if isinstance(first, KafkaError) else str(exc) or type(exc).__name__
 
 
 def _is_validation_error(exc: BaseException) -> bool:

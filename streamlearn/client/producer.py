@@ -6,7 +6,8 @@ is reported: failures are counted, passed to an optional callback, and raised by
 
 librdkafka's logs go to the `streamlearn.kafka` logger; losing the broker is reported once
 per outage (and its end with how long it lasted), not once per reconnect attempt.
-`connected` and `pending` tell a caller whether records are flowing.
+`connected` and `pending` tell a caller whether records are flowing (no librdkafka statistics:
+an idle producer that is never polled would queue one event per interval, without bound).
 
 Example:
     with SampleProducer(stream="clicks") as producer:
@@ -63,7 +64,9 @@ class SampleProducer:
 
         """
         settings = kafka or KafkaSettings(bootstrap_servers=bootstrap_servers)
-        self._connection = ConnectionLog()
+        # Deliveries end an outage: no silent end after a quiet gap, which a caller that
+        # does not poll for a while (its failures then served late, in a burst) would see.
+        self._connection = ConnectionLog(quiet_gap_s=None)
         # The caller's properties win, e.g. their own `error_cb` or `logger`.
         config = producer_config(settings) | self._connection.client_config() | dotted(librdkafka)
         self._producer = Producer(config)
@@ -121,11 +124,13 @@ class SampleProducer:
 
     @property
     def connected(self) -> bool:
-        """A broker answered at the last sign (statistics each second, or a delivery).
+        """A broker answered at the last sign (a delivery), no connection failed since.
 
-        False before the first sign and from the first failed connection of an outage.
+        False before the first delivery and from the first failed connection of an outage.
+        Derived from delivery reports, errors and log lines: no statistics are requested,
+        so an idle producer queues nothing between polls.
         """
-        self._producer.poll(0)  # serves pending statistics, logs and delivery reports
+        self._producer.poll(0)  # serves pending logs, errors and delivery reports
         return self._connection.connected
 
     @property

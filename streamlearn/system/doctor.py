@@ -2,7 +2,9 @@
 
 Every check returns a `Check` and never raises: a broken machine is what doctor is for.
 Order: the interpreter and the environment, the broker's prerequisites, ports and disk,
-then what runs (the broker, each service).
+then what runs (the broker, each service). Prerequisites are required; what runs is
+required only while a system is up (its supervisor runs) or Kafka is external: with
+nothing started, it is reported as not running, with how to start it, and fails nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from streamlearn.system.plan import ServiceSpec
 PYTHON = (3, 11)  # pyproject: requires-python >=3.11,<3.12
 JAVA_MAJOR = 17  # Kafka 4 brokers need Java 17+
 MIN_FREE_BYTES = 2 * 1024**3  # the broker's log segments and model artifacts grow here
+SERVICE_BIND_HOST = "0.0.0.0"  # services' gRPC servers bind f"0.0.0.0:{port}"
 _JAVA_FIX = f"install a Java {JAVA_MAJOR}+ runtime, e.g. `apt-get install openjdk-17-jre-headless`"
 
 
@@ -39,6 +42,8 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    # False: reported, but its failure does not fail doctor (what runs, when nothing was started).
+    required: bool = True
 
     def as_json(self) -> dict[str, Any]:
         """For `doctor --json`."""
@@ -57,9 +62,27 @@ def run_checks(settings: CliSettings) -> list[Check]:
         checks += broker_ports(broker)
     checks += [service_port(s, supervised) for s in specs]
     checks.append(disk_space(settings.state_dir))
-    checks.append(broker_running(settings))
-    checks += [service_health(s, system.layout.logs_dir) for s in specs]
-    return checks
+    running = [broker_running(settings)] + [
+        service_health(s, system.layout.logs_dir) for s in specs
+    ]
+    if not supervised:
+        running = [_not_started(c, external=bool(settings.kafka_bootstrap)) for c in running]
+    return checks + running
+
+
+def _not_started(check: Check, external: bool) -> Check:
+    """A check of what runs, with nothing started: it says so and fails nothing.
+
+    An external cluster is not ours to start: whether it answers stays required.
+    """
+    if check.ok or (external and check.name == "kafka"):
+        return check
+    return replace(
+        check,
+        detail=f"not running ({check.detail})",
+        fix="start it with `streamlearn up`",
+        required=False,
+    )
 
 
 def python_version(version: tuple[int, ...] = tuple(sys.version_info[:3])) -> Check:
@@ -168,9 +191,12 @@ def broker_ports(broker: BrokerConfig) -> list[Check]:
 
 def service_port(spec: ServiceSpec, supervised: bool) -> Check:
     """A service's gRPC port: free, or held by that service (our supervisor runs it)."""
-    host, _, port = spec.address.rpartition(":")
+    port = int(spec.address.rpartition(":")[2])
     ours = supervised and grpc_check(spec.address, "", timeout=1.0)
-    return _port(f"{spec.name} port", host, int(port), f"{spec.name.upper()}_GRPC_PORT", ours)
+    # Probed where the service binds (every interface), not where clients dial it: a port
+    # held on one other address still blocks the service.
+    name, variable = f"{spec.name} port", f"{spec.name.upper()}_GRPC_PORT"
+    return _port(name, SERVICE_BIND_HOST, port, variable, ours)
 
 
 def _port(name: str, host: str, port: int, variable: str, ours: bool) -> Check:

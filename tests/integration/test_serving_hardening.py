@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,9 +173,37 @@ def test_watchers_over_the_cap_are_refused_and_other_calls_keep_answering(
         assert stub.GetModel(registry_pb2.GetModelRequest(name="w"), timeout=5).name == "w"
         for call in streams:
             call.cancel()
+        # Cancelled watchers free their slots: as many new ones stream, and one more is refused.
+        fresh = _watchers_admitted(stub, 2)
+        extra = stub.Watch(registry_pb2.WatchRequest(after_sequence=1), timeout=30)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(extra)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for call in fresh:
+            call.cancel()
     finally:
         channel.close()
         service.close()
+
+
+def _watchers_admitted(stub: Any, count: int, timeout: float = 15.0) -> list[Any]:
+    """`count` Watch streams that each got an event, once the server freed enough slots."""
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = [
+            stub.Watch(registry_pb2.WatchRequest(after_sequence=1), timeout=30)
+            for _ in range(count)
+        ]
+        try:
+            for call in calls:
+                next(call)
+            return calls
+        except grpc.RpcError as exc:
+            for call in calls:
+                call.cancel()
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            assert time.monotonic() < deadline, "cancelled watchers never freed their slots"
+            time.sleep(0.2)
 
 
 def test_uploads_over_the_cap_are_cut_off_and_leave_nothing(

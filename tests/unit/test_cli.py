@@ -3,8 +3,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
+from shared.errors import StreamlearnError
+from streamlearn.cli.failures import exit_code, message, report
 from streamlearn.cli.main import _typer_app
 
 
@@ -56,3 +59,46 @@ def test_version_prints_the_package_version_and_more_when_verbose() -> None:
 def test_shell_completion_is_offered() -> None:
     result = CliRunner().invoke(_typer_app, ["--help"])
     assert "--install-completion" in result.output
+
+
+def test_bench_names_are_checked_without_importing_a_benchmark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench import catalog
+
+    _unimportable_benchmarks(monkeypatch)
+    assert "trainer" in catalog.BENCHMARKS and "nope" not in catalog.BENCHMARKS
+    with pytest.raises(StreamlearnError, match="benchmark 'trainer' cannot run: import of"):
+        catalog.BENCHMARKS["trainer"]
+
+
+def _unimportable_benchmarks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `bench.NAME` fails to import, as without torch (None in sys.modules)."""
+    from bench import catalog
+
+    for name in catalog.NAMES:
+        monkeypatch.setitem(sys.modules, f"bench.{name}", None)
+
+
+def test_bench_all_with_a_missing_dependency_is_one_line_exit_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamlearn.cli import bench as bench_command
+
+    _unimportable_benchmarks(monkeypatch)
+    monkeypatch.setattr(bench_command, "kafka_for_cli", lambda settings: settings.kafka())
+    result = CliRunner().invoke(_typer_app, ["bench", "--all"])
+    assert isinstance(result.exception, StreamlearnError)
+    assert report(result.exception, verbose=False) == 1
+
+
+def test_a_kafka_exception_raised_with_text_is_one_line() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    assert message(KafkaException("commit failed")) == (
+        "Kafka: commit failed (`streamlearn kafka status`)"
+    )
+    assert exit_code(KafkaException("commit failed")) == 1
+    assert message(KafkaException()) == "Kafka: KafkaException (`streamlearn kafka status`)"
+    error = KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down"))
+    assert message(error) == "Kafka: broker down (`streamlearn kafka status`)"

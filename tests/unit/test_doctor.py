@@ -63,7 +63,7 @@ def test_a_taken_service_port_is_named_with_the_variable_that_moves_it(
     assert result.returncode == 1
     line = _line(result.stdout, "registry port")
     assert line.startswith("FAIL")
-    assert f"127.0.0.1:{taken_port} is taken by another process" in line
+    assert f"0.0.0.0:{taken_port} is taken by another process" in line
     assert "REGISTRY_GRPC_PORT" in line
     assert _line(result.stdout, "ingestion port").startswith("ok")
 
@@ -123,3 +123,43 @@ def test_no_virtualenv_and_another_clone_are_reported(
 def test_the_wrong_python_fails() -> None:
     assert doctor.python_version((3, 11, 7)).ok
     assert not doctor.python_version((3, 12, 1)).ok
+
+
+def test_a_service_port_held_on_another_address_is_taken_where_the_service_binds(
+    tmp_path: Path,
+) -> None:
+    """Services bind every interface: a listener on 127.0.0.2 alone still blocks them."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.2", 0))
+        sock.listen()
+        port = int(sock.getsockname()[1])
+        result = _doctor(tmp_path, INFERENCE_GRPC_PORT=str(port))
+    line = _line(result.stdout, "inference port")
+    assert line.startswith("FAIL")
+    assert f"0.0.0.0:{port} is taken" in line
+
+
+def test_with_nothing_started_what_runs_is_reported_without_failing(tmp_path: Path) -> None:
+    from streamlearn.cli.settings import CliSettings
+
+    settings = CliSettings(state_dir=tmp_path / "state", kafka_port=free(), registry_address="x")
+    checks = {c.name: c for c in doctor.run_checks(settings)}
+    for name in ("kafka", "ingestion", "registry", "inference", "trainer"):
+        check = checks[name]
+        assert not check.ok and not check.required, name
+        assert check.detail.startswith("not running") and "streamlearn up" in check.fix
+    assert all(c.required for c in checks.values() if c.name.endswith("port"))
+
+
+def test_exit_code_ignores_what_was_not_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = [Check("python", True, "3.11"), Check("registry", False, "not running", "up", False)]
+    monkeypatch.setattr(doctor_command, "run_checks", lambda _settings: checks)
+    result = CliRunner().invoke(_typer_app, ["doctor"])
+    assert result.exit_code == 0
+    assert result.output.splitlines()[-1].startswith("--   registry")
+
+
+def free() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -17,14 +17,15 @@ from prometheus_client import REGISTRY
 from inference import grpc_service_pb2 as pb
 from services.inference import app as inference_app
 from services.inference import follower as follower_module
+from services.inference import model as model_module
 from services.inference.engine import Engine
-from services.inference.follower import EventWatcher
-from services.inference.model import InferenceFailed, LoadedModel
+from services.inference.follower import EventWatcher, FollowerFailed
+from services.inference.model import LoadedModel
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
-from shared.errors import StreamlearnError
+from shared.errors import InferenceFailed, InvalidArgument, StreamlearnError, Unavailable
 from shared.fakes import FakeBroker, FakeConsumer
-from shared.grpc.server import mark_serving
+from shared.grpc.status import status_code_for
 from shared.onnx_models import linear_model
 from streamlearn.v1 import events_pb2
 
@@ -48,9 +49,13 @@ class AssignableConsumer(FakeConsumer):
     def __init__(self, broker: FakeBroker, fail_polls: int = 0) -> None:
         super().__init__(broker, "inference")
         self.fail_polls = fail_polls
+        self.closed = False
 
     def assign(self, partitions: list[Any]) -> None:
         self.subscribe([p.topic for p in partitions])
+
+    def close(self) -> None:
+        self.closed = True
 
     def poll(self, timeout: float = -1) -> Any:
         if self.fail_polls:
@@ -104,31 +109,107 @@ def test_an_undecodable_event_is_skipped_counted_and_later_events_still_apply(
         watcher.stop()
 
 
-def test_a_dead_follower_makes_health_not_serving_and_is_restarted(broker: FakeBroker) -> None:
-    follower = CountingFollower("demo")
-    consumer = AssignableConsumer(broker, fail_polls=1)
-    health_servicer = health.HealthServicer()
-    mark_serving(health_servicer, [inference_app.SERVICE])
-    watcher = watcher_for(consumer, follower)
-    watcher.on_failure = inference_app.health_reporter(health_servicer)
+def _served_repository() -> Repository:
     repository = Repository(["demo"])
     repository.model("demo").swap(LoadedModel("demo", 1, linear_model(np.ones(2)), device="cpu"))
+    return repository
+
+
+def _until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def test_a_dead_follower_is_restarted_on_a_new_consumer_and_serves_once_it_polled(
+    broker: FakeBroker,
+) -> None:
+    follower = CountingFollower("demo")
+    first = AssignableConsumer(broker, fail_polls=1)
+    built: list[AssignableConsumer] = []
+
+    def new_consumer() -> AssignableConsumer:
+        built.append(AssignableConsumer(broker))
+        return built[-1]
+
+    health_servicer = health.HealthServicer()
+    watcher = watcher_for(first, follower, new_consumer=new_consumer)
+    watcher.on_failure = inference_app.health_reporter(health_servicer)
+    guard = inference_app.FollowerGuard(watcher, health_servicer, _served_repository())
     restarts_before = sample("streamlearn_inference_follower_restarts_total")
     watcher.start()
     try:
-        deadline = time.monotonic() + 5
-        while watcher.alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert not watcher.alive()
+        assert _until(lambda: not watcher.alive())
         assert status(health_servicer) == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert inference_app.keep_following(watcher, health_servicer, repository) is True
-        assert watcher.alive()
+        assert guard.check() is True
+        assert len(built) == 1 and first.closed  # the failed consumer is not reused
+        # Not SERVING on the restart itself: only once the new follower completed a poll.
+        assert status(health_servicer) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert _until(watcher.following)
+        assert guard.check() is False
         assert status(health_servicer) == health_pb2.HealthCheckResponse.SERVING
         assert sample("streamlearn_inference_follower_restarts_total") == restarts_before + 1
         follower.reconciled.clear()
         broker.append(TOPIC, b"demo", event("demo"))
         assert follower.reconciled.wait(5), "the restarted follower does not follow"
-        assert inference_app.keep_following(watcher, health_servicer, repository) is False
+    finally:
+        watcher.stop()
+
+
+class BlockedConsumer(AssignableConsumer):
+    """A consumer whose polls hang until released: its thread lives but never cycles."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        super().__init__(broker)
+        self.release = threading.Event()
+
+    def poll(self, timeout: float = -1) -> Any:
+        self.release.wait()
+        return super().poll(timeout)
+
+
+def test_health_is_serving_only_once_the_follower_completed_a_poll(broker: FakeBroker) -> None:
+    consumer = BlockedConsumer(broker)
+    health_servicer = health.HealthServicer()
+    health_servicer.set(inference_app.SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+    watcher = watcher_for(consumer, CountingFollower("demo"))
+    guard = inference_app.FollowerGuard(watcher, health_servicer, _served_repository())
+    watcher.start()
+    try:
+        assert watcher.alive()
+        assert guard.check() is False
+        assert status(health_servicer) == health_pb2.HealthCheckResponse.NOT_SERVING
+        consumer.release.set()
+        assert _until(watcher.following)
+        guard.check()
+        assert status(health_servicer) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        consumer.release.set()
+        watcher.stop()
+
+
+def test_a_follower_that_keeps_dying_ends_the_process(
+    broker: FakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> AssignableConsumer:
+        return AssignableConsumer(broker, fail_polls=1_000_000)
+
+    health_servicer = health.HealthServicer()
+    watcher = watcher_for(broken(), CountingFollower("demo"), new_consumer=broken)
+    guard = inference_app.FollowerGuard(
+        watcher, health_servicer, _served_repository(), max_restarts=2, window_s=3600
+    )
+    watcher.start()
+    try:
+        for _ in range(2):
+            assert _until(lambda: not watcher.alive())
+            assert guard.check() is True
+        assert _until(lambda: not watcher.alive())
+        with pytest.raises(FollowerFailed, match="3 times"):
+            guard.check()
+        assert status(health_servicer) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert "exiting to be restarted" in caplog.text
     finally:
         watcher.stop()
 
@@ -295,3 +376,95 @@ def test_a_scalar_input_is_an_invalid_argument_not_a_crash() -> None:
     with pytest.raises(RuntimeError, match="aborted"):
         servicer.ModelInfer(request, context)
     assert context.code == grpc.StatusCode.INVALID_ARGUMENT and "shape []" in context.details
+
+
+class RecordingModel:
+    """Stands in for a LoadedModel in the batcher: records each run's rows; a row < 0 fails it."""
+
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+
+    def run(self, feeds: dict[str, np.ndarray], _outputs: Any) -> dict[str, np.ndarray]:
+        x = feeds["x"]
+        self.runs.append(len(x))
+        if (x < 0).any():
+            raise InferenceFailed("negative input")
+        return {"y": x * 2}
+
+
+def test_a_failing_batch_is_bisected_and_only_the_bad_request_fails() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.inference.batching import DynamicBatcher
+
+    model = RecordingModel()
+    batcher = DynamicBatcher("m", max_batch=8, max_delay_s=30.0)  # closes when 8 rows wait
+    values = [1.0, 2.0, 3.0, -1.0, 5.0, 6.0, 7.0, 8.0]
+
+    def infer(v: float) -> Any:
+        try:
+            return batcher.infer(model, {"x": np.array([[v]], np.float32)}, ())[1]["y"][0, 0]  # type: ignore[arg-type]
+        except InferenceFailed as exc:
+            return exc
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(infer, values))
+        assert model.runs[0] == 8  # the eight requests really ran as one batch
+        assert [isinstance(r, InferenceFailed) for r in results] == [v < 0 for v in values]
+        assert [r for r in results if not isinstance(r, InferenceFailed)] == [
+            2 * v for v in values if v >= 0
+        ]
+        # Halves, not one rerun per request: 8, 4+4, 2+2, 1+1.
+        assert sorted(model.runs) == sorted([8, 4, 4, 2, 2, 1, 1])
+        assert batcher.batch_sizes == []  # neither the failed batch nor its retries count
+        model.runs.clear()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(infer, [abs(v) for v in values]))
+        assert model.runs == [8] and batcher.batch_sizes == [8]
+    finally:
+        batcher.close()
+
+
+def _ort_error(kind: str) -> type[Exception]:
+    """An exception class named like ONNX Runtime's (they live in a private module)."""
+    return type(kind, (Exception,), {})
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (_ort_error("InvalidProtobuf")("protobuf parsing failed"), InvalidArgument),
+        (_ort_error("InvalidGraph")("bad node"), InvalidArgument),
+        (_ort_error("Fail")("Load model from memory failed: IR version"), InvalidArgument),
+        (_ort_error("RuntimeException")("CUDA failure 2: out of memory"), Unavailable),
+        (_ort_error("EPFail")("provider failed"), Unavailable),
+        (MemoryError("std::bad_alloc"), Unavailable),
+    ],
+)
+def test_only_decode_and_graph_errors_call_a_model_unloadable(
+    monkeypatch: pytest.MonkeyPatch, raised: Exception, expected: type[Exception]
+) -> None:
+    def failing(*_a: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(model_module, "make_session", failing)
+    with pytest.raises(StreamlearnError) as caught:
+        LoadedModel("m", 3, b"bytes", device="cpu")
+    assert type(caught.value) is expected
+    assert ("not a loadable ONNX model" in str(caught.value)) == (expected is InvalidArgument)
+
+
+def test_an_unknown_session_failure_is_internal_not_a_bad_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing(*_a: Any) -> Any:
+        raise _ort_error("Weird")("something else")
+
+    monkeypatch.setattr(model_module, "make_session", failing)
+    with pytest.raises(StreamlearnError) as caught:
+        LoadedModel("m", 3, b"bytes", device="cpu")
+    assert status_code_for(caught.value) == grpc.StatusCode.INTERNAL
+    monkeypatch.undo()
+    with pytest.raises(InvalidArgument):  # real garbage is still a bad model
+        LoadedModel("m", 3, b"garbage", device="cpu")

@@ -18,7 +18,13 @@ from services.registry.policy import Policy
 from services.registry.registry import Registry
 from services.registry.settings import RegistrySettings
 from services.registry.store import Store
-from shared.errors import Conflict, IntegrityError, InvalidArgument, ResourceExhausted
+from shared.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 
 
 def make(root: Path, **kw: Any) -> Registry:
@@ -183,6 +189,54 @@ def test_the_artifact_directory_is_fsynced_after_the_rename(
     assert synced[0] == "file" and "dir" in synced[1:]
 
 
+def _recording_dir_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return synced
+
+
+def test_shard_and_root_are_fsynced_on_every_put_also_when_stored_already(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    first, second = b"weights", b"other"
+    sha = hashlib.sha256(first).hexdigest()
+    shard = store.path(sha).parent
+    shard.mkdir()  # made by a concurrent put that has not synced yet
+    synced = _recording_dir_fsyncs(monkeypatch)
+    assert store.put([first], sha, len(first))
+    assert set(synced) == {shard, store.root}
+    synced.clear()
+    assert not store.put([first], sha, len(first))  # there already: still made durable
+    assert set(synced) == {shard, store.root}
+    synced.clear()
+    other = hashlib.sha256(second).hexdigest()
+    assert store.put([second], other, len(second))
+    assert set(synced) == {store.path(other).parent, store.root}
+
+
+def test_a_disk_error_while_storing_is_unavailable_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    data = b"weights"
+
+    def full(_fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(Unavailable, match="No space left"):
+        store.put([data], hashlib.sha256(data).hexdigest(), len(data))
+    assert list((store.root / "tmp").iterdir()) == []
+
+
 def test_garbage_collection_deletes_files_only_after_its_commit(reg: Registry) -> None:
     for i in range(6, 9):
         register(reg, f"v{i}".encode())
@@ -200,8 +254,10 @@ def test_garbage_collection_deletes_files_only_after_its_commit(reg: Registry) -
     with pytest.raises(RuntimeError, match="went away"):
         reg.collect_garbage(keep_last=2)
     store.add_event = real_add_event
-    _, handle = reg.open_artifact(VersionRef("m", 1))  # rolled back: its file must be there
-    with handle:
-        assert handle.read() == b"v1"
+    # Rolled back: every version and its file must be there, whichever were deleted first.
+    for number in range(1, 9):
+        _, handle = reg.open_artifact(VersionRef("m", number))
+        with handle:
+            assert handle.read() == f"v{number}".encode()
     assert reg.collect_garbage(keep_last=2) == 6
     assert [v.version for v in reg.list_versions("m", 10)[0]] == [8, 7]

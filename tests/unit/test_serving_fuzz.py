@@ -194,11 +194,22 @@ def test_typed_values_out_of_range_are_invalid_arguments(datatype: str, values: 
         contents.extend(float(v) for v in values)
     else:
         contents.extend(max(-(2**31), min(v, 2**31 - 1)) for v in values)
+    sent = np.asarray(list(contents))
+    dtype = np.dtype(V2_TYPES[datatype][0])
+    fits = dtype.kind not in "iu" or bool(
+        (sent >= np.iinfo(dtype).min).all() and (sent <= np.iinfo(dtype).max).all()
+    )
     try:
         feeds = decode_inputs(request, graph_model)
     except InvalidArgument:
+        assert not fits, f"{datatype} values {sent.tolist()} fit and were refused"
         return
-    assert feeds["x"].dtype == V2_TYPES[datatype][0]
+    assert fits, f"{datatype} values {sent.tolist()} do not fit and were accepted"
+    assert feeds["x"].dtype == dtype
+    # Accepted values are the values sent (no silent wrap); FP16 rounds as IEEE does.
+    assert np.array_equal(feeds["x"].reshape(-1), sent.astype(dtype))
+    if dtype.kind in "iu":
+        assert feeds["x"].reshape(-1).astype(np.int64).tolist() == sent.astype(np.int64).tolist()
 
 
 _TYPED: dict[str, LoadedModel] = {}
