@@ -106,12 +106,15 @@ def run(app: IngestionApp, stop: threading.Event) -> None:
 
 
 def _match_partitions(admin: AdminClient, settings: IngestionSettings) -> None:
-    """Outputs keep the raw partition: add theirs when the raw topic has more.
+    """Outputs keep the raw partition: add theirs when the raw topic has more (opt-in).
 
-    A refusal is logged, not raised: the worker holds those partitions and retries, with a
-    metric, rather than the service restarting in a loop.
+    Only with `INGESTION_GROW_OUTPUTS=true`; otherwise the worker holds the raw partitions the
+    outputs lack. A refusal is logged, not raised: the worker holds those partitions and
+    retries, with a metric, rather than the service restarting in a loop.
     """
     topics = settings.topics
+    if not settings.grow_outputs:
+        return
     try:
         match_partitions(admin, topics.raw, (topics.train, topics.dlq))
     except Exception as exc:  # see above

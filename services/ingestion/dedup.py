@@ -44,12 +44,17 @@ class PartitionMemory:
         return len(self._keys) + len(self._recent)
 
     def routed_before(self, offset: int, row: int) -> bool:
-        """Whether an earlier run already routed this input row (asked once per redelivery)."""
-        try:
-            self._routed_before.remove((offset, row))
-        except KeyError:
-            return False
-        return True
+        """Whether an earlier run already routed this input row (a question, no change)."""
+        return (offset, row) in self._routed_before
+
+    def rows_routed_before(self, offset: int) -> list[int]:
+        """The rows of the input at `offset` an earlier run routed, in order (rare: a scan)."""
+        return sorted(row for at, row in self._routed_before if at == offset)
+
+    def done_with(self, offset: int, rows: list[int]) -> None:
+        """Forget these rows routed before: their redelivery was skipped (once per redelivery)."""
+        for row in rows:
+            self._routed_before.discard((offset, row))
 
     def mark_routed_before(self, offset: int, row: int) -> None:
         """Record an input row found in the outputs (recovery)."""
@@ -97,11 +102,13 @@ class PartitionMemory:
         self._keys = np.insert(self._keys, at, keys[order])
         self._offsets = np.insert(self._offsets, at, offsets[order])
         self._times = np.insert(self._times, at, times[order])
+        if len(self._keys) > self._max_ids:  # ids past their window (by the newest) go first
+            self._keep(self._times >= float(self._times.max()) - self._window_s)
         excess = len(self._keys) - self._max_ids
-        if excess > 0:
-            oldest_kept = np.partition(self._times, excess)[excess]
-            keep = self._times >= oldest_kept
-            self.cut_short += len(keep) - int(np.count_nonzero(keep))
+        if excess > 0:  # exactly `excess` of the oldest, even when their times tie
+            keep = np.ones(len(self._keys), dtype=bool)
+            keep[np.argpartition(self._times, excess - 1)[:excess]] = False
+            self.cut_short += excess
             self._keep(keep)
 
     def _keep(self, mask: np.ndarray) -> None:

@@ -9,11 +9,16 @@ shape) is one dead letter with the original bytes.
 Routing never raises on input: whatever a record holds, it gives documented `Reason`s.
 - No `content-type` header means a `Sample`; ours mark a `Sample` or a `SampleBatch`; any
   other (or two that disagree) is `unsupported_schema`.
-- No output is larger than the limit (`limits.record_size`): an input whose training output
-  would be is `oversized`, and a dead letter that would be is cut to fit (its value keeps its
-  start, header `streamlearn-truncated` holds the original length).
+- No output is larger than the limit (`limits.record_size`): an input that is larger itself
+  (key, value and headers: the raw topic may accept more) or whose training output would be
+  is `oversized`, and a dead letter that would be is cut to fit (`_fit`: its value keeps its
+  start, header `streamlearn-truncated` holds the original length; then the sender's headers
+  go, any `content-type` after the first counting as the sender's; at last only the source,
+  reason and detail stay), so no record can make the producer refuse an output.
 - An exception while routing one record (a bug) makes that record alone an `internal_error`
-  dead letter with the exception's text, and leaves the memory as it was.
+  dead letter with the exception's text (naming the rows of it an earlier run routed, not to
+  be redriven), and leaves the memory as it was: routing only asks it questions while
+  planning, and changes it once the plan is final.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from services.ingestion.validation import (
     check_sample,
 )
 from shared import samples
-from shared.errors import InvalidArgument
+from shared.errors import ConfigError, InvalidArgument
 from streamlearn.v1 import sample_pb2, stream_pb2
 
 log = logging.getLogger(__name__)
@@ -77,6 +82,7 @@ class _Plan:
 
     outputs: list[Output]
     accepted: dict[str, None] = field(default_factory=dict)  # in order, first wins
+    skipped: list[int] = field(default_factory=list)  # rows routed before (by an earlier run)
 
 
 class Router:
@@ -89,7 +95,14 @@ class Router:
         max_bytes: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Route with stream definitions from `lookup`, writing records of `max_bytes` at most."""
+        """Route with stream definitions from `lookup`, writing records of `max_bytes` at most.
+
+        Raises:
+            ConfigError: `max_bytes` is below `MIN_MAX_BYTES` (no dead letter could fit).
+
+        """
+        if max_bytes < MIN_MAX_BYTES:
+            raise ConfigError(f"the size limit must be at least {MIN_MAX_BYTES} bytes")
         self._lookup = lookup
         self._limits = limits
         self._max_bytes = max_bytes
@@ -98,6 +111,7 @@ class Router:
     def route(self, record: RawRecord, memory: PartitionMemory) -> list[Output]:
         """The outputs of `record`; empty when an earlier run routed all of it already."""
         if memory.routed_before(record.offset, WHOLE):
+            memory.done_with(record.offset, [WHOLE])
             return []
         now = self._clock()
         try:
@@ -105,7 +119,11 @@ class Router:
         except Exception as exc:  # one bad record must not stop its partition
             log.exception("routing a record failed", extra={"source": _source(record).decode()})
             detail = f"{type(exc).__name__}: {exc}"
+            if earlier := memory.rows_routed_before(record.offset):  # do not redrive those
+                detail = f"rows {earlier} of this record were routed before; {detail}"
             plan = _Plan([_dead(record, Rejection(Reason.INTERNAL_ERROR, detail))])
+        # Only now, the plan final, does the memory change.
+        memory.done_with(record.offset, plan.skipped)
         for event_id in plan.accepted:
             memory.accept(event_id, record.offset, now)
         return [_fit(output, self._max_bytes) for output in plan.outputs]
@@ -124,8 +142,9 @@ class Router:
         if not record.value:
             what = "a tombstone (no value)" if record.value is None else "an empty value"
             return _Plan([_dead(record, Rejection(Reason.EMPTY, what))])
-        if len(record.value) > self._max_bytes:  # cheap, before parsing anything
-            detail = f"{len(record.value)} bytes, the limit is {self._max_bytes}"
+        size = record_size(record.key, record.value, record.headers)
+        if size > self._max_bytes:  # cheap, before parsing anything; headers and key count
+            detail = f"the record is {size} bytes, the limit is {self._max_bytes}"
             return _Plan([_dead(record, Rejection(Reason.OVERSIZED, detail))])
         content = _content_type(record.headers)
         if isinstance(content, Rejection):
@@ -184,7 +203,8 @@ class Router:
         plan = _Plan([])
         good: list[int] = []
         for row, event_id in enumerate(columns.event_ids):
-            if memory.routed_before(record.offset, row):
+            if memory.routed_before(record.offset, row):  # peeked: forgotten once final
+                plan.skipped.append(row)
                 continue
             bad = rejected.get(row) or _duplicate(memory, plan.accepted, event_id)
             if bad:
@@ -267,39 +287,51 @@ def _dead(record: RawRecord, rejection: Rejection, event_id: str = "", stream: s
 
 
 _OURS = "streamlearn-"
-_HEADER_MAX = 1024  # of a header ingestion writes into a dead letter cut to fit
+_HEADER_MAX = 1024  # of a header (or key) ingestion keeps in a dead letter cut to fit
+_CUT = b" (value truncated to fit the limit)"
+# What the last step of `_fit` keeps can never exceed this (bounded key, source with a topic
+# name of at most 249 characters, reason, detail and the original length, with overheads).
+MIN_MAX_BYTES = 4096
 
 
-def _bounded(data: bytes) -> bytes:
-    return data if len(data) <= _HEADER_MAX else data[: _HEADER_MAX - 3] + b"..."
+def _bounded(data: bytes, most: int = _HEADER_MAX) -> bytes:
+    return data if len(data) <= most else data[: most - 3] + b"..."
 
 
 def _fit(output: Output, limit: int) -> Output:
-    """A dead letter cut to `limit` bytes: value first, then the input's headers, then key.
+    """A dead letter cut to `limit` bytes, in steps until it fits.
 
-    Training outputs always fit (`Router._within_limit`); ingestion's own headers and the
-    content type are kept (bounded), so the dead letter still says what and why.
+    1. the value is cut (header `streamlearn-truncated` holds its original length);
+    2. the sender's headers go, keeping ingestion's own (bounded) and one content type
+       (bounded; any further `content-type` header is the sender's);
+    3. only the source, reason, detail (all bounded) and original length stay, with the key
+       bounded: this always fits a limit of at least `MIN_MAX_BYTES`.
+    Training outputs always fit (`Router._within_limit`).
     """
     if record_size(output.key, output.value, output.headers) <= limit:
         return output
-    ours = [
-        (k, _bounded(v))
-        for k, v in output.headers
-        if k.startswith(_OURS) or k == samples.CONTENT_TYPE
-    ]
-    theirs = [
-        (k, v) for k, v in output.headers if not (k.startswith(_OURS) or k == samples.CONTENT_TYPE)
-    ]
+    ours: samples.Headers = []
+    theirs: samples.Headers = []
+    content_type_kept = False
+    for name, data in output.headers:
+        if name.startswith(_OURS):
+            if name == samples.DETAIL:
+                data = _bounded(data, _HEADER_MAX - len(_CUT)) + _CUT
+            ours.append((name, _bounded(data)))
+        elif name == samples.CONTENT_TYPE and not content_type_kept:
+            ours.append((name, _bounded(data)))
+            content_type_kept = True
+        else:
+            theirs.append((name, data))
     marker = (samples.TRUNCATED, str(len(output.value)).encode())
-    ours = [
-        (k, v + b" (value truncated to fit the limit)" if k == samples.DETAIL else v)
-        for k, v in ours
-    ]
-    key = output.key
     for headers in ([*theirs, *ours, marker], [*ours, marker]):
-        room = limit - record_size(key, b"", headers)
+        room = limit - record_size(output.key, b"", headers)
         if room >= 0:
             return replace(output, value=output.value[:room], headers=headers)
-    key = key[:_HEADER_MAX] if key else key
-    room = max(limit - record_size(key, b"", [*ours, marker]), 0)
-    return replace(output, key=key, value=output.value[:room], headers=[*ours, marker])
+    essential = (samples.SOURCE, samples.REASON, samples.DETAIL)
+    headers = [*((k, v) for k, v in ours if k in essential), marker]
+    key = output.key[:_HEADER_MAX] if output.key else output.key
+    room = limit - record_size(key, b"", headers)
+    if room < 0:  # impossible for limit >= MIN_MAX_BYTES (checked by the Router)
+        raise AssertionError(f"a dead letter cannot be cut to {limit} bytes")
+    return replace(output, key=key, value=output.value[:room], headers=headers)

@@ -27,3 +27,6 @@ class IngestionSettings(ServiceSettings):
     session_timeout_s: float = Field(default=10.0, ge=6.0)
     # How soon partitions added to the raw topic are noticed.
     metadata_max_age_s: float = Field(default=60.0, gt=0)
+    # Add the partitions the outputs lack when the raw topic grew. Off: such a raw partition
+    # is held (error log, metric) until an operator adds them (see topology, README).
+    grow_outputs: bool = False

@@ -3,12 +3,19 @@
 - Size: the raw, training and dead-letter topics must accept records of the one limit
   (`limits`); a topic that accepts less is a start-up `ConfigError`.
 - Partitions: outputs keep the raw partition (per-key order, and the recovery reads back
-  the raw partition's outputs), so they need as many partitions as the raw topic. When the
-  raw topic has more (it grew, at start-up or while running), ingestion adds the missing
-  partitions to the outputs, as a producer adds partitions to a topic it owns. When that
-  is refused (no ACL, broker down), the records of those raw partitions are held, never
-  routed elsewhere: the worker retries with backoff, logs the error and sets
-  `streamlearn_ingestion_unroutable_partition{partition}` to 1 until it succeeds.
+  the raw partition's outputs), so every raw partition needs its partition in the outputs.
+  When the raw topic has more (it grew), a raw partition the outputs lack is held by the
+  worker (`holding`: paused, its records kept, never routed elsewhere nor committed) with an
+  error log and `streamlearn_ingestion_unroutable_partition{partition}` at 1, until an
+  operator adds the outputs' partitions. Only with `INGESTION_GROW_OUTPUTS=true` does
+  ingestion add them itself (`require_partition`).
+
+Growing the raw topic changes which partition a key goes to, and both guarantees that are
+per raw partition break across that boundary: the de-duplication memory is per partition,
+so a producer's retry of an event sent before the growth (partition p) and after it
+(partition q) is accepted twice; and the records of one key sent before and after are in
+two partitions, so their order is no longer kept. Grow the raw topic only with producers
+stopped and drained, or accept both for the events in flight at that moment.
 """
 
 from __future__ import annotations
@@ -75,6 +82,29 @@ def match_partitions(admin: AdminClient, raw: str, outputs: tuple[str, ...]) -> 
                 raise
     _wait_for(admin, short, counts[raw])
     return short
+
+
+def require_partition(
+    admin: AdminClient, raw: str, outputs: tuple[str, ...], partition: int, grow: bool
+) -> None:
+    """The outputs must have raw `partition`; with `grow`, the missing partitions are added.
+
+    Raises:
+        ConfigError: an output lacks the partition (and `grow` is off), or is missing.
+        KafkaException: the broker refused or did not answer (the caller retries).
+
+    """
+    counts = _partition_counts(admin, (raw, *outputs))
+    short = {name: counts[name] for name in outputs if counts[name] <= partition}
+    if not short:
+        return
+    if not grow:
+        raise ConfigError(
+            f"raw partition {partition} of {raw} has no partition in {short} (their partition "
+            f"counts): its records are held. Add partitions to them (as many as {raw} has: "
+            f"{counts[raw]}), or set INGESTION_GROW_OUTPUTS=true to let ingestion add them"
+        )
+    match_partitions(admin, raw, outputs)
 
 
 def _partition_counts(admin: AdminClient, names: tuple[str, ...]) -> dict[str, int]:

@@ -8,11 +8,17 @@ are redelivered; what a crash leaves uncommitted is redelivered too, and the par
 memory (rebuilt from the outputs when the partition is assigned) skips every input that
 was already routed. Outputs keep the raw partition, so per-key order holds end to end.
 
-When the raw topic has a partition its outputs lack (it grew at run time), the outputs are
-given the missing partitions (`topology.match_partitions`); if that fails, or the recovery
-of a partition's memory fails (a Kafka time-out), the agent retries with backoff, holding
-the records (never routed elsewhere, never committed), with an error log and the metrics
-`streamlearn_ingestion_unroutable_partition{partition}` / `_recovery_failures_total`.
+A raw partition is prepared on its first record after each assignment: its outputs must
+have the partition (added only with `INGESTION_GROW_OUTPUTS=true`, see `topology` for what
+growing the raw topic costs), the producer's metadata must list it (refreshed when it does
+not: another worker may have added it) and its memory is recovered. When that fails, that
+partition alone is held (`holding`: paused, its fetched records kept unacked, tried again
+with backoff) with an error log and the metrics
+`streamlearn_ingestion_unroutable_partition{partition}` / `_recovery_failures_total`; the
+other partitions go on. Waiting for a preparation gives up at once when the partition is
+revoked or the app rebalances or stops, and records of a partition no longer assigned are
+dropped unrouted and unacked (their next owner routes them from the committed offset), so
+neither a rebalance nor a stop waits on it, and no record is routed by two workers.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +41,12 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from services.ingestion import metrics
 from services.ingestion.dedup import PartitionMemory
 from services.ingestion.delivery import settle
+from services.ingestion.holding import Holds, unless
 from services.ingestion.recovery import recover
 from services.ingestion.router import Output, RawRecord, Router
 from services.ingestion.settings import IngestionSettings
-from services.ingestion.topology import match_partitions
+from services.ingestion.topology import require_partition
+from shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
 TAKE_MAX, TAKE_WITHIN_S = 500, 0.02
@@ -110,40 +118,67 @@ def build_app(  # the agent and its helpers share the app's state
     }
     memories: dict[int, PartitionMemory] = {}
     positions: dict[int, int] = {}  # last raw offset processed, per partition (for lag)
+    holds: Holds[Any] = Holds(RETRY_FIRST_S, RETRY_MAX_S)
+    acks: list[Callable[[Any], Awaitable[Any]]] = []  # the agent's stream.ack, once it runs
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget(app: faust.App, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
             if tp.topic == topics.raw:
                 memories.pop(tp.partition, None)
+                holds.forget(tp.partition)  # never acked: redelivered to its next owner
 
     admins: list[AdminClient] = []  # made on first use: building the app connects nothing
 
-    async def memory_of(partition: int) -> PartitionMemory:
-        if partition not in memories:
-            memories[partition] = await _recovered(partition)
-        return memories[partition]
+    def raw_tp(partition: int) -> Any:
+        return faust.types.TP(topics.raw, partition)
 
-    async def _recovered(partition: int) -> PartitionMemory:
-        """The partition's memory, retried with backoff: a time-out must not kill the agent."""
-        loop, delay = asyncio.get_running_loop(), RETRY_FIRST_S
-        while True:
-            try:
-                admins[:] = admins or [AdminClient(settings.kafka.client_config())]
-                if await loop.run_in_executor(None, _match, admins[0], settings):
-                    await _refresh_producer_metadata(app)
-                metrics.UNROUTABLE.labels(str(partition)).set(0)
-                await app.producer.flush()  # our own sends must be readable by the recovery
-                return await loop.run_in_executor(None, _recover, settings, partition)
-            except Exception as exc:  # retried: Kafka time-outs, refused ACLs
-                metrics.UNROUTABLE.labels(str(partition)).set(1)
-                metrics.RECOVERY_FAILURES.inc()
-                log.error(
-                    "cannot route raw partition yet: holding its records, retrying",
-                    extra={"partition": partition, "error": repr(exc), "retry_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+    def owned(partition: int) -> bool:
+        return raw_tp(partition) in app.consumer.assignment()
+
+    def wanted(partition: int) -> bool:
+        """Whether preparing `partition` is still worth waiting for."""
+        return owned(partition) and not app.rebalancing and not app.should_stop
+
+    def untrack(event: Any) -> None:
+        """Drop `event` unacked without faust waiting for it (at a rebalance or stop)."""
+        app.consumer.unacked.discard(event.message)
+
+    async def attempt(partition: int) -> PartitionMemory:
+        """Make `partition` routable: outputs have it, the producer knows it, memory recovered."""
+        loop = asyncio.get_running_loop()
+        admins[:] = admins or [AdminClient(settings.kafka.client_config())]
+        await loop.run_in_executor(None, _require_partition, admins[0], settings, partition)
+        await _know_partition(app, (topics.train, topics.dlq), partition)
+        await app.producer.flush()  # our own sends must be readable by the recovery
+        return await loop.run_in_executor(None, _recover, settings, partition)
+
+    async def prepare(partition: int) -> PartitionMemory | None:
+        """The partition's memory; None when it is held (failed) or no longer wanted.
+
+        A failure holds the partition (paused, its records kept; `retry_held` tries again),
+        so one partition that cannot be routed never holds up the others, a rebalance or a
+        stop. Not wanted any more (revoked, rebalancing, stopping): its records are dropped
+        unacked, and come again from the committed offset to whoever owns it next.
+        """
+        try:
+            memory = await unless(attempt(partition), lambda: wanted(partition))
+        except Exception as exc:  # Kafka time-outs, refused ACLs, outputs lacking it
+            if not owned(partition):  # revoked meanwhile: nothing to hold (nor pause)
+                return None
+            delay = holds.failed(partition)
+            app.consumer.pause_partitions([raw_tp(partition)])
+            metrics.UNROUTABLE.labels(str(partition)).set(1)
+            metrics.RECOVERY_FAILURES.inc()
+            log.error(
+                "cannot route raw partition yet: holding its records, retrying",
+                extra={"partition": partition, "error": str(exc), "retry_s": delay},
+            )
+            return None
+        if memory is not None:
+            memories[partition] = memory
+            metrics.UNROUTABLE.labels(str(partition)).set(0)
+        return memory
 
     async def send(output: Output, partition: int) -> Awaitable[Any]:
         """Start writing `output`; the result resolves once the broker acknowledged it."""
@@ -171,22 +206,66 @@ def build_app(  # the agent and its helpers share the app's state
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.Event().wait()  # cancelled by the stop; nothing more is routed
 
+    async def route_event(event: Any, memory: PartitionMemory) -> list[Awaitable[Any]]:
+        message = event.message
+        started = time.perf_counter()
+        routed = router.route(_raw_record(message), memory)
+        deliveries = [await send(o, message.partition) for o in routed]
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        metrics.count(routed)
+        positions[message.partition] = message.offset
+        return deliveries
+
     @app.agent(raw)
     async def route(stream: faust.StreamT[Any]) -> None:
+        acks[:] = [stream.ack]
         # Events come in small batches to save faust's per-event overhead; each is still
         # routed on its own, in order, and acked only once its outputs are written.
         async for events in stream.noack_take(TAKE_MAX, TAKE_WITHIN_S):  # type: ignore[attr-defined]
             pending: list[tuple[Any, list[Awaitable[Any]]]] = []
             for event in events:
-                message = event.message
-                memory = await memory_of(message.partition)
-                started = time.perf_counter()
-                routed = router.route(_raw_record(message), memory)
-                pending.append((event, [await send(o, message.partition) for o in routed]))
-                metrics.LATENCY.observe(time.perf_counter() - started)
-                metrics.count(routed)
-                positions[message.partition] = message.offset
+                partition = event.message.partition
+                if not owned(partition):  # revoked since fetched: its next owner routes it
+                    untrack(event)
+                    continue
+                if partition in holds:  # kept, in order, routed once it is prepared
+                    untrack(event)
+                    holds.keep(partition, event)
+                    continue
+                memory = memories.get(partition)
+                if memory is None:
+                    memory = await prepare(partition)
+                if memory is None:
+                    untrack(event)
+                    if partition in holds:
+                        holds.keep(partition, event)
+                    continue
+                pending.append((event, await route_event(event, memory)))
             error = await settle(pending, stream.ack)
+            if error is not None:
+                await fail(error)
+
+    @app.timer(interval=0.25)  # type: ignore[untyped-decorator]
+    async def retry_held() -> None:
+        """Try the held partitions again; once prepared, route their kept records, resume."""
+        for partition in holds.due():
+            if not owned(partition):
+                holds.forget(partition)
+                continue
+            memory = await prepare(partition)
+            if memory is None:
+                continue  # failed again (tried later) or not wanted now
+            pending: list[tuple[Any, list[Awaitable[Any]]]] = []
+            # Events the agent keeps while these are routed are routed here too, in order.
+            while kept := holds.take(partition):
+                for event in kept:
+                    app.consumer.unacked.add(event.message)  # routed now: a stop waits for it
+                    pending.append((event, await route_event(event, memory)))
+            holds.release(partition)
+            if owned(partition):
+                app.consumer.resume_partitions([raw_tp(partition)])
+            log.info("routing a held raw partition", extra={"partition": partition})
+            error = await settle(pending, acks[0])
             if error is not None:
                 await fail(error)
 
@@ -221,15 +300,32 @@ def _recover(settings: IngestionSettings, partition: int) -> PartitionMemory:
     )
 
 
-def _match(admin: AdminClient, settings: IngestionSettings) -> bool:
+def _require_partition(admin: AdminClient, settings: IngestionSettings, partition: int) -> None:
     topics = settings.topics
-    return bool(match_partitions(admin, topics.raw, (topics.train, topics.dlq)))
+    outputs = (topics.train, topics.dlq)
+    require_partition(admin, topics.raw, outputs, partition, settings.grow_outputs)
 
 
-async def _refresh_producer_metadata(app: faust.App) -> None:
-    """Refresh the producer's metadata: aiokafka refuses a partition it has not seen yet."""
+async def _know_partition(app: faust.App, outputs: tuple[str, ...], partition: int) -> None:
+    """Refresh the producer's metadata when it lacks `partition` of an output.
+
+    aiokafka refuses to send to a partition its metadata does not list ("Unrecognized
+    partition"), and another worker (or an operator) may have added it.
+
+    Raises:
+        Unavailable: still unknown after the refresh (the caller retries).
+
+    """
     producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-    await producer.client.force_metadata_update()
+    cluster = producer.client.cluster
+
+    def unknown() -> list[str]:
+        return [t for t in outputs if partition not in (cluster.partitions_for_topic(t) or ())]
+
+    if unknown():
+        await producer.client.force_metadata_update()
+        if missing := unknown():
+            raise Unavailable(f"the producer does not know partition {partition} of {missing}")
 
 
 def _raw_record(message: Any) -> RawRecord:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +16,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewPartitions,
 )
 
+from services.ingestion.dedup import PartitionMemory
+from services.ingestion.limits import record_size
+from services.ingestion.router import RawRecord, Router
+from services.ingestion.settings import IngestionSettings
+from services.ingestion.validation import TimeLimits
+from services.ingestion.worker import build_app
 from shared import samples
 from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import producer_config
@@ -124,7 +133,14 @@ def test_an_output_the_broker_refuses_stops_the_worker_and_its_input_is_not_comm
     assert ingestion.stop() == 0
 
 
-def test_a_partition_added_to_the_raw_topic_at_run_time_is_routed(
+def _grow(admin: AdminClient, topics: list[str], partitions: int) -> None:
+    for future in admin.create_partitions([NewPartitions(t, partitions) for t in topics]).values():
+        future.result(timeout=30)
+    wait_until(lambda: all(len(admin.list_topics(t).topics[t].partitions) == partitions
+                           for t in topics), 30)  # fmt: skip
+
+
+def test_a_raw_partition_the_outputs_lack_is_held_until_an_operator_adds_theirs(
     kafka: KafkaSettings,
     kafka_admin: AdminClient,
     make_topic: Callable[..., str],
@@ -132,14 +148,45 @@ def test_a_partition_added_to_the_raw_topic_at_run_time_is_routed(
 ) -> None:
     topics = _topics(make_topic, 1)
     publish_definition(kafka, topics.streams, BINARY)
-    ingestion = service(topics).start()
+    ingestion = service(topics).start()  # INGESTION_GROW_OUTPUTS: off by default
     _produce(kafka, topics.raw, [sample(1, "k").SerializeToString()])
     read_all(kafka, topics.train, 1, timeout=90)
 
-    for future in kafka_admin.create_partitions([NewPartitions(topics.raw, 2)]).values():
-        future.result(timeout=30)
-    wait_until(lambda: len(kafka_admin.list_topics(topics.raw).topics[topics.raw].partitions) == 2,
-               30)  # fmt: skip
+    _grow(kafka_admin, [topics.raw], 2)
+    _produce(kafka, topics.raw, [sample(2, "k").SerializeToString()], partition=1)
+    wait_until(lambda: "INGESTION_GROW_OUTPUTS" in ingestion.log.read_text(), 60, pause=0.5)
+    # Held, not routed, and the outputs were not touched; the other partition goes on.
+    _produce(kafka, topics.raw, [sample(3, "k").SerializeToString()], partition=0)
+    wait_until(lambda: record_count(kafka, topics.train) >= 2, 60, pause=0.5)
+    outputs = kafka_admin.list_topics(timeout=15).topics
+    assert len(outputs[topics.train].partitions) == len(outputs[topics.dlq].partitions) == 1
+    assert sorted(event_ids(m)[0] for m in read_to_end(kafka, topics.train)) == ["e1", "e3"]
+
+    _grow(kafka_admin, [topics.train, topics.dlq], 2)  # the operator's part
+    wait_until(lambda: record_count(kafka, topics.train) >= 3, 120, pause=0.5)
+    trained = read_to_end(kafka, topics.train)
+    assert sorted(event_ids(m)[0] for m in trained) == ["e1", "e2", "e3"]  # e2 once
+    assert {m.partition() for m in trained if event_ids(m) == ["e2"]} == {1}  # kept
+    assert read_to_end(kafka, topics.dlq) == []
+    assert ingestion.process is not None and ingestion.process.poll() is None
+    assert ingestion.stop() == 0
+
+
+def test_with_grow_outputs_a_partition_added_to_the_raw_topic_at_run_time_is_routed(
+    kafka: KafkaSettings,
+    kafka_admin: AdminClient,
+    make_topic: Callable[..., str],
+    service: Callable[[Topics], Ingestion],
+) -> None:
+    topics = _topics(make_topic, 1)
+    publish_definition(kafka, topics.streams, BINARY)
+    ingestion = service(topics)
+    ingestion.env["INGESTION_GROW_OUTPUTS"] = "true"
+    ingestion.start()
+    _produce(kafka, topics.raw, [sample(1, "k").SerializeToString()])
+    read_all(kafka, topics.train, 1, timeout=90)
+
+    _grow(kafka_admin, [topics.raw], 2)
     _produce(kafka, topics.raw, [sample(2, "k").SerializeToString()], partition=1)
 
     # (a reader subscribed now would not see the partition added to train for minutes)
@@ -151,3 +198,32 @@ def test_a_partition_added_to_the_raw_topic_at_run_time_is_routed(
     assert len(outputs[topics.dlq].partitions) == 2
     assert ingestion.process is not None and ingestion.process.poll() is None
     assert ingestion.stop() == 0
+
+
+def test_the_worker_producer_writes_a_record_of_the_router_s_largest_output_size(
+    kafka: KafkaSettings, kafka_admin: AdminClient
+) -> None:
+    # The default limit (1 MiB) is above faust's default max_request_size (1,000,000): the
+    # largest output the router may write must pass the worker's own producer and the broker.
+    topic = f"test.largest-output.{uuid.uuid4().hex[:8]}"
+    ensure_topics(kafka_admin, [TopicSpec(topic, 1, config={"max.message.bytes": str(2 * MIB)})])
+    settings = IngestionSettings(kafka=kafka)
+    limit = settings.max_message_bytes
+    router = Router(lambda _n, _t: None, TimeLimits(0, 1), limit)
+    raw = RawRecord("raw", 0, 0, b"k", b"\xff" * 2 * limit, [("trace", b"t" * 100)])
+    [out] = router.route(raw, PartitionMemory(60))
+    assert record_size(out.key, out.value, out.headers) == limit  # cut to exactly the limit
+    app = build_app(settings, router, threading.Event())
+
+    async def produce() -> None:
+        await app.producer.start()
+        try:
+            await app.producer.send_and_wait(
+                topic, out.key, out.value, partition=0, timestamp=None, headers=out.headers
+            )
+        finally:
+            await app.producer.stop()
+
+    asyncio.run(produce())
+    [written] = read_to_end(kafka, topic)
+    assert written.value() == out.value

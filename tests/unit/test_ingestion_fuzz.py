@@ -24,14 +24,22 @@ VALID_SAMPLE = sample().SerializeToString()
 VALID_BATCH = samples.encode_batch(columns(4))
 CONTENT_TYPES = [samples.SAMPLE_TYPE, samples.BATCH_TYPE, b"application/json", b"", b"\xff"]
 
-header_sets = st.lists(
-    st.tuples(
-        st.sampled_from([samples.CONTENT_TYPE, samples.SOURCE, samples.REASON, "x-trace"])
-        | st.text(max_size=20),
-        st.sampled_from(CONTENT_TYPES) | st.binary(max_size=64),
-    ),
-    max_size=4,
+NAMES = [samples.CONTENT_TYPE, samples.SOURCE, samples.REASON, samples.TRUNCATED, "x-trace"]
+one_header = st.tuples(
+    st.sampled_from(NAMES) | st.text(max_size=20),
+    st.sampled_from(CONTENT_TYPES)
+    | st.binary(max_size=64)
+    | st.integers(0, 2 * LIMIT).map(lambda n: b"h" * n),  # one large header
 )
+# Many headers: one repeated (up to 3,000 copies) or many distinct content types.
+repeated = st.tuples(one_header, st.integers(0, 3000)).map(lambda hn: [hn[0]] * hn[1])
+distinct_types = st.integers(0, 3000).map(
+    lambda n: [(samples.CONTENT_TYPE, f"application/x-{i}".encode()) for i in range(n)]
+)
+header_sets = st.lists(
+    st.lists(one_header, max_size=4) | repeated | distinct_types, max_size=3
+).map(lambda parts: [header for part in parts for header in part])
+keys = st.none() | st.binary(max_size=16) | st.integers(0, 2 * LIMIT).map(lambda n: b"k" * n)
 
 
 def mutated(valid: bytes) -> st.SearchStrategy[bytes]:
@@ -78,17 +86,27 @@ def check(outputs: list[Output], value: bytes | None) -> None:
             assert samples.header(out.headers, samples.REASON) == out.rejection.reason.encode()
 
 
-def route(value: bytes | None, headers: samples.Headers) -> list[Output]:
-    raw = RawRecord("raw", 0, 0, b"k", value, headers)
+def route(value: bytes | None, headers: samples.Headers, key: bytes | None = b"k") -> list[Output]:
+    raw = RawRecord("raw", 0, 0, key, value, headers)
     outputs = router(max_bytes=LIMIT).route(raw, PartitionMemory(60))
     check(outputs, value)
     return outputs
 
 
 @FUZZ
-@given(st.binary(max_size=2 * LIMIT) | st.none(), header_sets)
-def test_random_bytes_and_headers(value: bytes | None, headers: samples.Headers) -> None:
-    assert route(value, headers)  # a record always gives an output (never silently dropped)
+@given(st.binary(max_size=2 * LIMIT) | st.none(), header_sets, keys)
+def test_random_bytes_headers_and_keys(
+    value: bytes | None, headers: samples.Headers, key: bytes | None
+) -> None:
+    assert route(value, headers, key)  # a record always gives an output (never silently dropped)
+
+
+@FUZZ
+@given(st.sampled_from([VALID_SAMPLE, VALID_BATCH]), header_sets, keys)
+def test_valid_values_with_many_or_large_headers_and_keys(
+    value: bytes, headers: samples.Headers, key: bytes | None
+) -> None:
+    assert route(value, headers, key)
 
 
 @FUZZ

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import tracemalloc
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder  # type: ignore[import-untyped]
 
+from services.ingestion import router as router_module
 from services.ingestion.dedup import PartitionMemory
 from services.ingestion.delivery import settle
+from services.ingestion.holding import Holds, unless
 from services.ingestion.limits import check_topic_limits, record_size
 from services.ingestion.reasons import Reason
 from services.ingestion.router import Output, RawRecord, Router
 from services.ingestion.settings import IngestionSettings
+from services.ingestion.topology import require_partition
 from services.ingestion.validation import TimeLimits
-from services.ingestion.worker import build_app
+from services.ingestion.worker import _know_partition
 from shared import samples
-from shared.errors import ConfigError
+from shared.errors import ConfigError, Unavailable
 from streamlearn.v1 import sample_pb2, stream_pb2
 from tests.unit.test_ingestion_router import NOW, STREAMS, columns, record, router, sample
 
@@ -153,12 +156,6 @@ def test_topics_that_accept_less_than_the_limit_are_a_start_up_error() -> None:
     check_topic_limits({"train": 2_000_000, "dlq": 1_048_588}, 1_048_576)
     with pytest.raises(ConfigError, match="dlq"):
         check_topic_limits({"train": 2_000_000, "dlq": 1_000_000}, 1_048_576)
-
-
-def test_the_worker_producer_accepts_what_the_router_may_write() -> None:
-    settings = IngestionSettings(max_message_bytes=3_000_000)
-    app = build_app(settings, router(), threading.Event())
-    assert app.conf.producer_max_request_size >= settings.max_message_bytes
 
 
 # --- defect 4: foreign content types --------------------------------------------------------
@@ -335,3 +332,220 @@ def test_the_memory_costs_less_than_64_bytes_per_id() -> None:
     tracemalloc.stop()
     assert len(memory) == len(ids)
     assert used / len(ids) < 64
+
+
+# --- review finding 1: no input, whatever its headers or key, gives an output over the limit ---
+
+
+def _garbage_headers(copies: int) -> samples.Headers:
+    return [(samples.CONTENT_TYPE, b"application/x-garbage-type")] * copies
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "key"),
+    [
+        (wire(), [(samples.CONTENT_TYPE, f"type/{i:06d}".encode()) for i in range(1500)], b"k"),
+        (b"\xff garbage", _garbage_headers(1000), b"k"),
+        (wire(), [(samples.CONTENT_TYPE, b"t" * 3 * LIMIT)], b"k"),
+        (wire(), [("x-trace", b"t" * 3 * LIMIT)], b"k"),
+        (wire(), [], b"k" * 3 * LIMIT),
+        (b"x" * 3 * LIMIT, [(samples.CONTENT_TYPE, b"c" * 5000)] * 10, b"k" * 5000),
+    ],
+    ids=["1500-content-types", "1000-copies", "huge-content-type", "huge-header", "huge-key",
+         "all-of-it"],
+)  # fmt: skip
+def test_an_input_over_the_limit_in_headers_or_key_is_oversized_and_its_dead_letter_fits(
+    value: bytes, headers: samples.Headers, key: bytes
+) -> None:
+    raw = RawRecord("raw", 0, 0, key, value, headers)
+    [out] = router(max_bytes=LIMIT).route(raw, PartitionMemory(60))
+    assert out.rejection is not None and out.rejection.reason == Reason.OVERSIZED
+    assert _size(out) <= LIMIT
+    assert samples.header(out.headers, samples.SOURCE) == b"raw:0:0"
+    assert samples.header(out.headers, samples.REASON) == b"oversized"
+    assert len([k for k, _ in out.headers if k == samples.CONTENT_TYPE]) <= 1
+
+
+def test_a_dead_letter_pushed_over_the_limit_by_our_headers_keeps_one_content_type() -> None:
+    # The input fits; the dead letter (its headers plus ours) does not: cut to fit.
+    types = [(samples.CONTENT_TYPE, f"type/{i:06d}".encode()) for i in range(602)]
+    raw = RawRecord("raw", 0, 0, b"k", b"\xff", types)
+    assert record_size(raw.key, raw.value, raw.headers) <= LIMIT
+    [out] = router(max_bytes=LIMIT).route(raw, PartitionMemory(60))
+    assert out.rejection is not None and out.rejection.reason == Reason.UNSUPPORTED_SCHEMA
+    assert _size(out) <= LIMIT
+    assert len([k for k, _ in out.headers if k == samples.CONTENT_TYPE]) <= 1
+
+
+# --- review finding 2: a partition that cannot be prepared holds up nothing else -----------
+
+
+def test_waiting_for_a_preparation_gives_up_once_the_partition_is_not_wanted() -> None:
+    async def scenario() -> tuple[object, bool]:
+        wanted = True
+        never = asyncio.get_running_loop().create_future()  # a recovery that hangs
+
+        async def revoke_soon() -> None:
+            nonlocal wanted
+            await asyncio.sleep(0.05)
+            wanted = False  # revoked, rebalancing or stopping
+
+        revoking = asyncio.ensure_future(revoke_soon())
+        result = await unless(never, lambda: wanted, poll_s=0.01)
+        await revoking
+        return result, never.cancelled()
+
+    assert asyncio.run(scenario()) == (None, True)
+
+
+def test_waiting_for_a_preparation_gives_its_result_or_its_error() -> None:
+    async def fine() -> str:
+        return "memory"
+
+    async def broken() -> str:
+        raise TimeoutError("recovery timed out")
+
+    assert asyncio.run(unless(fine(), lambda: True)) == "memory"
+    with pytest.raises(TimeoutError):
+        asyncio.run(unless(broken(), lambda: True))
+
+
+def test_a_held_partition_keeps_its_events_in_order_and_retries_with_bounded_backoff() -> None:
+    now = [0.0]
+    holds: Holds[str] = Holds(first_s=0.5, max_s=2.0, clock=lambda: now[0])
+    assert 3 not in holds and holds.due() == []
+    assert [holds.failed(3) for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    holds.keep(3, "a")
+    holds.keep(3, "b")
+    assert 3 in holds and holds.due() == []
+    now[0] = 2.0
+    assert holds.due() == [3]
+    assert holds.take(3) == ["a", "b"] and 3 in holds  # routed while still held
+    holds.keep(3, "c")
+    assert holds.release(3) == ["c"] and 3 not in holds
+    holds.failed(4)
+    holds.keep(4, "x")
+    assert holds.forget(4) == ["x"] and 4 not in holds  # revoked: redelivered to its owner
+    assert holds.failed(4) == 0.5  # a new hold starts its backoff again
+
+
+# --- review finding 3: growing the raw topic is an operator's opt-in ------------------------
+
+
+class _Future:
+    def result(self, timeout: float = 0) -> None:
+        return None
+
+
+class _Admin:
+    """The admin calls `require_partition` makes, on topics of given partition counts."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+        self.created: list[tuple[str, int]] = []
+
+    def list_topics(self, timeout: float = 0) -> Any:
+        topics = {name: SimpleNamespace(partitions=dict.fromkeys(range(n))) for name, n in
+                  self.counts.items()}  # fmt: skip
+        return SimpleNamespace(topics=topics)
+
+    def create_partitions(self, new: list[Any], request_timeout: float = 0) -> dict[str, Any]:
+        for item in new:
+            self.created.append((item.topic, item.new_total_count))
+            self.counts[item.topic] = item.new_total_count
+        return {item.topic: _Future() for item in new}
+
+
+def test_outputs_lacking_a_raw_partition_are_not_grown_unless_the_operator_opted_in() -> None:
+    admin: Any = _Admin({"raw": 3, "train": 2, "dlq": 2})
+    require_partition(admin, "raw", ("train", "dlq"), 1, grow=False)  # they have it
+    with pytest.raises(ConfigError, match="INGESTION_GROW_OUTPUTS") as raised:
+        require_partition(admin, "raw", ("train", "dlq"), 2, grow=False)
+    assert "train" in str(raised.value) and "dlq" in str(raised.value)
+    assert admin.created == []
+    require_partition(admin, "raw", ("train", "dlq"), 2, grow=True)
+    assert sorted(admin.created) == [("dlq", 3), ("train", 3)]
+    assert IngestionSettings().grow_outputs is False
+
+
+class _Producer:
+    """aiokafka's producer as `_know_partition` sees it: metadata that a refresh updates."""
+
+    def __init__(self, known: dict[str, set[int]], after_refresh: dict[str, set[int]]) -> None:
+        self.known, self.after_refresh, self.refreshes = known, after_refresh, 0
+        self.client = SimpleNamespace(
+            cluster=SimpleNamespace(partitions_for_topic=lambda t: self.known.get(t)),
+            force_metadata_update=self.refresh,
+        )
+
+    async def refresh(self) -> None:
+        self.refreshes += 1
+        self.known = self.after_refresh
+
+
+def _app_with(producer: _Producer) -> Any:
+    return SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+
+
+def test_the_producer_metadata_is_refreshed_when_it_lacks_the_partition() -> None:
+    # Another worker (or an operator) added partition 2: this producer has not seen it yet.
+    grown = {"train": {0, 1, 2}, "dlq": {0, 1, 2}}
+    stale = _Producer({"train": {0, 1}, "dlq": {0, 1}}, grown)
+    asyncio.run(_know_partition(_app_with(stale), ("train", "dlq"), 2))
+    assert stale.refreshes == 1
+    known = _Producer(grown, grown)
+    asyncio.run(_know_partition(_app_with(known), ("train", "dlq"), 2))
+    assert known.refreshes == 0
+    never = _Producer({"train": {0, 1}}, {"train": {0, 1}})
+    with pytest.raises(Unavailable, match="partition 2"):
+        asyncio.run(_know_partition(_app_with(never), ("train", "dlq"), 2))
+
+
+# --- review finding 4: an internal error leaves the memory as it was ------------------------
+
+
+def test_an_internal_error_keeps_the_rows_routed_before_and_its_dead_letter_names_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    value = samples.encode_batch(columns(3))
+    memory = PartitionMemory(60)
+    memory.mark_routed_before(5, 0)  # an earlier run trained row 0 of offset 5, then crashed
+    raw = RawRecord("raw", 0, 5, b"k", value, BATCH)
+
+    def explode(*_: object) -> Output:
+        raise RuntimeError("encoder exploded")
+
+    monkeypatch.setattr(router_module, "_train_rows", explode)
+    [dead] = router().route(raw, memory)
+    assert dead.rejection is not None and dead.rejection.reason == Reason.INTERNAL_ERROR
+    assert "rows [0] of this record were routed before" in dead.rejection.detail
+    assert memory.routed_before(5, 0)  # untouched by the failed attempt
+    monkeypatch.undo()
+    [train] = router().route(raw, memory)  # redriven: row 0 is not trained twice
+    assert train.rejection is None and train.rows == 2
+    assert samples.header(train.headers, samples.ROWS) == np.asarray([1, 2], "<i4").tobytes()
+    assert not memory.routed_before(5, 0)  # forgotten once the plan succeeded
+
+
+# --- review finding 5: the cap holds when acceptance times tie -----------------------------
+
+
+def test_the_memory_cap_holds_when_every_id_has_the_same_time() -> None:
+    memory = PartitionMemory(window_s=3600, max_ids=1000)
+    for i in range(50_000):  # all rows of one batch share `now`
+        memory.accept(f"id-{i}", i, at_s=100.0)
+    memory.forget_before(100.0)
+    assert len(memory) == 1000
+    assert memory.cut_short == 49_000
+
+
+def test_ids_past_their_window_are_not_counted_as_cut_short() -> None:
+    memory = PartitionMemory(window_s=10, max_ids=1000)
+    for i in range(1000):
+        memory.accept(f"old-{i}", i, at_s=0.0)
+    memory.forget_before(0.0)
+    for i in range(1000):  # the old ones' window is over: forgetting them is no cut
+        memory.accept(f"new-{i}", 1000 + i, at_s=100.0)
+    memory.forget_before(100.0)
+    assert len(memory) == 1000 and memory.accepted_at("new-0") == 1000
+    assert memory.cut_short == 0
