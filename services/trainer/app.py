@@ -5,33 +5,51 @@ from __future__ import annotations
 import logging
 import threading
 
+import torch
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2
-from prometheus_client import start_http_server
+from prometheus_client import Info, start_http_server
 
+from services.trainer.device import torch_threads
 from services.trainer.learner import Learner
 from services.trainer.loop import TrainerLoop
 from services.trainer.names import HEALTH_NAME as HEALTH_NAME
 from services.trainer.progress import Every
 from services.trainer.settings import TrainerSettings
+from services.trainer.single import group_members, refuse_if_shared
 from services.trainer.versions import VersionPublisher
 from shared.clients.registry import RegistryClient
 from shared.grpc.server import build_server, mark_draining
 from shared.kafka.admin import ensure_topics, standard_topics
-from shared.kafka.config import consumer_config, producer_config
+from shared.kafka.config import admin_config, consumer_config, producer_config
 
 log = logging.getLogger(__name__)
 
+DEVICE = Info("streamlearn_trainer_device", "Where the trainer learns, on which path, and why")
+
 
 def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> TrainerLoop:
-    """A trainer loop restored from its checkpoint, if any."""
-    topics = settings.topics
-    ensure_topics(
-        AdminClient(settings.kafka.client_config()),
-        [t for t in standard_topics(topics) if t.name in (topics.train, topics.metrics)],
-    )
+    """A trainer loop restored from its checkpoint, if any.
+
+    Raises:
+        ConfigError: TRAINER_DEVICE=cuda without a GPU (before anything else is touched).
+        Conflict: Another trainer of the model is live in its consumer group.
+
+    """
     learner = Learner(settings.config, settings.device)
+    topics = settings.topics
+    admin = AdminClient(admin_config(settings.kafka))
+    ensure_topics(
+        admin, [t for t in standard_topics(topics) if t.name in (topics.train, topics.metrics)]
+    )
+    group = settings.consumer_group
+
+    def alone() -> None:
+        members = group_members(admin, group)
+        refuse_if_shared(members, group, settings.model_name, settings.trainer_id)
+
+    alone()  # before subscribing; again at the first assignment (two starting at once)
     publisher = None
     if registry is not None:
         registry.create_model(settings.model_name, exist_ok=True)
@@ -39,13 +57,14 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
             registry, settings.model_name, settings.stream, settings.trainer_id, learner
         )
     # Static membership: a restarted trainer (same id) takes its partitions back at once
-    # instead of waiting out the dead member's session.
+    # instead of waiting out the dead member's session, and is told from a second instance.
     consumer = Consumer(
         consumer_config(
             settings.kafka,
-            settings.consumer_group,
+            group,
             enable_auto_commit=False,
             group_instance_id=settings.trainer_id,
+            client_id=f"streamlearn-trainer-{settings.trainer_id}",
             session_timeout_ms=10_000,
             max_partition_fetch_bytes=settings.fetch_partition_bytes,
         )
@@ -62,11 +81,14 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
         version_every=Every(settings.version_every_events, settings.version_every_s),
         fetch=settings.fetch_max,
         streams={settings.stream},
+        alone=alone,
     )
 
 
 def run(settings: TrainerSettings, stop: threading.Event) -> None:
     """Train until `stop` (SIGTERM); the last checkpoint is written before exit."""
+    threads = torch_threads(settings.torch_threads)
+    torch.set_num_threads(threads)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     server, health, _ = build_server(f"[::]:{settings.grpc_port}", [], max_workers=2)
@@ -76,9 +98,25 @@ def run(settings: TrainerSettings, stop: threading.Event) -> None:
             loop = build(settings, registry)
             # Ready once restored from the checkpoint with the registry and topics in place.
             health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
+            placement = loop.learner.placement
+            DEVICE.info(
+                {
+                    "device": placement.device,
+                    "path": placement.path,
+                    "reason": placement.reason,
+                    "torch_threads": str(threads),
+                }
+            )
             log.info(
                 "trainer running",
-                extra={"device": str(loop.learner.device), "events": loop.learner.applied},
+                extra={
+                    "device": placement.device,
+                    "path": placement.path,
+                    "reason": placement.reason,
+                    "torch_threads": threads,
+                    "consumer_group": settings.consumer_group,
+                    "events": loop.learner.applied,
+                },
             )
             loop.run(stop)
     finally:

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from confluent_kafka import Message
 from google.protobuf.message import DecodeError
 
 from services.trainer import wire
 from shared import samples
 from streamlearn.v1 import sample_pb2
+
+if TYPE_CHECKING:  # records arrive as confluent-kafka messages; this module never reads Kafka
+    from confluent_kafka import Message
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +75,12 @@ class StreamFilter:
         keep = found >= 0
         skipped: dict[str, int] = {}
         for i in map(int, np.flatnonzero(~keep)):
-            if found[i] == wire.UNREADABLE:
+            stream = _scanned_name(buf, spans[i]) if found[i] != wire.UNREADABLE else None
+            if stream is None:  # protobuf is the judge of what the scan could not read
                 stream = _stream_slowly(values[i], batch[i])
                 if stream is None or stream in self.streams:
                     keep[i] = True  # undecodable (the guard counts it) or ours after all
                     continue
-            else:
-                stream = bytes(buf[spans[i, 0] : spans[i, 1]]).decode("utf-8", "replace")
             skipped[stream] = skipped.get(stream, 0) + 1
         for stream, count in skipped.items():
             self._skipped(stream, count)
@@ -94,6 +96,17 @@ class StreamFilter:
         label = stream if stream in self._seen else OTHER_STREAMS
         if self._on_skip is not None:
             self._on_skip(label, count)
+
+
+def _scanned_name(buf: np.ndarray, span: np.ndarray) -> str | None:
+    """The stream name the scan found, or None when it is not UTF-8.
+
+    Protobuf refuses such a record, so it is no other stream's: the guard counts it.
+    """
+    try:
+        return bytes(buf[span[0] : span[1]]).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _stream_slowly(value: bytes, batch: bool) -> str | None:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from services.trainer import fused
+from services.trainer.config import TrainerConfig
 
 if TYPE_CHECKING:
     from services.trainer.learner import Batch, Learner
@@ -26,16 +27,19 @@ _SCHEDULES = {
 }
 
 
-def eligible(learner: Learner) -> bool:
-    """Per-event learning of one linear layer with one output on the CPU."""
-    config = learner.config
+def compiled_path(config: TrainerConfig) -> bool:
+    """Whether `config` is one the compiled path covers: per-event, one linear output."""
     return (
         config.batch_size == 1
         and config.model.kind in ("linear", "logistic")
         and config.outputs == 1
         and config.resolved_loss in _LOSSES
-        and learner.device.type == "cpu"
     )
+
+
+def eligible(learner: Learner) -> bool:
+    """Per-event learning of one linear layer with one output on the CPU."""
+    return compiled_path(learner.config) and learner.device.type == "cpu"
 
 
 def _view(tensor: torch.Tensor) -> np.ndarray:

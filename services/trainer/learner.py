@@ -8,7 +8,7 @@ predicted in groups of N with the same weights and one step is taken per group.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,16 +16,10 @@ import torch
 from torch import nn
 
 from services.trainer.config import TrainerConfig
+from services.trainer.device import choose
 from services.trainer.fused_learner import FusedUpdates, eligible
 from services.trainer.metrics import Prequential
 from services.trainer.model import build_model
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` picks CUDA when a GPU is present."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
 
 
 def _optimizer(config: TrainerConfig, params: Any) -> torch.optim.Optimizer:
@@ -106,7 +100,12 @@ class Learner:
         self, config: TrainerConfig, device: str = "cpu", fused_enabled: bool = True
     ) -> None:
         self.config = config
-        self.device = resolve_device(device)
+        # auto: per model family (`device.py`); cuda without a GPU raises ConfigError.
+        placement = choose(config, device, torch.cuda.is_available())
+        if not fused_enabled:
+            placement = replace(placement, compiled=False)
+        self.placement = placement
+        self.device = torch.device(placement.device)
         self.network = build_model(config).to(self.device)
         self.optimizer = _optimizer(config, self.network.parameters())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
@@ -115,7 +114,7 @@ class Learner:
         self.applied = 0  # events learned from
         self.skipped = 0  # events refused by the guard
         # Linear models learning event by event on the CPU take the compiled path.
-        self._fused = FusedUpdates(self) if fused_enabled and eligible(self) else None
+        self._fused = FusedUpdates(self) if placement.compiled and eligible(self) else None
 
     @property
     def uses_sparse(self) -> bool:

@@ -7,7 +7,8 @@ committed offsets follow the checkpoints and only serve monitoring (lag).
 Records fetched before the latest (re)assignment of their partition are dropped: that
 assignment re-positioned the partition at the checkpoint, so they will be read again. A
 fatal consumer error (e.g. fenced by another instance with the same static membership id)
-stops the trainer without writing the checkpoint, which the other instance now owns.
+stops the trainer without writing the checkpoint, which the other instance now owns; so does
+finding another trainer of the model in the group at the first assignment (`single.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
-from shared.errors import StreamlearnError
+from shared.errors import Conflict, StreamlearnError
 from shared.kafka.consumer import consume_stamped, where
 from streamlearn.v1 import metrics_pb2
 
@@ -86,7 +87,13 @@ class TrainerLoop:
         version_every: Every,
         fetch: int = 1000,
         streams: Collection[str],
+        alone: Callable[[], None] | None = None,
     ) -> None:
+        """Restore from the checkpoint at `checkpoint_path`, if any.
+
+        `alone`, called at the first assignment, raises Conflict when another trainer of the
+        model is in the group (`single.py`): this one then stops without checkpointing.
+        """
         self.learner = learner
         self.positions = Positions()
         self._consumer = consumer
@@ -105,13 +112,17 @@ class TrainerLoop:
         self._epoch = 0
         self._assigned: dict[str, int] = {}
         self._fatal: str | None = None  # set by a fatal consumer error: never checkpoint again
+        self._alone = alone  # checked once, at the first assignment
         self._error_logged: dict[str, tuple[float, int]] = {}  # name -> (last logged, since)
         self._restore()
 
     def run(self, stop: threading.Event) -> None:
         """Learn until `stop`; a final checkpoint is written on the way out."""
         self._consumer.subscribe(
-            [self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            [self._topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         try:
             while not stop.is_set():
@@ -269,7 +280,7 @@ class TrainerLoop:
         self.learner.restore(saved["learner"])
         self.positions = Positions.from_dict(saved["positions"])
         if self._publisher is not None:
-            self._publisher.last_version = saved["last_version"]
+            self._publisher.resume(saved["last_version"])
         log.info(
             "restored checkpoint",
             extra={"events": self.learner.applied, "offsets": self.positions.next},
@@ -277,6 +288,14 @@ class TrainerLoop:
 
     def _on_assign(self, consumer: Any, partitions: Sequence[TopicPartition]) -> None:
         """Position each partition from the checkpoint, not from Kafka's committed offsets."""
+        if self._alone is not None:
+            check, self._alone = self._alone, None
+            try:
+                check()
+            except Conflict as exc:  # raised out of poll/consume: run() stops
+                self._fatal = str(exc)
+                log.critical("second trainer of the model: stopping", extra={"error": str(exc)})
+                raise
         self._epoch += 1
         keys = []
         for tp in partitions:
@@ -290,6 +309,18 @@ class TrainerLoop:
     def _on_revoke(self, consumer: Any, partitions: Sequence[TopicPartition]) -> None:
         """Hand partitions over with a durable checkpoint of what was applied."""
         self.save()
+        self._forget(partitions)
+
+    def _on_lost(self, consumer: Any, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions taken away without a hand-over (fenced, or the session expired).
+
+        Another member may own them already and have checkpointed past us: writing our
+        checkpoint now could overwrite the live one, so only what was read is forgotten.
+        """
+        log.warning("partitions lost", extra={"partitions": [tp.partition for tp in partitions]})
+        self._forget(partitions)
+
+    def _forget(self, partitions: Sequence[TopicPartition]) -> None:
         self._epoch += 1
         keys = [f"{tp.topic}:{tp.partition}" for tp in partitions]
         for key in keys:

@@ -20,12 +20,18 @@ class TrainerSettings(ServiceSettings):
     metrics_port: int = Field(default=9102, ge=0, le=65535)
     # gRPC health only (service `streamlearn.trainer`): readiness for supervisors and probes.
     grpc_port: int = Field(default=50053, ge=0, le=65535)
-    consumer_group: str = "streamlearn-trainer"
+    # One group per model, so trainers of different models on one training topic each read
+    # every partition. Empty: `streamlearn-trainer-<model_name>`.
+    consumer_group: str = ""
     # The one stream this trainer learns (and names in lineage): records of other streams on
     # the training topic are skipped and counted. Empty: the stream named like the model.
     stream: str = ""
     model_name: str = "demo"
+    # auto: the compiled CPU path for linear models, a GPU (when present) for the others;
+    # cpu / cuda force one (cuda without a GPU refuses to start). See `device.py`.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch's intra-op threads; 0: the container's CPU quota (cgroup cpu.max) or affinity.
+    torch_threads: int = Field(default=0, ge=0)
     registry_address: str = "127.0.0.1:50052"
     checkpoint_every_events: int = Field(default=10_000, gt=0)
     checkpoint_every_s: float = Field(default=10.0, gt=0)
@@ -42,9 +48,14 @@ class TrainerSettings(ServiceSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _stream_defaults_to_the_model(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not data.get("stream"):
-            data = {**data, "stream": data.get("model_name") or "demo"}
+    def _stream_and_group_default_to_the_model(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model_name") or "demo"
+        if not data.get("stream"):
+            data = {**data, "stream": model}
+        if not data.get("consumer_group"):
+            data = {**data, "consumer_group": f"streamlearn-trainer-{model}"}
         return data
 
     @property

@@ -28,6 +28,10 @@ class VersionPublisher:
         self.last_version = 0
         self._published_at: int | None = None  # events applied at the last version published
 
+    def resume(self, last_version: int) -> None:
+        """Continue after a restore: the restored weights are `last_version`'s already."""
+        self.last_version, self._published_at = last_version, self._learner.applied
+
     def publish(self, positions: Positions) -> int | None:
         """Register the current weights; returns the new version number.
 

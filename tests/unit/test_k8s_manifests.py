@@ -322,7 +322,7 @@ def test_production_trains_on_a_gpu_with_secrets_out_of_config_maps(
         assert ("StatefulSet", "kafka") in docs
         return
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert trainer["image"].endswith("-cuda") and env["TRAINER_DEVICE"] == "cuda"
+    assert trainer["image"].endswith("-cuda") and env["TRAINER_DEVICE"] == "auto"
     registry = env_of(docs, "registry")
     assert registry["REGISTRY_DB_URL"].startswith("postgresql://")
     assert registry["REGISTRY_DB_PASSWORD"] == {

@@ -42,7 +42,7 @@ def test_plan_starts_the_registry_first_and_follows_each_service_settings(
     # Inference is SERVING only with a model loaded; `up` waits for its server to answer.
     assert by_name["inference"].up_health == ""
     assert by_name["registry"].up_health == "streamlearn.v1.ModelRegistry"
-    assert by_name["trainer"].consumes == ("streamlearn-trainer", "streamlearn.samples.train")
+    assert by_name["trainer"].consumes == ("streamlearn-trainer-demo", "streamlearn.samples.train")
     assert by_name["ingestion"].consumes == ("streamlearn-ingestion", "streamlearn.samples.raw")
 
 

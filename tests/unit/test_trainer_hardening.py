@@ -133,9 +133,22 @@ class ScriptedConsumer:
         self.calls = 0
         self.closed = False
         self._callbacks: tuple[Any, Any] | None = None
+        self._on_lost: Any = None
 
-    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any) -> None:
+    def subscribe(
+        self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any = None
+    ) -> None:
         self._callbacks = (on_assign, on_revoke)
+        self._on_lost = on_lost
+
+    def lose(self) -> list[FakeMessage]:
+        """Every partition lost, as when fenced: confluent-kafka calls on_lost, or on_revoke
+        when none was given."""
+        assert self._callbacks is not None
+        owned = [TopicPartition(TOPIC, p) for p in sorted(self.positions)]
+        (self._on_lost or self._callbacks[1])(self, owned)
+        self.positions.clear()
+        return []
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -348,6 +361,22 @@ def test_a_fatal_consumer_error_stops_the_trainer_without_writing_the_checkpoint
     assert any("fatal consumer error" in r.getMessage() for r in caplog.records)
 
 
+def test_partitions_lost_when_fenced_are_not_checkpointed(tmp_path: Path) -> None:
+    path = tmp_path / "c.ckpt"
+    stop = threading.Event()
+
+    def fenced(consumer: ScriptedConsumer) -> list[FakeMessage]:
+        consumer.lose()  # librdkafka takes the partitions away before reporting the error
+        return [error_event(KafkaError._FATAL, fatal=False)]
+
+    consumer = ScriptedConsumer(partitions_of(singles(40)), stop, hooks={5: fenced})
+    loop = make_loop(consumer, path)
+    with pytest.raises(StreamlearnError, match="fatal"):
+        run(loop, stop)
+    assert loop.learner.applied > 0
+    assert checkpoint.load(path) is None  # the partitions' new owner keeps the live one
+
+
 def test_non_fatal_consumer_errors_are_counted_and_logged_rate_limited(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -471,3 +500,12 @@ def test_a_restart_repeats_the_mini_batches_of_an_uninterrupted_run(tmp_path: Pa
     assert 0 < len(resumed) < len(uninterrupted)  # it did stop mid-stream
     assert sorted(resumed + after_restart) == sorted(uninterrupted)
     assert second.learner.applied == whole.learner.applied == 24 + 18 + 15
+
+
+def test_a_stream_name_that_is_not_utf8_is_left_to_the_guard_not_counted_as_a_stream() -> None:
+    value = bytes.fromhex("120265302a046465e66f32080000803f000000404801")  # stream b"de\xe6o"
+    skipped: list[str] = []
+    kept = StreamFilter({"demo"}, lambda s, n: skipped.append(s)).keep(
+        [FakeMessage(TOPIC, 0, 0, b"k", value)]  # type: ignore[list-item]
+    )
+    assert kept == [True] and skipped == []
