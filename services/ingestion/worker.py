@@ -175,6 +175,8 @@ def build_app(  # the agent and its helpers share the app's state
                 extra={"partition": partition, "error": str(exc), "retry_s": delay},
             )
             return None
+        if memory is not None and not wanted(partition):
+            return None  # a rebalance or stop began as it finished: another owner may route
         if memory is not None:
             memories[partition] = memory
             metrics.UNROUTABLE.labels(str(partition)).set(0)
@@ -255,19 +257,38 @@ def build_app(  # the agent and its helpers share the app's state
             memory = await prepare(partition)
             if memory is None:
                 continue  # failed again (tried later) or not wanted now
-            pending: list[tuple[Any, list[Awaitable[Any]]]] = []
-            # Events the agent keeps while these are routed are routed here too, in order.
-            while kept := holds.take(partition):
-                for event in kept:
-                    app.consumer.unacked.add(event.message)  # routed now: a stop waits for it
-                    pending.append((event, await route_event(event, memory)))
-            holds.release(partition)
-            if owned(partition):
-                app.consumer.resume_partitions([raw_tp(partition)])
             log.info("routing a held raw partition", extra={"partition": partition})
+            if await route_held(partition, memory):
+                holds.release(partition)  # no await since the last take: nothing kept after
+                if owned(partition):
+                    app.consumer.resume_partitions([raw_tp(partition)])
+
+    async def route_held(partition: int, memory: PartitionMemory) -> bool:
+        """Route a held partition's kept events in order, settling each round before the next.
+
+        Events the agent keeps meanwhile (the hold stands until this returns) are routed in
+        later rounds. False when it stopped: the partition was no longer wanted (what is kept
+        is dropped unacked: its next owner reads it from the committed offset) or a delivery
+        failed (the worker stops; nothing after the failure is acked).
+        """
+        while kept := holds.take(partition):
+            pending: list[tuple[Any, list[Awaitable[Any]]]] = []
+            given_up = False
+            for event in kept:
+                if not wanted(partition):
+                    holds.forget(partition)  # the rest are dropped unacked
+                    given_up = True
+                    break
+                app.consumer.unacked.add(event.message)  # routed now: a stop waits for it
+                pending.append((event, await route_event(event, memory)))
+            # What was sent is settled even when giving up: a revoke waits for those acks.
             error = await settle(pending, acks[0])
             if error is not None:
                 await fail(error)
+                return False
+            if given_up:
+                return False
+        return True
 
     @app.task  # type: ignore[untyped-decorator]
     async def replay_early_stop() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +39,11 @@ class TrainerSettings(ServiceSettings):
     checkpoint_every_s: float = Field(default=10.0, gt=0)
     version_every_events: int = Field(default=5_000, gt=0)
     version_every_s: float = Field(default=5.0, gt=0)
-    trainer_id: str = "trainer-0"
+    # This instance's static group membership id (and lineage's trainer id); Kubernetes sets
+    # the pod name. Empty: host name + a hash of the state directory, so a restart keeps its
+    # id while a second trainer elsewhere (another host or state) has another and is refused
+    # (the same id would instead fence the live one: see `single.py`).
+    trainer_id: str = ""
     fetch_max: int = Field(default=5000, ge=1)
     # Bytes per partition per fetch: large fetches keep a CPU-busy trainer fed (measured on
     # 2 cores: 1 MiB caps it near 130k events/s, 32 MiB lets it reach about 290k).
@@ -57,6 +63,14 @@ class TrainerSettings(ServiceSettings):
         if not data.get("consumer_group"):
             data = {**data, "consumer_group": f"streamlearn-trainer-{model}"}
         return data
+
+    @model_validator(mode="after")
+    def _trainer_id_defaults_to_this_host_and_state(self) -> TrainerSettings:
+        if not self.trainer_id:
+            state = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
+            # The model is frozen; this fills a default derived from other fields, once.
+            object.__setattr__(self, "trainer_id", f"{socket.gethostname()}-{state}")
+        return self
 
     @property
     def checkpoint_path(self) -> Path:

@@ -135,3 +135,10 @@ def test_a_trainer_alone_at_its_first_assignment_checks_only_once(tmp_path: Path
     loop._alone = lambda: calls.append(1)
     loop.run(stop)
     assert calls == [1] and loop.learner.applied == 30
+
+
+def test_trainer_ids_default_to_this_host_and_state_dir(tmp_path: Path) -> None:
+    first = TrainerSettings(state_dir=tmp_path / "a").trainer_id
+    assert first == TrainerSettings(state_dir=tmp_path / "a").trainer_id  # a restart keeps it
+    assert first != TrainerSettings(state_dir=tmp_path / "b").trainer_id  # another instance
+    assert TrainerSettings(state_dir=tmp_path / "a", trainer_id="pod-0").trainer_id == "pod-0"
