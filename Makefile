@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo up down status test unit lint check-protos protos bench kafka-start kafka-stop
+.PHONY: setup demo up down status test unit lint check-protos protos bench kafka-start kafka-stop compose-test
 
 setup:  ## create or reuse the environment (cached outside the clone) and link .venv
 	@scripts/bootstrap.sh
@@ -51,3 +51,6 @@ kafka-start: setup
 
 kafka-stop: setup
 	$(VENV)/bin/streamlearn kafka stop
+
+compose-test: setup  ## docker-compose.yml for real: engine, images built here, stack healthy, loop proven
+	@scripts/compose-test.sh

@@ -59,7 +59,7 @@ def test_the_gpu_override_runs_the_cuda_trainer() -> None:
     trainer = gpu["services"]["trainer"]
     assert trainer["build"]["target"] == "runtime-cuda"
     assert "FROM runtime AS runtime-cuda" in (ROOT / "deploy" / "Dockerfile").read_text()
-    assert trainer["environment"]["TRAINER_DEVICE"] == "cuda"
+    assert trainer["environment"]["TRAINER_DEVICE"] == "auto"  # the GPU for models that gain
     (device,) = trainer["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
 

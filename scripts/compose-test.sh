@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# `make compose-test`: docker-compose.yml run for real on this machine, end to end.
+#  1. installs what is missing: Docker's engine (Debian's docker.io), debootstrap, the compose
+#     CLI plugin (built once from its Go module, scripts/compose-plugin.sh);
+#  2. starts dockerd if none is running, with `--bridge=none --iptables=false`: containers
+#     use host networking only, no container ever gets an address;
+#  3. builds the images without any registry (scripts/compose-images.sh: debootstrapped base,
+#     wheels from the host, Kafka from the Maven jars), offline and cached;
+#  4. runs the stack (docker-compose.yml + docker-compose.local.yml + docker-compose.host.yml),
+#     waits for every healthcheck, checks that no container has a network of its own;
+#  5. proves the loop from the host: samples in through the SDK, a served version and a
+#     prediction out over tritonclient (scripts/compose-loop.py);
+#  6. tears everything down: containers, volumes, networks, and the daemon if it started it.
+# Ports default to the compose file's; a taken one is replaced by a free one (or set
+# STREAMLEARN_KAFKA_PORT, STREAMLEARN_INFERENCE_PORT, ... yourself). KEEP=1 leaves the
+# stack running (and the daemon) for a look around; `scripts/compose-test.sh down` ends it.
+#
+# `scripts/compose-test.sh pytest [ARGS]` does steps 1-3, then runs `pytest --docker ARGS`:
+# pytest-docker starts and stops the same stack (the broker must get port 9092, which
+# tests/conftest.py expects), with the override files added to its compose command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${STREAMLEARN_CACHE_DIR:-$HOME/.cache/streamlearn}"
+STATE="$CACHE/docker"
+PROJECT="${COMPOSE_PROJECT_NAME:-streamlearn-compose-test}"
+FILES=(-f docker-compose.yml -f docker-compose.local.yml -f docker-compose.host.yml)
+started=$SECONDS
+log() { printf 'compose-test [%4ds]: %s\n' $((SECONDS - started)) "$*" >&2; }
+mkdir -p "$STATE"
+
+compose() { docker compose -p "$PROJECT" "${FILES[@]}" "$@"; }
+
+stop_daemon() {  # only the dockerd this script started (its pid file)
+  local pid
+  [ -f "$STATE/dockerd.pid.ours" ] || return 0
+  pid=$(cat "$STATE/dockerd.pid.ours")
+  rm -f "$STATE/dockerd.pid.ours"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping the Docker daemon it started (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || return 0; sleep 1; done
+    log "warning: dockerd $pid still running"
+  fi
+}
+
+down() {
+  if docker info >/dev/null 2>&1; then
+    log "tearing down: containers, volumes, networks"
+    compose down --volumes --remove-orphans --timeout 30 >&2 || true
+  fi
+  stop_daemon
+}
+
+mode=${1:-run}
+case $mode in
+  down) down; exit 0 ;;
+  pytest) shift ;;
+  run) ;;
+  *) log "usage: $0 [run | pytest [PYTEST ARGS] | down]"; exit 2 ;;
+esac
+
+# 1. What is missing.
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (Debian packages)"
+  [ "$(id -u)" = 0 ] || { log "error: needs root to install ${missing[*]}"; exit 1; }
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >&2
+fi
+command -v docker >/dev/null || { log "error: no docker CLI"; exit 1; }
+if ! docker compose version >/dev/null 2>&1; then
+  plugin=$(scripts/compose-plugin.sh)
+  mkdir -p "$HOME/.docker/cli-plugins"
+  ln -sfn "$plugin" "$HOME/.docker/cli-plugins/docker-compose"
+  log "installed the compose plugin: $(docker compose version)"
+fi
+scripts/system-deps.sh >&2  # Java and Maven (the Kafka jars), as for `make demo`
+[ -x .venv/bin/python ] || scripts/bootstrap.sh >&2
+
+# 2. The daemon.
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (--bridge=none --iptables=false; log: $STATE/dockerd.log)"
+  setsid dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+    --pidfile "$STATE/dockerd.pid" >"$STATE/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$STATE/dockerd.pid.ours"
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "error: dockerd did not start"; tail "$STATE/dockerd.log" >&2; stop_daemon; exit 1; }
+fi
+if [ "${KEEP:-0}" != 1 ]; then trap down EXIT; fi
+
+# Ports: the compose defaults unless taken (someone's `streamlearn up`, another test).
+free_port() { .venv/bin/python -c 'from shared.net import free_port; print(free_port())'; }
+taken() { ss -Hltn "sport = :$1" | grep -q .; }
+for spec in KAFKA:9092 KAFKA_INTERNAL:19092 KAFKA_CONTROLLER:9093 INGESTION:50051 \
+  REGISTRY:50052 TRAINER:50053 INFERENCE:8001 INGESTION_METRICS:9101 TRAINER_METRICS:9102 \
+  REGISTRY_METRICS:9103 INFERENCE_METRICS:8002; do
+  var="STREAMLEARN_${spec%%:*}_PORT"
+  if [ -z "${!var:-}" ]; then
+    port=${spec##*:}
+    taken "$port" && port=$(free_port)
+    export "$var=$port"
+  fi
+done
+log "ports: kafka $STREAMLEARN_KAFKA_PORT, inference $STREAMLEARN_INFERENCE_PORT, registry $STREAMLEARN_REGISTRY_PORT"
+
+# 3. Images.
+t=$SECONDS
+scripts/compose-images.sh all
+build_s=$((SECONDS - t))
+
+if [ "$mode" = pytest ]; then
+  [ "$STREAMLEARN_KAFKA_PORT" = 9092 ] || { log "error: port 9092 is taken; tests/conftest.py needs it"; exit 1; }
+  # pytest-docker runs `docker compose -f docker-compose.yml -p NAME ...`: a `docker` first on
+  # PATH adds the two override files before `-p` (tests/conftest.py names only the first).
+  shim=$(mktemp -d)
+  sed -e "s|@DOCKER@|$(command -v docker)|" -e "s|@ROOT@|$PWD|g" scripts/compose-docker-shim >"$shim/docker"
+  chmod +x "$shim/docker"
+  log "pytest --docker $*"
+  status=0
+  PATH="$shim:$PATH" .venv/bin/python -m pytest --docker "$@" || status=$?
+  rm -rf "$shim"
+  exit $status
+fi
+
+# 4. The stack.
+compose down --volumes --remove-orphans >/dev/null 2>&1 || true
+log "docker compose up (waiting for every healthcheck)"
+t=$SECONDS
+compose up --detach --no-build --pull never --wait --wait-timeout 600 >&2 || {
+  log "error: the stack did not become healthy"
+  compose ps -a >&2
+  compose logs --tail 40 >&2
+  exit 1
+}
+up_s=$((SECONDS - t))
+compose ps --format 'table {{.Service}}\t{{.Status}}' >&2
+unhealthy=$(compose ps --format '{{.Service}} {{.Health}}' | awk '$2 != "healthy"')
+[ -z "$unhealthy" ] || { log "error: not healthy: $unhealthy"; exit 1; }
+# Host networking only: no container address, no network of the project's.
+for id in $(compose ps -q); do
+  net=$(docker inspect --format '{{.HostConfig.NetworkMode}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
+  [ "$net" = "host " ] || { log "error: container $id is on '$net', not the host network only"; exit 1; }
+done
+if docker network ls --format '{{.Name}}' | grep -q "^$PROJECT"; then
+  log "error: the project created a network"; exit 1
+fi
+
+# 5. The loop.
+t=$SECONDS
+.venv/bin/python scripts/compose-loop.py --kafka "127.0.0.1:$STREAMLEARN_KAFKA_PORT" \
+  --inference "127.0.0.1:$STREAMLEARN_INFERENCE_PORT" || {
+  compose logs --tail 60 >&2
+  exit 1
+}
+loop_s=$((SECONDS - t))
+
+log "images:"
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^streamlearn' >&2 || true
+log "OK: images ${build_s}s, up+healthy ${up_s}s, loop ${loop_s}s, total $((SECONDS - started))s"
