@@ -77,6 +77,7 @@ def second_trainer(
         yield child
 
 
+@pytest.mark.timeout(900)  # the whole system, two phases of hostile traffic, a restart
 def test_hostile_records_lose_nothing_crash_nothing_and_train_only_their_own_stream(
     kafka: KafkaSettings,
     system: tuple[LocalSystem, TopicSettings],
