@@ -216,6 +216,10 @@ class TrainerLoop:
     def _learn(self, records: list[Message]) -> None:
         for applying in self._batcher.add(records):
             self._apply(applying)
+        if self.learner.applied == 0:
+            # Nothing of our stream seen yet, ever: a misnamed TRAINER_STREAM must not move the
+            # checkpoint past the records it skips; once fixed, a restart learns them.
+            return
         passed = self.positions.pass_over(self._batcher.settled())
         self._checkpoint_every.count(passed)  # skipped records move the checkpoint too
 

@@ -283,6 +283,17 @@ def test_records_of_other_streams_are_skipped_counted_and_never_learned(tmp_path
     assert loop.positions.next == {f"{TOPIC}:0": len(mixed)}
 
 
+def test_a_trainer_that_never_saw_its_stream_does_not_pass_over_what_it_skipped(
+    tmp_path: Path,
+) -> None:
+    stop = threading.Event()
+    others = singles(12, "other")  # TRAINER_STREAM misnamed: nothing on the topic is ours
+    loop = make_loop(ScriptedConsumer(partitions_of(others), stop), tmp_path / "c.ckpt")
+    run(loop, stop)
+    assert loop.learner.applied == 0
+    assert loop.positions.next == {}  # fixed and restarted, it reads them all again
+
+
 def test_a_batch_record_of_another_stream_is_skipped_and_one_of_ours_is_learned() -> None:
     stream = [
         FakeMessage(TOPIC, 0, 0, b"k", batch_value(0, 3, "other"), BATCH_HEADERS),
