@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
+from onnx import TensorProto, helper, numpy_helper
 
 from shared.clients.registry import RegistryClient
 from shared.errors import NotFound
@@ -80,3 +81,18 @@ def version_numbers(registry: RegistryClient, model: str) -> list[int]:
         return [v.version for v in registry.list_versions(model).versions]
     except NotFound:  # the trainer has not created its model yet
         return []
+
+
+def lookup_model() -> bytes:
+    """ONNX `score = table[idx]`: an index out of the table fails inside ONNX Runtime, past
+    every check of the request."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["score"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()

@@ -15,7 +15,6 @@ import pytest
 import tritonclient.grpc as triton
 from confluent_kafka import Producer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from onnx import TensorProto, helper, numpy_helper
 from prometheus_client import REGISTRY
 
 from services.inference import app as inference_app
@@ -26,24 +25,10 @@ from shared.errors import Conflict, InvalidArgument
 from shared.kafka.config import producer_config
 from shared.onnx_models import INPUT, linear_model
 from streamlearn.v1 import registry_pb2, registry_pb2_grpc
-from tests.helpers import wait_until
+from tests.helpers import lookup_model, wait_until
 from tests.integration.conftest import Running
 
 FEATURES = 4
-
-
-def lookup_model() -> bytes:
-    """`score = table[idx]`: an index outside the table fails inside ONNX Runtime."""
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["score"], axis=0)],
-        "lookup",
-        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
-        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "table")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 def start_inference(

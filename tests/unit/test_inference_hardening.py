@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,7 +12,6 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health, health_pb2
-from onnx import TensorProto, helper, numpy_helper
 from prometheus_client import REGISTRY
 
 from inference import grpc_service_pb2 as pb
@@ -28,6 +28,7 @@ from shared.fakes import FakeBroker, FakeConsumer
 from shared.grpc.status import status_code_for
 from shared.onnx_models import linear_model
 from streamlearn.v1 import events_pb2
+from tests.helpers import lookup_model
 
 TOPIC = "model-events"
 BAD_EVENT = b"\xff\xff\xff\xff"  # not a ModelEvent: an invalid wire type
@@ -222,18 +223,16 @@ def status(servicer: health.HealthServicer) -> Any:
 # --- version binding and runtime errors in the batcher ---------------------------------------
 
 
-def lookup_model() -> bytes:
-    """`score = table[idx]`: an index out of the table fails inside ONNX Runtime, not the checks."""
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "idx"], ["score"], axis=0)],
-        "lookup",
-        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])],
-        initializer=[numpy_helper.from_array(np.array([1, 2, 3], np.float32), "table")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
+def call_concurrently(engine: Engine, call: Callable[[int], None], n: int) -> None:
+    """`call(0..n-1)` on n threads at once; the engine is closed afterwards."""
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    finally:
+        engine.close()
 
 
 def batching_engine(*models: LoadedModel, delay_s: float = 0.05) -> Engine:
@@ -268,14 +267,7 @@ def test_requests_for_different_versions_are_never_batched_together() -> None:
         ran_on, out = engine.infer(model, {"features": x}, [], False)
         results[i] = (ran_on.version, out["score"])
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-    finally:
-        engine.close()
+    call_concurrently(engine, call, 20)
     assert len(results) == 20
     for i, (version, score) in results.items():
         assert version == (1 if i % 2 else 2)
@@ -300,14 +292,7 @@ def test_a_runtime_error_fails_only_its_own_request_as_internal() -> None:
         except Exception as exc:  # the test inspects the kind
             outcomes[i] = exc
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-    finally:
-        engine.close()
+    call_concurrently(engine, call, 6)
     assert isinstance(outcomes[0], InferenceFailed) and "lookup v1" in str(outcomes[0])
     for i in range(1, 6):
         np.testing.assert_array_equal(outcomes[i], [[float(i % 3 + 1)]])
