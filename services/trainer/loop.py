@@ -33,7 +33,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter, Gauge
 
 from services.trainer import checkpoint
-from services.trainer.batching import Batcher, StreamFilter, mini_batch_cut, partition_key
+from services.trainer.batching import Batcher, StreamFilter, partition_key
 from services.trainer.decode import decode
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
@@ -61,9 +61,6 @@ ERROR_LOG_EVERY_S = 30.0
 # After the first record of a fetch, wait this long for more: a trainer catching up keeps
 # taking large batches, while a trickle is learned (and published) without delay.
 LINGER_S = 0.01
-
-
-__all__ = ["ConsumerFatal", "TrainerLoop", "mini_batch_cut"]  # mini_batch_cut: replay's
 
 
 class ConsumerFatal(StreamlearnError):

@@ -7,8 +7,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer import wire
+from services.trainer.batching import mini_batch_cut
 from services.trainer.decode import decode
-from services.trainer.loop import mini_batch_cut
 from shared import samples
 from shared.fakes import FakeMessage
 from streamlearn.v1 import sample_pb2
