@@ -16,6 +16,7 @@ import uuid
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from shared.errors import Conflict, InvalidArgument
+from shared.features import FeatureSpace
 from shared.kafka.config import consumer_config, producer_config
 from shared.kafka.producer import delivering
 from shared.settings import KafkaSettings
@@ -45,6 +46,15 @@ def check_definition(definition: Definition) -> None:
     names = definition.class_names
     if names and len(names) != max(definition.num_classes, 2):
         problems.append(f"{len(names)} class_names for {definition.num_classes} classes")
+    space = FeatureSpace.from_definition(definition)
+    if space is not None:
+        problems += space.problems()
+        if definition.dense_dim != len(space.numeric):
+            problems.append(
+                f"dense_dim {definition.dense_dim} != {len(space.numeric)} numeric features"
+            )
+    elif definition.features.crosses:
+        problems.append("crosses need categorical features")
     if problems:
         raise InvalidArgument(f"stream {definition.name!r}: " + "; ".join(problems))
 

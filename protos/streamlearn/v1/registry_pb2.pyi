@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from streamlearn.v1 import events_pb2 as _events_pb2
+from streamlearn.v1 import stream_pb2 as _stream_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -44,7 +45,7 @@ class OffsetRange(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., first_offset: _Optional[int] = ..., next_offset: _Optional[int] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("stream", "offsets", "events_seen", "metrics", "config_hash", "config_json", "parent_version", "trainer_id")
+    __slots__ = ("stream", "offsets", "events_seen", "metrics", "config_hash", "config_json", "parent_version", "trainer_id", "stream_definition")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +61,7 @@ class Lineage(_message.Message):
     CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
     PARENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DEFINITION_FIELD_NUMBER: _ClassVar[int]
     stream: str
     offsets: _containers.RepeatedCompositeFieldContainer[OffsetRange]
     events_seen: int
@@ -68,7 +70,8 @@ class Lineage(_message.Message):
     config_json: str
     parent_version: int
     trainer_id: str
-    def __init__(self, stream: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[OffsetRange, _Mapping]]] = ..., events_seen: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., config_hash: _Optional[str] = ..., config_json: _Optional[str] = ..., parent_version: _Optional[int] = ..., trainer_id: _Optional[str] = ...) -> None: ...
+    stream_definition: _stream_pb2.StreamDefinition
+    def __init__(self, stream: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[OffsetRange, _Mapping]]] = ..., events_seen: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., config_hash: _Optional[str] = ..., config_json: _Optional[str] = ..., parent_version: _Optional[int] = ..., trainer_id: _Optional[str] = ..., stream_definition: _Optional[_Union[_stream_pb2.StreamDefinition, _Mapping]] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("sha256", "size_bytes", "format")

@@ -31,8 +31,16 @@ class MultiLabel(_message.Message):
     classes: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, classes: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class FeatureValue(_message.Message):
+    __slots__ = ("number", "category")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    number: float
+    category: str
+    def __init__(self, number: _Optional[float] = ..., category: _Optional[str] = ...) -> None: ...
+
 class Sample(_message.Message):
-    __slots__ = ("schema_version", "event_id", "key", "event_time", "stream", "dense", "sparse", "regression", "class_index", "multi_label", "weight", "text", "attributes")
+    __slots__ = ("schema_version", "event_id", "key", "event_time", "stream", "dense", "sparse", "regression", "class_index", "multi_label", "weight", "text", "attributes", "features")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +48,13 @@ class Sample(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureValue, _Mapping]] = ...) -> None: ...
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +68,7 @@ class Sample(_message.Message):
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     event_id: str
     key: str
@@ -66,7 +82,8 @@ class Sample(_message.Message):
     weight: float
     text: str
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., key: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[str] = ..., dense: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseFeatures, _Mapping]] = ..., regression: _Optional[float] = ..., class_index: _Optional[int] = ..., multi_label: _Optional[_Union[MultiLabel, _Mapping]] = ..., weight: _Optional[float] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    features: _containers.MessageMap[str, FeatureValue]
+    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., key: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[str] = ..., dense: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseFeatures, _Mapping]] = ..., regression: _Optional[float] = ..., class_index: _Optional[int] = ..., multi_label: _Optional[_Union[MultiLabel, _Mapping]] = ..., weight: _Optional[float] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
     __slots__ = ("schema_version", "stream", "dense_dim", "event_ids", "keys", "event_time_unix_ms", "dense", "regression", "class_index", "weights")

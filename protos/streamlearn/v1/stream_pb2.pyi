@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -20,8 +20,26 @@ LABEL_KIND_BINARY: LabelKind
 LABEL_KIND_MULTICLASS: LabelKind
 LABEL_KIND_MULTILABEL: LabelKind
 
+class FeatureCross(_message.Message):
+    __slots__ = ("left", "right")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    left: str
+    right: str
+    def __init__(self, left: _Optional[str] = ..., right: _Optional[str] = ...) -> None: ...
+
+class FeatureSchema(_message.Message):
+    __slots__ = ("numeric", "categorical", "crosses")
+    NUMERIC_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    CROSSES_FIELD_NUMBER: _ClassVar[int]
+    numeric: _containers.RepeatedScalarFieldContainer[str]
+    categorical: _containers.RepeatedScalarFieldContainer[str]
+    crosses: _containers.RepeatedCompositeFieldContainer[FeatureCross]
+    def __init__(self, numeric: _Optional[_Iterable[str]] = ..., categorical: _Optional[_Iterable[str]] = ..., crosses: _Optional[_Iterable[_Union[FeatureCross, _Mapping]]] = ...) -> None: ...
+
 class StreamDefinition(_message.Message):
-    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description")
+    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description", "features")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DENSE_DIM_FIELD_NUMBER: _ClassVar[int]
     SPARSE_BUCKETS_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +48,7 @@ class StreamDefinition(_message.Message):
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dense_dim: int
     sparse_buckets: int
@@ -38,4 +57,5 @@ class StreamDefinition(_message.Message):
     class_names: _containers.RepeatedScalarFieldContainer[str]
     revision: int
     description: str
-    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    features: FeatureSchema
+    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ..., features: _Optional[_Union[FeatureSchema, _Mapping]] = ...) -> None: ...
