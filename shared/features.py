@@ -36,6 +36,19 @@ MAX_CATEGORY_BYTES = 1024
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+class FeatureProblem(InvalidArgument):
+    """A record that does not fit its feature space; `kind` says how (for dead-letter reasons).
+
+    Kinds: `unknown_feature` (a field the schema does not name), `wrong_type` (text for a
+    numeric feature, or a value that is neither number nor text), `non_finite` (NaN,
+    infinity, or beyond float32), `oversized` (a category over MAX_CATEGORY_BYTES).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass(frozen=True)
 class FeatureSpace:
     """The named features of one stream revision: what `Featurizer` needs, and no more."""
@@ -117,7 +130,7 @@ def category_text(value: float | int | str | bool) -> str:
         return str(value)
     number = float(value)
     if not math.isfinite(number):
-        raise InvalidArgument(f"category {number} is not finite")
+        raise FeatureProblem("non_finite", f"category {number} is not finite")
     if number.is_integer():
         return str(int(number))
     return repr(number)
@@ -177,12 +190,26 @@ class Featurizer:
         for i, values in enumerate(listed):
             try:
                 self.fill(values, dense[i], ids[i])
-            except InvalidArgument as exc:
-                raise InvalidArgument(f"record {i}: {exc}") from exc
+            except FeatureProblem as exc:
+                raise FeatureProblem(exc.kind, f"record {i}: {exc}") from exc
         return dense, ids
+
+    def check(self, values: Mapping[str, Value]) -> FeatureProblem | None:
+        """The first problem of a record, or None; changes no tally (for validation)."""
+        dense = np.empty(self.dense_dim, dtype=np.float32)
+        ids = np.empty(self.space.sparse_slots, dtype=np.int64)
+        try:
+            self._write(values, dense, ids)
+        except FeatureProblem as exc:
+            return exc
+        return None
 
     def fill(self, values: Mapping[str, Value], dense: np.ndarray, ids: np.ndarray) -> None:
         """Write one record into preallocated rows (dense filled with NaN, ids with 0)."""
+        self._write(values, dense, ids)
+        self._count(values)
+
+    def _write(self, values: Mapping[str, Value], dense: np.ndarray, ids: np.ndarray) -> None:
         texts: dict[str, str] = {}
         for name, value in values.items():
             if value is None:
@@ -190,15 +217,17 @@ class Featurizer:
             if name in self._slot:
                 dense[self._slot[name]] = numeric_value(name, value)
             elif name in self._cat:
+                if not isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+                    raise FeatureProblem("wrong_type", f"feature {name!r} is not text or a number")
                 text = category_text(value)
                 if len(text.encode("utf-8", "surrogatepass")) > MAX_CATEGORY_BYTES:
-                    raise InvalidArgument(
-                        f"category of {name!r} is over {MAX_CATEGORY_BYTES} bytes"
+                    raise FeatureProblem(
+                        "oversized", f"category of {name!r} is over {MAX_CATEGORY_BYTES} bytes"
                     )
                 texts[name] = text
                 ids[self._cat[name]] = bucket(f"{name}={text}", self.space.buckets)
             else:
-                raise InvalidArgument(f"unknown feature {name!r}")
+                raise FeatureProblem("unknown_feature", f"unknown feature {name!r}")
         for slot, left, right in self._cross:
             if left in texts and right in texts:
                 ids[slot] = bucket(
@@ -221,11 +250,11 @@ class Featurizer:
 
 def numeric_value(name: str, value: Value) -> float:
     """A numeric feature's value as a float; text or non-finite numbers are refused."""
-    if isinstance(value, str) or value is None:
-        raise InvalidArgument(f"feature {name!r} is numeric, got text {str(value)[:40]!r}")
+    if not isinstance(value, (bool, int, float, np.integer, np.floating)):
+        raise FeatureProblem("wrong_type", f"feature {name!r} is numeric, got {str(value)[:40]!r}")
     number = float(value)
     if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
-        raise InvalidArgument(f"feature {name!r} is {number}, not a finite float32")
+        raise FeatureProblem("non_finite", f"feature {name!r} is {number}, not a finite float32")
     return number
 
 

@@ -158,3 +158,24 @@ def test_fuzzed_records_give_valid_rows_or_a_clear_error(record: dict[str, objec
     assert ids.shape == (3,)
     assert ((ids >= 0) & (ids < SPACE.buckets)).all()
     assert not np.isinf(dense).any()
+
+
+@pytest.mark.parametrize(
+    ("record", "kind"),
+    [
+        ({"colour": "red"}, "unknown_feature"),
+        ({"age": "thirty"}, "wrong_type"),
+        ({"country": [1, 2]}, "wrong_type"),
+        ({"age": 1e39}, "non_finite"),
+        ({"country": "x" * 2000}, "oversized"),
+    ],
+)
+def test_check_names_the_kind_of_problem_and_counts_nothing(
+    record: dict[str, object], kind: str
+) -> None:
+    featurizer = Featurizer(SPACE)
+    problem = featurizer.check(record)  # type: ignore[arg-type]
+    assert problem is not None
+    assert problem.kind == kind
+    assert featurizer.check({"age": 3, "country": "FR"}) is None
+    assert featurizer.tally.rows == 0
