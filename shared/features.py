@@ -233,7 +233,6 @@ class Featurizer:
                 ids[slot] = bucket(
                     f"{left}={texts[left]}^{right}={texts[right]}", self.space.buckets
                 )
-        self._count(values)
 
     def _count(self, values: Mapping[str, Value]) -> None:
         self.tally.rows += 1
