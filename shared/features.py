@@ -195,11 +195,17 @@ class Featurizer:
         return dense, ids
 
     def check(self, values: Mapping[str, Value]) -> FeatureProblem | None:
-        """The first problem of a record, or None; changes no tally (for validation)."""
-        dense = np.empty(self.dense_dim, dtype=np.float32)
-        ids = np.empty(self.space.sparse_slots, dtype=np.int64)
+        """The first problem of a record, or None; hashes nothing, counts nothing (validation)."""
         try:
-            self._write(values, dense, ids)
+            for name, value in values.items():
+                if value is None:
+                    continue
+                if name in self._slot:
+                    numeric_value(name, value)
+                elif name in self._cat:
+                    _category_checked(name, value)
+                else:
+                    raise FeatureProblem("unknown_feature", f"unknown feature {name!r}")
         except FeatureProblem as exc:
             return exc
         return None
@@ -217,13 +223,7 @@ class Featurizer:
             if name in self._slot:
                 dense[self._slot[name]] = numeric_value(name, value)
             elif name in self._cat:
-                if not isinstance(value, (bool, int, float, str, np.integer, np.floating)):
-                    raise FeatureProblem("wrong_type", f"feature {name!r} is not text or a number")
-                text = category_text(value)
-                if len(text.encode("utf-8", "surrogatepass")) > MAX_CATEGORY_BYTES:
-                    raise FeatureProblem(
-                        "oversized", f"category of {name!r} is over {MAX_CATEGORY_BYTES} bytes"
-                    )
+                text = _category_checked(name, value)
                 texts[name] = text
                 ids[self._cat[name]] = bucket(f"{name}={text}", self.space.buckets)
             else:
@@ -245,6 +245,20 @@ class Featurizer:
     def sample(self, sample: sample_pb2.Sample) -> tuple[np.ndarray, np.ndarray]:
         """The named features of a `Sample` -> (dense, ids); raises as `row`."""
         return self.row(sample_values(sample))
+
+
+def _category_checked(name: str, value: Value) -> str:
+    """The canonical text of a categorical value, or the problem with it."""
+    if not isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+        raise FeatureProblem("wrong_type", f"feature {name!r} is not text or a number")
+    text = category_text(value)
+    if len(text) * 4 > MAX_CATEGORY_BYTES and (
+        len(text.encode("utf-8", "surrogatepass")) > MAX_CATEGORY_BYTES
+    ):  # at most 4 bytes per character: most texts need no encoding to be measured
+        raise FeatureProblem(
+            "oversized", f"category of {name!r} is over {MAX_CATEGORY_BYTES} bytes"
+        )
+    return text
 
 
 def numeric_value(name: str, value: Value) -> float:

@@ -17,6 +17,12 @@ class Reason(enum.StrEnum):
     UNKNOWN_STREAM = "unknown_stream"
     WRONG_DIMENSION = "wrong_dimension"
     NON_FINITE = "non_finite"
+    # Named features (streams with a feature schema); the detail names the field.
+    UNKNOWN_FEATURE = "unknown_feature"  # a field the stream's schema does not name
+    WRONG_TYPE = "wrong_type"  # text for a numeric feature, or neither number nor text
+    OVERSIZED_CATEGORY = "oversized_category"  # a category over MAX_CATEGORY_BYTES
+    NO_FEATURE_SCHEMA = "no_feature_schema"  # named features on a stream without a schema
+    MIXED_FEATURES = "mixed_features"  # named features beside dense or sparse ones
     MISSING_LABEL = "missing_label"
     LABEL_KIND = "label_kind_mismatch"
     LABEL_OUT_OF_RANGE = "label_out_of_range"

@@ -2,16 +2,28 @@
 
 `check_sample` judges one `Sample`; `check_rows` judges every row of a columnar batch with
 array operations. The first failing check names the reason, in the order of the list below.
+
+A `Sample` carrying named `features` is checked against its stream's feature schema by the
+shared featurizer (`shared.features`), built once per schema revision: a field the schema
+does not name is `unknown_feature`, text for a numeric feature `wrong_type`, a NaN or
+infinite number `non_finite`, a category over the size limit `oversized_category`. A missing
+field is valid (the trainer imputes a missing number; a missing category is no feature).
+Named features on a stream without a schema are `no_feature_schema`; named features beside
+`dense` or `sparse` ones `mixed_features`. Positional samples keep their rules on every
+stream. Valid samples are forwarded as they are: featurizing is the trainer's job.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from services.ingestion.reasons import Reason, Rejection
+from shared.errors import InvalidArgument
+from shared.features import FeatureSpace, Featurizer, sample_values
 from shared.samples import Columns
 from streamlearn.v1 import sample_pb2, stream_pb2
 
@@ -74,6 +86,8 @@ def _identity(sample: sample_pb2.Sample, _: stream_pb2.StreamDefinition) -> Reje
 
 
 def _shape(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    if sample.features:
+        return _named(sample, definition)
     if len(sample.dense) != definition.dense_dim:
         return Rejection(
             Reason.WRONG_DIMENSION,
@@ -87,6 +101,64 @@ def _shape(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -
             Reason.WRONG_DIMENSION, f"sparse index outside [0, {definition.sparse_buckets})"
         )
     return None
+
+
+def _named(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    """The first problem of a sample's named features under its stream's schema, or None."""
+    if sample.dense or sample.sparse.indices or sample.sparse.values:
+        return Rejection(
+            Reason.MIXED_FEATURES,
+            "the sample has named features and dense or sparse ones: send one form",
+        )
+    featurizer = _featurizer(
+        definition.features.SerializeToString(deterministic=True),
+        definition.sparse_buckets,
+        definition.revision,
+    )
+    if featurizer is None:
+        return Rejection(
+            Reason.NO_FEATURE_SCHEMA,
+            f"named features on stream {definition.name!r}, which has no feature schema "
+            "(send dense features, or define the stream with --numeric/--categorical)",
+        )
+    if isinstance(featurizer, str):
+        detail = f"stream {definition.name!r} has an unusable feature schema: {featurizer}"
+        return Rejection(Reason.NO_FEATURE_SCHEMA, detail)
+    problem = featurizer.check(sample_values(sample))
+    if problem is None:
+        return None
+    return Rejection(_PROBLEM_REASONS.get(problem.kind, Reason.WRONG_TYPE), str(problem))
+
+
+_PROBLEM_REASONS = {
+    "unknown_feature": Reason.UNKNOWN_FEATURE,
+    "wrong_type": Reason.WRONG_TYPE,
+    "non_finite": Reason.NON_FINITE,
+    "oversized": Reason.OVERSIZED_CATEGORY,
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def _featurizer(schema: bytes, buckets: int, revision: int) -> Featurizer | str | None:
+    """The featurizer of one schema revision, built once; None without a schema; or why not.
+
+    Keyed by the serialized schema with the buckets and revision rather than by the stream
+    name: a cache hit is then cheaper than building the space from the definition (the
+    dominant cost otherwise), and two definitions that disagree never share a featurizer.
+    `check` leaves the featurizer unchanged, so sharing one is safe.
+    """
+    definition = stream_pb2.StreamDefinition(
+        sparse_buckets=buckets,
+        revision=revision,
+        features=stream_pb2.FeatureSchema.FromString(schema),
+    )
+    space = FeatureSpace.from_definition(definition)
+    if space is None:
+        return None
+    try:
+        return Featurizer(space)
+    except InvalidArgument as exc:  # a definition that bypassed `check_definition`
+        return str(exc)
 
 
 def _finite(sample: sample_pb2.Sample, _: stream_pb2.StreamDefinition) -> Rejection | None:

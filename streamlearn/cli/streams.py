@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import typer
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.errors import NotFound
@@ -18,6 +21,8 @@ from streamlearn.v1 import stream_pb2
 app = typer.Typer(help="Define the streams ingestion validates against.", no_args_is_help=True)
 console = Console()
 KINDS = {"regression": 1, "binary": 2, "multiclass": 3, "multilabel": 4}
+# The hash space of a stream with categorical features when --buckets is not given.
+DEFAULT_BUCKETS = 1 << 20
 
 
 def streams_topic(kafka: KafkaSettings) -> str:
@@ -28,30 +33,108 @@ def streams_topic(kafka: KafkaSettings) -> str:
     return topics.streams
 
 
+@dataclass(frozen=True)
+class Shape:
+    """The feature options of `stream create`: positional (`--features N`) or named."""
+
+    features: int = 0
+    numeric: str = ""
+    categorical: str = ""
+    crosses: tuple[str, ...] = ()
+    buckets: int = 0
+
+
+def definition_of(
+    name: str,
+    shape: Shape,
+    label: str,
+    classes: int = 0,
+    class_names: str = "",
+    description: str = "",
+) -> stream_pb2.StreamDefinition:
+    """The definition `stream create` publishes (checked by `publish_definition`).
+
+    Named features set `dense_dim` to the number of numeric ones; categorical features
+    without `--buckets` get `DEFAULT_BUCKETS`.
+
+    Raises:
+        typer.BadParameter: an unknown label kind, `--features` beside named features, or a
+            cross that is not `left:right`.
+
+    """
+    if label not in KINDS:
+        raise typer.BadParameter(f"choose from {', '.join(KINDS)}", param_hint="--label")
+    schema = stream_pb2.FeatureSchema(
+        numeric=_names(shape.numeric),
+        categorical=_names(shape.categorical),
+        crosses=[_cross(text) for given in shape.crosses for text in _names(given)],
+    )
+    named = bool(schema.numeric or schema.categorical or schema.crosses)
+    if named and shape.features:
+        raise typer.BadParameter(
+            "give --features N (positional) or --numeric/--categorical (named), not both",
+            param_hint="--features",
+        )
+    buckets = shape.buckets or (DEFAULT_BUCKETS if schema.categorical else 0)
+    definition = stream_pb2.StreamDefinition(
+        name=name,
+        dense_dim=len(schema.numeric) if named else shape.features,
+        sparse_buckets=buckets,
+        label_kind=KINDS[label],  # type: ignore[arg-type]
+        num_classes=classes,
+        class_names=_names(class_names),
+        description=description,
+    )
+    if named:  # a positional stream's definition stays as it always was: no schema field
+        definition.features.CopyFrom(schema)
+    return definition
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _cross(text: str) -> stream_pb2.FeatureCross:
+    left, colon, right = text.partition(":")
+    if not colon or not left.strip() or not right.strip() or ":" in right:
+        raise typer.BadParameter(f"{text!r} is not LEFT:RIGHT", param_hint="--cross")
+    return stream_pb2.FeatureCross(left=left.strip(), right=right.strip())
+
+
 @app.command()
 def create(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Stream name, e.g. clicks."),
-    features: int = typer.Option(0, "--features", min=0, help="Dense features per sample."),
-    sparse_buckets: int = typer.Option(0, min=0, help="Size of the hashed sparse space."),
+    features: int = typer.Option(
+        0, "--features", min=0, help="Positional dense features per sample."
+    ),
+    numeric: str = typer.Option(
+        "", help="Named numeric features, comma-separated (sets the dense size)."
+    ),
+    categorical: str = typer.Option("", help="Named categorical features, comma-separated."),
+    cross: list[str] = typer.Option(  # noqa: B008 - typer's declaration style
+        [], help="A cross of two categorical features, LEFT:RIGHT (repeatable)."
+    ),
+    sparse_buckets: int = typer.Option(
+        0,
+        "--buckets",
+        "--sparse-buckets",
+        min=0,
+        help=f"Size of the hashed sparse space (default {DEFAULT_BUCKETS} with categorical).",
+    ),
     label: str = typer.Option(..., help="regression | binary | multiclass | multilabel"),
     classes: int = typer.Option(0, min=0, help="Number of classes (multiclass/multilabel)."),
     class_names: str = typer.Option("", help="Comma-separated class names."),
     description: str = typer.Option(""),
     replace: bool = typer.Option(False, "--replace", help="Change an existing stream."),
 ) -> None:
-    """Create a stream (or change one with --replace); running services pick it up live."""
-    if label not in KINDS:
-        raise typer.BadParameter(f"choose from {', '.join(KINDS)}", param_hint="--label")
-    definition = stream_pb2.StreamDefinition(
-        name=name,
-        dense_dim=features,
-        sparse_buckets=sparse_buckets,
-        label_kind=KINDS[label],  # type: ignore[arg-type]
-        num_classes=classes,
-        class_names=[c for c in class_names.split(",") if c],
-        description=description,
-    )
+    """Create a stream (or change one with --replace); running services pick it up live.
+
+    Positional: `--features 8`. Named: `--numeric age,income --categorical country,device
+    --cross country:device`; samples then carry a map of feature names to values.
+    """
+    shape = Shape(features, numeric, categorical, tuple(cross), sparse_buckets)
+    definition = definition_of(name, shape, label, classes, class_names, description)
     kafka = kafka_for_cli(settings_of(ctx))
     stored = publish_definition(kafka, streams_topic(kafka), definition, replace=replace)
     console.print(f"stream [bold]{stored.name}[/] revision {stored.revision}")
@@ -61,12 +144,15 @@ def create(
 def list_(ctx: typer.Context) -> None:
     """Every defined stream."""
     kafka = kafka_for_cli(settings_of(ctx))
-    table = Table("stream", "features", "sparse", "label", "classes", "revision", "description")
+    table = Table(
+        "stream", "features", "sparse", "schema", "label", "classes", "revision", "description"
+    )
     for d in load_definitions(kafka, streams_topic(kafka)):
         table.add_row(
             d.name,
             str(d.dense_dim),
             str(d.sparse_buckets),
+            escape("\n".join(schema_lines(d)) or "positional"),
             _kind(d),
             str(d.num_classes),
             str(d.revision),
@@ -87,8 +173,23 @@ def show(ctx: typer.Context, name: str) -> None:
     console.print(
         f"  label: {_kind(found)}   classes: {found.num_classes} {list(found.class_names)}"
     )
+    for line in schema_lines(found) or ["positional features (no schema)"]:
+        console.print(f"  {line}", markup=False, highlight=False)
     if found.description:
         console.print(f"  {found.description}")
+
+
+def schema_lines(definition: stream_pb2.StreamDefinition) -> list[str]:
+    """The named features of a definition, one line per kind (none for a positional one)."""
+    schema = definition.features
+    lines = []
+    if schema.numeric:
+        lines.append(f"numeric: {', '.join(schema.numeric)}")
+    if schema.categorical:
+        lines.append(f"categorical: {', '.join(schema.categorical)}")
+    if schema.crosses:
+        lines.append(f"crosses: {', '.join(f'{c.left}:{c.right}' for c in schema.crosses)}")
+    return lines
 
 
 def _kind(definition: stream_pb2.StreamDefinition) -> str:

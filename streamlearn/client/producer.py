@@ -12,6 +12,7 @@ an idle producer that is never polled would queue one event per interval, withou
 Example:
     with SampleProducer(stream="clicks") as producer:
         producer.send({"key": "user-1", "features": [0.1, 0.2], "label": 1})
+        producer.send({"key": "u7", "features": {"age": 31, "country": "FR"}, "label": 1})
         producer.send_columns(features, labels, keys=keys)   # the high-rate path
 
 """
@@ -28,6 +29,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from shared import samples
 from shared.errors import InvalidArgument, Unavailable
+from shared.features import put_values
 from shared.kafka.config import dotted, producer_config
 from shared.kafka.outage import ConnectionLog
 from shared.kafka.producer import produce
@@ -77,7 +79,18 @@ class SampleProducer:
         self.failed: list[str] = []
 
     def send(self, sample: sample_pb2.Sample | Mapping[str, Any]) -> None:
-        """Queue one sample; see `to_sample` for the dict form."""
+        """Queue one sample, a `Sample` or a dict (see `to_sample`).
+
+        `features` as a dict sends named features (streams with a feature schema), as a
+        list or array positional dense ones::
+
+            producer.send({"key": "u7", "features": {"age": 31, "country": "FR"}, "label": 1})
+            producer.send({"key": "u7", "features": [0.3, 1.2], "label": 1})
+
+        Raises:
+            InvalidArgument: a dict `to_sample` refuses.
+
+        """
         message = (
             sample if isinstance(sample, sample_pb2.Sample) else to_sample(sample, self._stream)
         )
@@ -182,13 +195,21 @@ class SampleProducer:
 def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:
     """A `Sample` from a dict.
 
-    Keys: `features` (or `dense`), `label` (int: class index, float: regression target),
-    `labels` (multi-label class list), `key`, `event_id` (default: a new UUID), `stream`,
-    `weight`, `event_time` (unix seconds; default: now), `sparse` ({indices, values}),
-    `text`, `attributes`.
+    Keys: `features`, `dense`, `label` (int: class index, float: regression target), `labels`
+    (multi-label class list), `key`, `event_id` (default: a new UUID), `stream`, `weight`,
+    `event_time` (unix seconds; default: now), `sparse` ({indices, values}), `text`,
+    `attributes`.
+
+    `features` is either a dict of named values, for a stream with a feature schema
+    (`{"age": 31, "country": "FR"}`: numbers for numeric features, text or numbers for
+    categorical ones; a name left out or set to None is missing), or a list or 1-D array of
+    numbers, the positional dense vector (as `dense`). Ingestion checks named values
+    against the stream's schema; here only their types are checked.
 
     Raises:
-        InvalidArgument: an unknown key or a label of another type.
+        InvalidArgument: an unknown key, named features beside `dense`, features that are
+            neither a dict nor a list of numbers, a feature value that is neither a number
+            nor text, or a label of another type.
 
     """
     unknown = set(fields) - _DICT_KEYS
@@ -201,14 +222,12 @@ def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:
         event_id=str(fields.get("event_id") or uuid.uuid4().hex),
         key=str(fields.get("key", "")),
         stream=str(fields.get("stream") or stream),
-        dense=np.asarray(
-            fields.get("features", fields.get("dense", ())), dtype=np.float32
-        ).tolist(),
         weight=float(fields.get("weight", 0.0)),
         text=str(fields.get("text", "")),
         attributes={str(k): str(v) for k, v in dict(fields.get("attributes", {})).items()},
     )
     sample.event_time.FromMilliseconds(int(float(fields.get("event_time", time.time())) * 1000))
+    _set_features(sample, fields)
     if "sparse" in fields:
         sample.sparse.indices.extend(int(i) for i in fields["sparse"]["indices"])
         sample.sparse.values.extend(float(v) for v in fields["sparse"]["values"])
@@ -222,6 +241,34 @@ _DICT_KEYS = {
 }  # fmt: skip
 
 
+def _set_features(sample: sample_pb2.Sample, fields: Mapping[str, Any]) -> None:
+    """`features` (named when a dict, else positional) and `dense` into the sample."""
+    features = fields.get("features")
+    if isinstance(features, Mapping):
+        if "dense" in fields:
+            raise InvalidArgument(
+                "a sample has named features (a dict under 'features') or 'dense', not both"
+            )
+        put_values(sample, features)
+        return
+    sample.dense.extend(_dense(fields.get("features", fields.get("dense", ()))))
+
+
+def _dense(values: Any) -> list[float]:
+    """A positional feature vector as floats; a clear error for anything else."""
+    hint = "features must be a dict of name -> value (named) or a list of numbers (positional)"
+    if isinstance(values, str | bytes):
+        raise InvalidArgument(f"{hint}, not text {str(values)[:40]!r}")
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{hint}: {exc}") from exc
+    if array.ndim != 1:
+        raise InvalidArgument(f"{hint}: got an array of shape {array.shape}")
+    dense: list[float] = array.tolist()
+    return dense
+
+
 def _set_label(sample: sample_pb2.Sample, fields: Mapping[str, Any]) -> None:
     label = fields.get("label")
     if isinstance(label, bool | int | np.integer):
@@ -231,6 +278,7 @@ def _set_label(sample: sample_pb2.Sample, fields: Mapping[str, Any]) -> None:
     elif label is not None:
         raise InvalidArgument(f"label must be an int (class) or a float (target), not {label!r}")
     if "labels" in fields:
+        sample.multi_label.SetInParent()  # set even with no positive class
         sample.multi_label.classes.extend(int(c) for c in fields["labels"])
 
 

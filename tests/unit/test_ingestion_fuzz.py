@@ -6,6 +6,8 @@ output within the size limit, and never another exception.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -190,3 +192,75 @@ def test_samples_with_extreme_fields(value: bytes, headers: samples.Headers) -> 
 def test_the_grpc_front_door_check(value: bytes, headers: samples.Headers) -> None:
     rejections = router(max_bytes=LIMIT).rejections(value, headers)
     assert all(r.reason in set(Reason) - {Reason.INTERNAL_ERROR} for r in rejections)
+
+
+# --- named features (streams with a feature schema) -------------------------------------------
+
+SCHEMA_NUMERIC = ("age", "income")  # the `named` stream of the router tests
+SCHEMA_CATEGORICAL = ("country", "device")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+utf8 = st.characters(exclude_categories=["Cs"])  # protobuf strings are valid UTF-8
+feature_names = st.sampled_from([*SCHEMA_NUMERIC, *SCHEMA_CATEGORICAL, "colour", ""]) | st.text(
+    utf8, max_size=12
+)
+feature_values = (
+    st.none()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(utf8, max_size=40)
+    | st.integers(1000, 1100).map(lambda n: "é" * (n // 2))  # around the category limit
+)
+
+
+def expected_reasons(values: dict[str, float | str | None]) -> set[Reason]:
+    """Every problem of a record under the `named` schema (the map's order is unspecified)."""
+    found = set()
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in SCHEMA_NUMERIC:
+            if isinstance(value, str):
+                found.add(Reason.WRONG_TYPE)
+            elif not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+                found.add(Reason.NON_FINITE)
+        elif name in SCHEMA_CATEGORICAL:
+            if isinstance(value, str) and len(value.encode()) > 1024:
+                found.add(Reason.OVERSIZED_CATEGORY)
+            elif not isinstance(value, str) and not math.isfinite(value):
+                found.add(Reason.NON_FINITE)
+        else:
+            found.add(Reason.UNKNOWN_FEATURE)
+    return found
+
+
+@FUZZ
+@given(
+    st.dictionaries(feature_names, feature_values, max_size=8),
+    st.sampled_from(["named", "bin"]),
+    st.sampled_from([[], [1.0, 2.0]]),
+)
+def test_named_samples_of_arbitrary_maps_are_valid_or_have_their_reason(
+    values: dict[str, float | str | None], stream: str, dense: list[float]
+) -> None:
+    message = sample(stream=stream, dense=dense)
+    for name, value in values.items():
+        slot = message.features[name]
+        if isinstance(value, str):
+            slot.category = value
+        elif value is not None:
+            slot.number = value
+        else:
+            slot.SetInParent()
+    wire = message.SerializeToString()
+    [out] = route(wire, [])
+    reason = out.rejection.reason if out.rejection else None
+    if not values:  # no named features: a positional sample (the named stream has 2 dense)
+        assert reason in (None, Reason.WRONG_DIMENSION)
+    elif dense:
+        assert reason == Reason.MIXED_FEATURES
+    elif stream == "bin":
+        assert reason == Reason.NO_FEATURE_SCHEMA
+    else:
+        problems = expected_reasons(values)
+        assert (reason is None) == (not problems), (values, out.rejection)
+        assert reason is None or reason in problems
+    assert router(max_bytes=LIMIT).rejections(wire, []) == ([out.rejection] if reason else [])

@@ -29,6 +29,19 @@ STREAMS = {
     "tags": stream_pb2.StreamDefinition(
         name="tags", sparse_buckets=100, label_kind=KIND.LABEL_KIND_MULTILABEL, num_classes=3
     ),
+    # Named features: numeric age and income, categorical country and device, and their cross.
+    "named": stream_pb2.StreamDefinition(
+        name="named",
+        dense_dim=2,
+        sparse_buckets=1024,
+        label_kind=KIND.LABEL_KIND_BINARY,
+        revision=1,
+        features=stream_pb2.FeatureSchema(
+            numeric=["age", "income"],
+            categorical=["country", "device"],
+            crosses=[stream_pb2.FeatureCross(left="country", right="device")],
+        ),
+    ),
 }
 
 
