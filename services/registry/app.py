@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from grpc import Server
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import HealthServicer
 
 from services.registry.artifacts import LocalArtifactStore
+from services.registry.dbwatch import DatabaseWatch
 from services.registry.names import SERVICE as SERVICE
 from services.registry.policy import Policy
 from services.registry.publisher import EventPublisher
@@ -19,6 +21,7 @@ from services.registry.registry import Registry
 from services.registry.servicer import RegistryServicer
 from services.registry.settings import RegistrySettings
 from services.registry.store import Store
+from shared.errors import Unavailable
 from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import producer_config
@@ -38,6 +41,7 @@ class RegistryApp:
     server: Server
     health: HealthServicer
     port: int
+    database: DatabaseWatch
 
 
 def build(settings: RegistrySettings) -> RegistryApp:
@@ -74,23 +78,43 @@ def build(settings: RegistrySettings) -> RegistryApp:
         [binding],
         max_workers=settings.grpc_workers + settings.max_watchers,
     )
-    return RegistryApp(settings, store, registry, publisher, server, health, port)
+    database = DatabaseWatch(
+        store.ping, lambda reachable: _set_health(health, reachable), settings.db_check_interval_s
+    )
+    return RegistryApp(settings, store, registry, publisher, server, health, port, database)
+
+
+def _set_health(health: HealthServicer, reachable: bool) -> None:
+    """The registry service's status follows its database (the overall status stays up)."""
+    status = health_pb2.HealthCheckResponse
+    health.set(SERVICE, status.SERVING if reachable else status.NOT_SERVING)
 
 
 def run(app: RegistryApp, stop: threading.Event) -> None:
-    """Serve until `stop` is set, collecting garbage periodically; then drain and close."""
+    """Serve until `stop` is set, collecting garbage and watching the database; then drain."""
     app.publisher.start()
     app.server.start()
     mark_serving(app.health, [SERVICE])
+    app.database.start()
     log.info("registry serving", extra={"port": app.port})
     try:
         while not stop.wait(app.settings.gc_interval_s):
-            deleted = app.registry.collect_garbage(app.settings.keep_last_versions)
-            if deleted:
-                log.info("retention deleted versions", extra={"deleted": deleted})
+            _collect_garbage(app)
     finally:
+        app.database.stop()
         mark_draining(app.health)
         app.server.stop(app.settings.drain_grace_s).wait()
         app.publisher.stop()
         app.store.close()
         log.info("registry stopped")
+
+
+def _collect_garbage(app: RegistryApp) -> None:
+    """One retention pass; a database outage skips it (the next pass catches up)."""
+    try:
+        deleted = app.registry.collect_garbage(app.settings.keep_last_versions)
+    except Unavailable as exc:
+        log.warning("retention skipped", extra={"error": str(exc)})
+        return
+    if deleted:
+        log.info("retention deleted versions", extra={"deleted": deleted})

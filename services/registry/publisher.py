@@ -9,6 +9,7 @@ from confluent_kafka import Producer
 
 from services.registry.convert import event_to_pb
 from services.registry.registry import Registry
+from shared.errors import Unavailable
 from shared.kafka.producer import delivering
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class EventPublisher:
         while True:
             try:
                 self.publish_pending()
+            except Unavailable as exc:  # the database is down: the outbox waits for it
+                log.warning("publishing model events paused", extra={"error": str(exc)})
             except Exception:  # Kafka down: keep the outbox, retry after the next wait
                 log.exception("publishing model events failed; will retry")
             if self._stop.is_set():

@@ -22,6 +22,8 @@ class RegistrySettings(ServiceSettings):
     # postgresql://user@host:5432/db (the password goes in db_password, not the URL).
     db_url: str = ""
     db_password: SecretStr | None = None
+    # How often the database is pinged: the registry reports NOT_SERVING while it is down.
+    db_check_interval_s: float = Field(default=1.0, gt=0)
     artifact_dir: Path | None = None
     keep_last_versions: int = Field(default=100, ge=1)
     gc_interval_s: float = Field(default=60.0, gt=0)

@@ -1,10 +1,8 @@
-"""SQLite metadata store: rows in, domain objects out. Business rules live in `registry.py`."""
+"""Registry metadata in SQLite or PostgreSQL: rows in, domain objects out (rules: registry.py)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from services.registry.connections import (
+    ConnectionLock,
+    Connections,
+    PostgresConnections,
+    SqliteConnections,
+)
 from services.registry.model import (
     Audit,
     Event,
@@ -31,24 +35,59 @@ class Store:
     Every call of one Store is serialised by its lock. Across registry replicas sharing a
     PostgreSQL database, transactions are SERIALIZABLE: a concurrent compare-and-set loses
     with Conflict instead of overwriting.
+
+    A lost PostgreSQL connection (a database restart or failover) raises Unavailable: a read
+    outside a transaction is retried once on a fresh connection first, a transaction never
+    is (the client retries the whole call, so no change is applied twice).
     """
 
-    def __init__(self, target: Path | str, password: str | None = None) -> None:
-        self.lock = threading.RLock()
+    def __init__(self, target: Path | str | Connections, password: str | None = None) -> None:
+        """Open (and migrate) the database.
+
+        Args:
+            target: A SQLite file, a postgresql:// URL, or a source of connections.
+            password: PostgreSQL's, kept out of the URL.
+
+        Raises:
+            Unavailable: PostgreSQL cannot be reached now.
+
+        """
+        self._connections: Connections
         if isinstance(target, str) and target.startswith(("postgresql://", "postgres://")):
-            self.dialect = "postgres"
-            self._db = _connect_postgres(target, password)
-            self._begin = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+            self._connections = PostgresConnections(target, password)
+        elif isinstance(target, str | Path):
+            self._connections = SqliteConnections(Path(target))
         else:
-            self.dialect = "sqlite"
-            self._db = _connect_sqlite(Path(target))
-            self._begin = "BEGIN IMMEDIATE"
-        migrate(self._db, self.dialect, self._begin, self._placeholder)
+            self._connections = target
+        self.dialect = self._connections.dialect
+        self._begin = (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE"
+            if self.dialect == "postgres"
+            else "BEGIN IMMEDIATE"
+        )
+        self.lock = ConnectionLock(self._connections)
+        self._in_transaction = False
+        try:
+            with self.lock:
+                migrate(self.lock.connection(), self.dialect, self._begin, self._placeholder)
+        except BaseException:
+            self._connections.close()
+            raise
 
     def close(self) -> None:
         """Close the database."""
         with self.lock:
-            self._db.close()
+            self.lock.drop()
+            self._connections.close()
+
+    def ping(self) -> None:
+        """Return quietly if the database answers now (without waiting for the lock).
+
+        Raises:
+            Unavailable: It does not.
+
+        """
+        self._connections.ping()
 
     @property
     def _placeholder(self) -> str:
@@ -60,29 +99,87 @@ class Store:
 
         Raises:
             Conflict: PostgreSQL could not serialise this transaction with a concurrent one.
+            Unavailable: The connection was lost; nothing was applied, unless the loss hit
+                the COMMIT itself (the message says so: re-read before retrying).
 
         """
         with self.lock:
-            self._db.execute(self._begin)
+            self._start_transaction()
+            self._in_transaction = True
             try:
                 yield
-                self._db.execute("COMMIT")
+                self._statement("COMMIT", (), None, during="committing")
             except BaseException as exc:
-                self._db.execute("ROLLBACK")
+                self._roll_back()
                 if _is_serialization_failure(exc):
                     raise Conflict("a concurrent change won; re-read and retry") from exc
                 raise
+            finally:
+                self._in_transaction = False
 
-    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    def _start_transaction(self) -> None:
+        """BEGIN, once more on a fresh connection if the first one was found lost.
+
+        Nothing of the transaction has run yet, so the retry cannot apply anything twice.
+        """
+        for attempt in (1, 2):
+            connection = self.lock.connection()
+            try:
+                connection.execute(self._begin)
+                return
+            except Exception as exc:
+                if not self._connections.lost(connection, exc):
+                    raise
+                self.lock.drop()
+                if attempt == 2:
+                    raise _unreachable(exc, "starting a transaction") from exc
+
+    def _roll_back(self) -> None:
+        if not self.lock.borrowed:
+            return  # the connection was lost: the server rolled the transaction back
+        connection = self.lock.connection()
+        try:
+            connection.execute("ROLLBACK")
+        except Exception as exc:
+            if not self._connections.lost(connection, exc):
+                raise
+            self.lock.drop()
+
+    def _statement(
+        self, sql: str, args: tuple[Any, ...], fetch: str | None, during: str = ""
+    ) -> Any:
+        """Run one statement; fetch "one", "all" or nothing.
+
+        A lost connection is retried once on a fresh one only for a SELECT outside a
+        transaction: it changes nothing, and nothing before it is lost with the connection.
+        """
         if self.dialect == "postgres":
             sql = sql.replace("?", "%s")
-        return self._db.execute(sql, args)
+        retry = not self._in_transaction and sql.lstrip().upper().startswith("SELECT")
+        with self.lock:
+            for attempt in (1, 2):
+                connection = self.lock.connection()
+                try:
+                    cursor = connection.execute(sql, args)
+                    if fetch == "one":
+                        return cursor.fetchone()
+                    return list(cursor.fetchall()) if fetch == "all" else None
+                except Exception as exc:
+                    if not self._connections.lost(connection, exc):
+                        raise
+                    self.lock.drop()
+                    if not retry or attempt == 2:
+                        raise _unreachable(exc, during) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        self._statement(sql, args, None)
 
     def _one(self, sql: str, *args: Any) -> Any:
-        return self._execute(sql, args).fetchone()
+        return self._statement(sql, args, "one")
 
     def _all(self, sql: str, *args: Any) -> list[Any]:
-        return list(self._execute(sql, args).fetchall())
+        return list(self._statement(sql, args, "all"))
 
     def _json(self, column: str, *keys: str, number: bool = False) -> tuple[str, str]:
         """An SQL expression reading `column`'s JSON at `keys`, and the path argument."""
@@ -375,26 +472,13 @@ class Store:
         return [(r["id"], r["name"]) for r in self._all("SELECT id, name FROM models")]
 
 
-def _connect_sqlite(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
-    db.execute("PRAGMA foreign_keys = ON")
-    return db
-
-
-def _connect_postgres(url: str, password: str | None) -> Any:
-    """A psycopg connection in autocommit mode with dict rows (imported only when used)."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    try:
-        return psycopg.connect(url, password=password, autocommit=True, row_factory=dict_row)
-    except psycopg.OperationalError as exc:
-        raise Unavailable(f"cannot connect to the registry database: {exc}") from exc
+def _unreachable(error: BaseException, during: str) -> Unavailable:
+    if during == "committing":
+        return Unavailable(
+            "the connection to the registry database was lost while committing: the change "
+            f"may or may not have been applied; re-read before retrying ({error})"
+        )
+    return Unavailable(f"the registry database is unreachable ({error}): retry later")
 
 
 def _is_serialization_failure(exc: BaseException) -> bool:

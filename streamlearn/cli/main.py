@@ -119,6 +119,13 @@ def _root(
 
 def app() -> None:
     """Run the CLI; an expected failure becomes one clear line on stderr and an exit code."""
+    if sys.argv[1:] in (["status"], ["status", "--json"]):
+        # Nothing running is answered from pid files before typer sets up (see status).
+        from streamlearn.cli.system import status_if_stopped
+
+        code = status_if_stopped(as_json=len(sys.argv) == 3)
+        if code is not None:
+            sys.exit(code)
     try:
         _typer_app()  # standalone: usage errors (exit 2) and Ctrl-C are handled by typer itself
     except Exception as exc:

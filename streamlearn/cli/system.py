@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from streamlearn.cli.context import settings_of
-from streamlearn.system.control import LocalSystem
-from streamlearn.system.status import collect
+from streamlearn.system.status import drift_text, stopped
+
+# rich, gRPC, Kafka and the settings classes are imported only when something runs:
+# `status` with nothing running answers from pid files at once.
 
 
 def up(
@@ -19,6 +19,9 @@ def up(
     timeout: float = typer.Option(300.0, min=1, help="Seconds to wait for every service."),
 ) -> None:
     """Start the local broker and the four services; return once each reports SERVING."""
+    from streamlearn.system.control import LocalSystem
+    from streamlearn.system.status import collect
+
     system = LocalSystem(settings_of(ctx))
     system.up(timeout)
     _show(collect(system))
@@ -30,8 +33,10 @@ def down(
     keep_kafka: bool = typer.Option(False, help="Leave the local broker running."),
 ) -> None:
     """Stop the services (each drains; the trainer checkpoints) and then the local broker."""
-    stopped = LocalSystem(settings_of(ctx)).down(stop_kafka=not keep_kafka)
-    typer.echo("streamlearn stopped" if stopped else "streamlearn was not running")
+    from streamlearn.system.control import LocalSystem
+
+    was_running = LocalSystem(settings_of(ctx)).down(stop_kafka=not keep_kafka)
+    typer.echo("streamlearn stopped" if was_running else "streamlearn was not running")
 
 
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
@@ -39,15 +44,54 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
     Exit code 0 when every service is healthy, 3 otherwise.
     """
-    found = collect(LocalSystem(settings_of(ctx)))
+    found = stopped()
+    if found is None:  # something runs: ask it
+        from streamlearn.system.control import LocalSystem
+        from streamlearn.system.status import collect
+
+        found = collect(LocalSystem(settings_of(ctx)))
+    raise typer.Exit(_answer(found, as_json))
+
+
+def status_if_stopped(as_json: bool) -> int | None:
+    """`status` when nothing runs, from pid files alone; None when something runs.
+
+    The entry point calls this before typer parses anything (typer's parsing loads
+    pydantic): with nothing running, `streamlearn status` then costs little more than the
+    interpreter's start.
+
+    Returns:
+        The exit code (3: nothing is healthy), or None: run the full command.
+
+    """
+    found = stopped()
+    return None if found is None else _answer(found, as_json)
+
+
+def _answer(found: dict[str, Any], as_json: bool) -> int:
+    """Print the status; the exit code: 0 when every service is healthy, 3 otherwise."""
     if as_json:
         typer.echo(json.dumps(found, indent=1))
+    elif found["supervisor"]["pid"] is None:
+        typer.echo(not_running(found))
     else:
         _show(found)
-    raise typer.Exit(0 if all(s["healthy"] for s in found["services"]) else 3)
+    return 0 if all(s["healthy"] for s in found["services"]) else 3
+
+
+def not_running(found: dict[str, Any]) -> str:
+    """The plain answer when no supervisor runs (no table: every service is down)."""
+    kafka = found["kafka"]
+    return (
+        f"kafka {kafka['state']} at {kafka['bootstrap']}\n"
+        "streamlearn is not running: start it with `streamlearn up`"
+    )
 
 
 def _show(found: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     kafka = found["kafka"]
     console.print(f"kafka {kafka['state']} at {kafka['bootstrap']}")
@@ -65,13 +109,25 @@ def _show(found: dict[str, Any]) -> None:
         )
     console.print(table)
     if found["models"]:
-        models = Table("model", "latest version", "served version", "aliases")
+        models = Table("model", "latest version", "served version", "aliases", "trained", "drift")
         for m in found["models"]:
             aliases = ", ".join(f"{k}={v}" for k, v in sorted(m["aliases"].items()))
             models.add_row(
-                m["name"], str(m["latest_version"]), str(m["served_version"] or "-"), aliases or "-"
+                m["name"],
+                str(m["latest_version"]),
+                str(m["served_version"] or "-"),
+                aliases or "-",
+                *trainer_cells(m.get("trainer")),
             )
         console.print(models)
+
+
+def trainer_cells(trainer: dict[str, Any] | None) -> tuple[str, str]:
+    """(trained, drift) cells of a model's row: events learned and skipped; drifts seen."""
+    if trainer is None:
+        return "-", "-"
+    trained = f"{trainer['events_applied']:,} (skipped {trainer['events_skipped']:,})"
+    return trained, drift_text(trainer) or "none"
 
 
 def _health(service: dict[str, Any]) -> str:

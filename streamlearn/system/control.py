@@ -5,17 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from shared.errors import Unavailable
-from shared.grpc.probe import check
 from shared.kafka.local import process
-from shared.kafka.local.broker import LocalBroker
-from streamlearn.cli.kafka_access import kafka_for_cli
-from streamlearn.cli.settings import CliSettings
-from streamlearn.system.plan import Layout, ServiceSpec, local_plan
-from streamlearn.system.supervisor import read_state
+from streamlearn.system.status import SUPERVISOR_MODULE as SUPERVISOR_MODULE
 
-SUPERVISOR_MODULE = "streamlearn.system"
+# The broker, gRPC and the supervisor are imported by the methods that use them.
+if TYPE_CHECKING:
+    from streamlearn.cli.settings import CliSettings
+    from streamlearn.system.plan import Layout, ServiceSpec
+
 CRASH_LOOP = 3  # restarts while `up` waits that mean a service cannot start (port taken, ...)
 
 
@@ -23,11 +23,15 @@ class LocalSystem:
     """The system whose state lives under `settings.state_dir`."""
 
     def __init__(self, settings: CliSettings) -> None:
+        from streamlearn.system.plan import Layout
+
         self.settings = settings
-        self.layout = Layout(settings.state_dir)
+        self.layout: Layout = Layout(settings.state_dir)
 
     def plan(self) -> list[ServiceSpec]:
         """The services, with the addresses they listen on."""
+        from streamlearn.system.plan import local_plan
+
         return local_plan(self.settings.state_dir, self.settings.kafka())
 
     def supervisor_pid(self) -> int | None:
@@ -42,6 +46,8 @@ class LocalSystem:
                 tail of its log).
 
         """
+        from streamlearn.cli.kafka_access import kafka_for_cli
+
         kafka_for_cli(self.settings)  # starts the local broker unless one is given
         specs = self.plan()
         if self.supervisor_pid() is None:
@@ -55,6 +61,8 @@ class LocalSystem:
         if pid is not None:
             process.terminate(pid, timeout_s)
         if stop_kafka and not self.settings.kafka_bootstrap:
+            from shared.kafka.local.broker import LocalBroker
+
             LocalBroker(self.settings.broker_config()).stop()
         return pid is not None
 
@@ -77,6 +85,8 @@ class LocalSystem:
             time.sleep(0.1)
 
     def _wait_ready(self, specs: list[ServiceSpec], timeout_s: float) -> None:
+        from shared.grpc.probe import check
+
         deadline = time.monotonic() + timeout_s
         waiting = list(specs)
         while waiting:
@@ -101,6 +111,8 @@ class LocalSystem:
 
     def _crash_looping(self) -> str | None:
         """The first service the supervisor restarted CRASH_LOOP times, if any."""
+        from streamlearn.system.supervisor import read_state
+
         state = read_state(self.layout.state_file) or {}
         looping = [s["name"] for s in state.get("services", []) if s["restarts"] >= CRASH_LOOP]
         return looping[0] if looping else None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from rich.table import Table
 
 from streamlearn.system.feed import Feed
+from streamlearn.system.status import drift_fields, drift_text
 from streamlearn.system.watch import Served, Snapshot
 from streamlearn.v1 import metrics_pb2
 
@@ -57,6 +58,7 @@ def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult
         f"skipped {trainer.events_skipped:,})",
     )
     table.add_row("prequential", _metrics(trainer))
+    table.add_row("drift", trainer_drift(trainer))
     served = snapshot.served
     table.add_row(
         "versions",
@@ -85,6 +87,7 @@ def summary(result: DemoResult) -> Table:
         table.add_row("model", result.start)
     table.add_row("events trained", f"{result.trainer.events_applied:,}")
     table.add_row("prequential (last window)", _metrics(result.trainer))
+    table.add_row("drift", trainer_drift(result.trainer))
     history = result.history
     if not history:
         table.add_row("served", "[red]no version was ever served[/]")
@@ -118,3 +121,8 @@ def _metrics(trainer: metrics_pb2.TrainerMetrics) -> str:
     shown = ("logloss", "accuracy", "auc")
     found = [f"{name} {trainer.metrics[name]:.3f}" for name in shown if name in trainer.metrics]
     return ", ".join(found) or "-"
+
+
+def trainer_drift(trainer: metrics_pb2.TrainerMetrics) -> str:
+    """Drifts the trainer detected (and at which event) and diverging events it skipped."""
+    return drift_text(drift_fields(trainer.metrics)) or "none detected"

@@ -6,13 +6,15 @@ latest value, so the dashboard only reads snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from google.protobuf.message import DecodeError
 
 from shared.clients.registry import RegistryClient
 from shared.errors import StreamlearnError
@@ -64,6 +66,47 @@ class TrainerMetricsFollower:
     def close(self) -> None:
         """Leave (no group offsets were ever committed)."""
         self._consumer.close()
+
+
+def newest_per_model(
+    found: Iterable[metrics_pb2.TrainerMetrics],
+) -> dict[str, metrics_pb2.TrainerMetrics]:
+    """The newest message of each model (by its time; the later one read wins a tie)."""
+    newest: dict[str, metrics_pb2.TrainerMetrics] = {}
+    for metrics in found:
+        held = newest.get(metrics.model)
+        if held is None or metrics.time.ToNanoseconds() >= held.time.ToNanoseconds():
+            newest[metrics.model] = metrics
+    return newest
+
+
+def latest_trainer_metrics(
+    kafka: KafkaSettings, topic: str, tail: int = 200, timeout: float = 3.0
+) -> dict[str, metrics_pb2.TrainerMetrics]:
+    """The newest TrainerMetrics of each model among the last `tail` records per partition.
+
+    For `streamlearn status`: bounded by `timeout`; an unreachable broker or a missing topic
+    gives what was read so far (possibly nothing), never an error.
+    """
+    consumer = Consumer(consumer_config(kafka, "streamlearn-status"))
+    read: list[metrics_pb2.TrainerMetrics] = []
+    try:
+        ends = {p: end for p, end in high_watermarks(consumer, topic, timeout).items() if end}
+        consumer.assign([TopicPartition(topic, p, max(0, end - tail)) for p, end in ends.items()])
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    with contextlib.suppress(DecodeError):
+                        read.append(metrics_pb2.TrainerMetrics.FromString(msg.value() or b""))
+            # Positions, not the offsets read: a transaction's commit marker ends a partition.
+            done = consumer.position([TopicPartition(topic, p) for p in ends])
+            ends = {t.partition: ends[t.partition] for t in done if t.offset < ends[t.partition]}
+    except (KafkaException, KeyError):  # KeyError: no such topic
+        pass
+    finally:
+        consumer.close()
+    return newest_per_model(read)
 
 
 def rate_between(

@@ -17,6 +17,9 @@ import pytest
 from shared.net import free_port
 
 HEAVY = ("torch", "numba", "onnxruntime", "onnx", "matplotlib", "faust", "river")
+# What `status` needs only to ask running services: with nothing running it loads none.
+CLIENTS = ("grpc", "confluent_kafka", "pydantic", "pydantic_settings", "numpy", "rich")
+WATCHED = HEAVY + CLIENTS
 
 # Runs `app()` like the console script and records the heavy modules loaded when it exits.
 _CLI = """
@@ -27,7 +30,7 @@ atexit.register(lambda: open(out, "w").write(json.dumps(
 sys.argv = ["streamlearn", *args]
 from streamlearn.cli.main import app
 app()
-""" % (HEAVY,)  # noqa: UP031 - the snippet is itself Python with braces
+""" % (WATCHED,)  # noqa: UP031 - the snippet is itself Python with braces
 
 # What `python -m streamlearn.system` loads before its loop: settings, plan, supervisor.
 _SUPERVISOR = """
@@ -90,7 +93,27 @@ def test_light_commands_import_no_heavy_library(tmp_path: Path, args: list[str],
         STREAMLEARN_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
     )
     assert returncode == code, output
+    heavy = [m for m in heavy if m in HEAVY]
     assert heavy == [], f"`streamlearn {' '.join(args)}` imported {heavy}"
+
+
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"]])
+def test_status_with_nothing_running_loads_no_client_library(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Answered from pid files: no gRPC, Kafka client, pydantic, numpy or rich."""
+    returncode, loaded, output = _run(tmp_path, _CLI, *args)
+    assert returncode == 3, output
+    assert "not running" in output or '"phase": "stopped"' in output
+    assert loaded == [], f"`streamlearn {' '.join(args)}` imported {loaded}"
+
+
+def test_the_check_sees_a_client_library(tmp_path: Path) -> None:
+    """`registry list` asks a registry over gRPC: the probe finds grpc (so [] above means none)."""
+    _, loaded, _ = _run(
+        tmp_path, _CLI, "registry", "list", STREAMLEARN_REGISTRY_ADDRESS=f"127.0.0.1:{free_port()}"
+    )
+    assert "grpc" in loaded
 
 
 def test_the_supervisor_imports_no_heavy_library(tmp_path: Path) -> None:

@@ -161,3 +161,196 @@ def test_fresh_empties_only_the_sample_topics() -> None:
     assert names == {topics.raw, topics.train, topics.dlq, topics.metrics}
     assert topics.streams not in names  # stream definitions stay
     assert topics.model_events not in names  # the registry's history stays
+
+
+# --- `streamlearn status` with nothing running: from pid files alone --------------------------
+
+
+def _collected(state: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from streamlearn.cli.settings import CliSettings
+    from streamlearn.system.control import LocalSystem
+    from streamlearn.system.status import collect
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    found = collect(LocalSystem(CliSettings()))
+    for service in found["services"]:
+        service["address"] = None  # `stopped` does not read the services' settings
+    return found
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"STREAMLEARN_KAFKA_PORT": "9999"},
+        {"streamlearn_kafka_port": "9998"},  # names match regardless of case
+        {"STREAMLEARN_KAFKA_BOOTSTRAP": "broker.example:9092"},
+    ],
+)
+def test_stopped_says_what_collect_says_when_nothing_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    from streamlearn.system.status import stopped
+
+    env = {"STREAMLEARN_STATE_DIR": str(tmp_path), **env}
+    assert stopped(env) == _collected(tmp_path, env, monkeypatch)
+
+
+def test_stopped_leaves_a_doubtful_setting_to_the_real_settings(tmp_path: Path) -> None:
+    from streamlearn.system.status import stopped
+
+    for port in ("not-a-port", "0", "70000", "\uff11\uff12"):
+        assert (
+            stopped({"STREAMLEARN_STATE_DIR": str(tmp_path), "STREAMLEARN_KAFKA_PORT": port})
+            is None
+        )
+
+
+def test_stopped_steps_aside_while_a_supervisor_or_the_local_broker_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from streamlearn.system.plan import Layout
+    from streamlearn.system.status import SUPERVISOR_MODULE, stopped, supervisor_pid_file
+
+    env = {"STREAMLEARN_STATE_DIR": str(tmp_path)}
+    assert stopped(env) is not None
+    for pid_file, marker in (
+        (supervisor_pid_file(tmp_path), SUPERVISOR_MODULE),
+        (tmp_path / "kafka" / "broker.pid", "kafka.Kafka"),
+    ):
+        # A process whose command line carries the marker, as the real one's does.
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker])
+        try:
+            pid_file.parent.mkdir(parents=True, exist_ok=True)
+            pid_file.write_text(str(child.pid))
+            assert stopped(env) is None
+        finally:
+            child.kill()
+            child.wait()
+        assert stopped(env) is not None  # and a stale pid file no longer counts
+    assert supervisor_pid_file(tmp_path) == Layout(tmp_path).pid_file
+
+
+def test_stopped_restates_the_settings_and_the_plan_faithfully(tmp_path: Path) -> None:
+    from shared.settings import DEFAULT_STATE_DIR
+    from streamlearn.cli.settings import CliSettings
+    from streamlearn.system import status
+
+    assert status.DEFAULT_STATE_DIR == DEFAULT_STATE_DIR
+    assert CliSettings.model_fields["kafka_port"].default == status.DEFAULT_KAFKA_PORT
+    assert CliSettings.model_config["env_prefix"].lower() == status.ENV_PREFIX
+    assert tuple(s.name for s in local_plan(tmp_path, KAFKA)) == status.SERVICES
+
+
+def test_not_running_is_said_in_two_plain_lines(tmp_path: Path) -> None:
+    from streamlearn.cli.system import not_running
+    from streamlearn.system.status import stopped
+
+    found = stopped({"STREAMLEARN_STATE_DIR": str(tmp_path), "STREAMLEARN_KAFKA_PORT": "9555"})
+    assert found is not None
+    assert not_running(found).splitlines() == [
+        "kafka stopped at 127.0.0.1:9555",
+        "streamlearn is not running: start it with `streamlearn up`",
+    ]
+
+
+# --- drift as the trainer reports it, on status and the demo dashboard ------------------------
+
+
+def _trainer(**metrics: float) -> Any:
+    from streamlearn.v1 import metrics_pb2
+
+    return metrics_pb2.TrainerMetrics(
+        model="m", events_applied=12_000, events_skipped=7, metrics={"logloss": 0.3, **metrics}
+    )
+
+
+def test_drift_keys_the_trainer_does_not_send_count_as_zero() -> None:
+    from streamlearn.system.status import drift_fields, drift_text, trainer_entry
+
+    assert drift_fields({"logloss": 0.3}) == {
+        "drifts": 0,
+        "last_drift_event": 0,
+        "diverging": 0,
+        "new_categories": 0,
+    }
+    assert drift_text(drift_fields({})) == ""
+    assert trainer_entry(None) is None
+    assert trainer_entry(_trainer(drifts=2.0, last_drift_event=9_500.0, new_categories=4.0)) == {
+        "events_applied": 12_000,
+        "events_skipped": 7,
+        "drifts": 2,
+        "last_drift_event": 9_500,
+        "diverging": 0,
+        "new_categories": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    ("metrics", "text"),
+    [
+        ({"drifts": 1.0, "last_drift_event": 9_500.0}, "1 drift (last at event 9,500)"),
+        ({"drifts": 3.0}, "3 drifts"),
+        ({"diverging": 1_200.0}, "1,200 diverging events skipped"),
+        (
+            {"drifts": 2.0, "last_drift_event": 10_001.0, "diverging": 5.0},
+            "2 drifts (last at event 10,001), 5 diverging events skipped",
+        ),
+    ],
+)
+def test_drift_is_one_line_of_counts_and_where(metrics: dict[str, float], text: str) -> None:
+    from streamlearn.system.status import drift_fields, drift_text
+    from streamlearn.system.summary import trainer_drift
+
+    assert drift_text(drift_fields(metrics)) == text
+    assert trainer_drift(_trainer(**metrics)) == text
+
+
+def test_status_shows_each_models_training_and_drift() -> None:
+    from streamlearn.cli.system import trainer_cells
+    from streamlearn.system.status import trainer_entry
+    from streamlearn.system.summary import trainer_drift
+
+    assert trainer_cells(None) == ("-", "-")
+    assert trainer_cells(trainer_entry(_trainer())) == ("12,000 (skipped 7)", "none")
+    assert trainer_cells(trainer_entry(_trainer(drifts=1.0, last_drift_event=40.0))) == (
+        "12,000 (skipped 7)",
+        "1 drift (last at event 40)",
+    )
+    assert trainer_drift(_trainer()) == "none detected"
+
+
+def test_the_dashboard_and_the_summary_show_drift() -> None:
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from streamlearn.system.summary import DemoResult, dashboard, summary
+    from streamlearn.system.watch import Snapshot
+
+    trainer = _trainer(drifts=1.0, last_drift_event=5_000.0, diverging=3.0)
+    result = DemoResult(duration_s=60, drift_after_s=30, trainer=trainer)
+    feed: Any = SimpleNamespace(sent=0, drifted=False)  # what the dashboard reads of a Feed
+    console = Console(record=True, width=200)
+    console.print(dashboard(Snapshot(trainer=trainer), feed, time.monotonic(), result))
+    console.print(summary(result))
+    lines = [line for line in console.export_text().splitlines() if "drift " in line]
+    assert len(lines) == 2
+    assert all(
+        "1 drift (last at event 5,000), 3 diverging events skipped" in line for line in lines
+    )
+
+
+def test_the_newest_metrics_of_each_model_win() -> None:
+    from streamlearn.system.watch import newest_per_model
+    from streamlearn.v1 import metrics_pb2
+
+    def at(model: str, second: int, applied: int) -> metrics_pb2.TrainerMetrics:
+        m = metrics_pb2.TrainerMetrics(model=model, events_applied=applied)
+        m.time.seconds = second
+        return m
+
+    found = newest_per_model([at("a", 5, 50), at("b", 1, 10), at("a", 3, 30), at("b", 2, 20)])
+    assert {k: v.events_applied for k, v in found.items()} == {"a": 50, "b": 20}
