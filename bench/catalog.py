@@ -14,9 +14,20 @@ from shared.errors import StreamlearnError
 
 Runner = Callable[[BenchContext], list[Figure]]
 
-NAMES = ("kafka", "ingestion", "registry", "inference", "trainer", "replay", "freshness", "cli")
-# Benchmarks that need no Kafka: `streamlearn bench` does not start a broker for them.
-WITHOUT_KAFKA = frozenset({"cli"})
+NAMES = (
+    "kafka",
+    "ingestion",
+    "registry",
+    "inference",
+    "trainer",
+    "replay",
+    "freshness",
+    "cli",
+    "quality",
+)
+# Benchmarks that need no Kafka (`cli` measures start-up, `quality` learns in-process):
+# `streamlearn bench` does not start a broker for them.
+WITHOUT_KAFKA = frozenset({"cli", "quality"})
 
 
 class _Catalog(Mapping[str, Runner]):
