@@ -34,6 +34,7 @@ Value = float | int | str | bool | None
 MAX_NAME_CHARS = 100
 MAX_CATEGORY_BYTES = 1024
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMBERS = (bool, int, float, np.bool_, np.integer, np.floating)
 
 
 class FeatureProblem(InvalidArgument):
@@ -122,12 +123,12 @@ def bucket(text: str, buckets: int) -> int:
 
 def category_text(value: float | int | str | bool) -> str:
     """The canonical text of a category (see the module docstring)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, str):
         return value
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
     number = float(value)
     if not math.isfinite(number):
         raise FeatureProblem("non_finite", f"category {number} is not finite")
@@ -249,7 +250,7 @@ class Featurizer:
 
 def _category_checked(name: str, value: Value) -> str:
     """The canonical text of a categorical value, or the problem with it."""
-    if not isinstance(value, (bool, int, float, str, np.integer, np.floating)):
+    if not isinstance(value, (*_NUMBERS, str)):
         raise FeatureProblem("wrong_type", f"feature {name!r} is not text or a number")
     text = category_text(value)
     if len(text) * 4 > MAX_CATEGORY_BYTES and (
@@ -263,7 +264,7 @@ def _category_checked(name: str, value: Value) -> str:
 
 def numeric_value(name: str, value: Value) -> float:
     """A numeric feature's value as a float; text or non-finite numbers are refused."""
-    if not isinstance(value, (bool, int, float, np.integer, np.floating)):
+    if not isinstance(value, _NUMBERS):
         raise FeatureProblem("wrong_type", f"feature {name!r} is numeric, got {str(value)[:40]!r}")
     number = float(value)
     if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
@@ -281,7 +282,12 @@ def sample_values(sample: sample_pb2.Sample) -> dict[str, Value]:
 
 
 def put_values(sample: sample_pb2.Sample, values: Mapping[str, Value]) -> None:
-    """Write named values into `sample.features` (numbers and booleans as numbers)."""
+    """Write named values into `sample.features`, each in the oneof member of its type.
+
+    Booleans travel as `flag`, integers as `integer` (exact, so an id or a nanosecond time
+    keeps every digit), other numbers as `number`, text as `category`; None is left out
+    (missing). The featurizer then reads them exactly as it reads the same Python values.
+    """
     for name, value in values.items():
         if value is None:
             continue
@@ -290,15 +296,14 @@ def put_values(sample: sample_pb2.Sample, values: Mapping[str, Value]) -> None:
         slot = sample.features[name]
         if isinstance(value, str):
             slot.category = value
-        elif (
-            isinstance(value, (int, np.integer))
-            and not isinstance(value, bool)
-            and abs(int(value)) > 2**53
-        ):  # a double would round it: an id this large travels as its text
-            slot.category = str(int(value))
-        elif isinstance(value, (bool, int, float, np.integer, np.floating)):
+        elif isinstance(value, (bool, np.bool_)):
+            slot.flag = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            if not -(2**63) <= int(value) < 2**63:
+                raise InvalidArgument(f"feature {name!r}: {value} is outside int64")
+            slot.integer = int(value)
+        elif isinstance(value, (float, np.floating)):
             slot.number = float(value)
         else:
-            raise InvalidArgument(
-                f"feature {name!r}: {type(value).__name__} is not a number or text"
-            )
+            kind = type(value).__name__
+            raise InvalidArgument(f"feature {name!r}: {kind} is not a number or text")

@@ -23,6 +23,7 @@ from streamlearn.client.datasets import (
     CsvColumns,
     CsvMapping,
     Synthetic,
+    check_csv,
     csv_header,
     csv_rows,
     read_file,
@@ -132,6 +133,7 @@ def _csv_mapping(kafka: KafkaSettings, file: Path, name: str, columns: CsvColumn
             f"no stream named {name!r} (--stream; or define it with `streamlearn stream create`)"
         )
     mapping = CsvMapping(definition, csv_header(file), columns)
+    check_csv(file, mapping)  # an unreadable file stops here, before a row is sent
     if mapping.missing:
         shown = ", ".join(mapping.missing)
         console.print(f"no column for {shown}: sent as missing", markup=False, highlight=False)

@@ -10,6 +10,7 @@ with the label parsed by the stream's label kind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -265,8 +266,8 @@ class CsvMapping:
             cell = cells[i]
             if column in self._numeric:
                 values[column] = _number(column, cell)
-            elif cell != "":
-                values[column] = cell
+            elif cell.strip():  # the cell's text, trimmed: " FR" and "FR" are one category
+                values[column] = cell.strip()
         problem = self._featurizer.check(values)
         if problem is not None:
             raise problem
@@ -317,13 +318,13 @@ def _number(column: str, cell: str) -> float | None:
 
 
 def csv_header(path: Path) -> list[str]:
-    """The header row of a CSV file.
+    """The header row of a CSV file (UTF-8, a byte-order mark ignored).
 
     Raises:
-        InvalidArgument: the file is empty.
+        InvalidArgument: the file is empty or unreadable as UTF-8 CSV.
 
     """
-    with path.open(newline="") as handle:
+    with _csv_errors(path), path.open(newline="", encoding="utf-8-sig") as handle:
         header = next(csv.reader(handle), None)
     if not header:
         raise InvalidArgument(f"{path}: no header row")
@@ -331,10 +332,37 @@ def csv_header(path: Path) -> list[str]:
 
 
 def csv_rows(path: Path, mapping: CsvMapping) -> Iterator[CsvRow]:
-    """Each data row of a CSV file mapped by `mapping` (blank lines skipped)."""
-    with path.open(newline="") as handle:
+    """Each data row of a CSV file mapped by `mapping` (blank lines skipped).
+
+    Raises:
+        InvalidArgument: the file is not UTF-8 or not CSV (e.g. a field over the csv
+            module's limit), naming the line: callers check the whole file with
+            `check_csv` before sending anything, so no row is sent twice by a rerun.
+
+    """
+    with _csv_errors(path), path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         next(reader, None)
         for cells in reader:
             if cells:
                 yield mapping.row(cells, reader.line_num)
+
+
+def check_csv(path: Path, mapping: CsvMapping) -> int:
+    """Read the whole file once (rows that do not fit are fine here); returns its rows.
+
+    Raises:
+        InvalidArgument: as `csv_rows`, before anything is sent.
+
+    """
+    return sum(1 for _ in csv_rows(path, mapping))
+
+
+@contextlib.contextmanager
+def _csv_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(f"{path}: not UTF-8 text (byte {exc.start} of a line)") from None
+    except csv.Error as exc:
+        raise InvalidArgument(f"{path}: not readable as CSV: {exc}") from None

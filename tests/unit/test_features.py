@@ -13,6 +13,7 @@ from shared.errors import InvalidArgument
 from shared.features import (
     FeatureSpace,
     Featurizer,
+    Value,
     bucket,
     category_text,
     put_values,
@@ -104,13 +105,36 @@ def test_rows_names_the_bad_record() -> None:
 
 def test_sample_round_trip_keeps_values_and_types() -> None:
     sample = sample_pb2.Sample()
-    put_values(sample, {"age": 31, "country": "FR", "device": None, "flag": True, "id": 2**60})
-    assert sample_values(sample) == {
-        "age": 31.0,
+    values: dict[str, Value] = {
+        "age": 31,
         "country": "FR",
-        "flag": 1.0,
-        "id": str(2**60),  # a double would round it
+        "device": None,
+        "flag": True,
+        "id": 2**60,
+        "x": 0.5,
     }
+    put_values(sample, values)
+    assert sample_values(sample) == {
+        "age": 31,
+        "country": "FR",
+        "flag": True,
+        "id": 2**60,  # exact: an int64, not a double
+        "x": 0.5,
+    }
+    assert type(sample_values(sample)["flag"]) is bool
+
+
+def test_a_value_featurizes_the_same_from_the_wire_and_in_process() -> None:
+    space = FeatureSpace(numeric=("ts",), categorical=("on", "n"), buckets=1 << 16)
+    values = {"ts": 2**60, "on": np.bool_(True), "n": np.int64(2**60 + 1)}
+    sample = sample_pb2.Sample()
+    put_values(sample, values)  # type: ignore[arg-type]
+    wire_dense, wire_ids = Featurizer(space).sample(sample)
+    local_dense, local_ids = Featurizer(space).row(values)  # type: ignore[arg-type]
+    assert wire_dense == pytest.approx(local_dense)
+    assert (wire_ids == local_ids).all()
+    text_ids = Featurizer(space).row({"on": "true", "n": str(2**60 + 1)})[1]
+    assert (text_ids == local_ids).all()  # the CSV's text, the SDK's values: one bucket
 
 
 def test_a_definition_with_schema_must_match_dense_dim_and_buckets() -> None:

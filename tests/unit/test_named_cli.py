@@ -20,7 +20,7 @@ from streamlearn.cli import produce as produce_module
 from streamlearn.cli import streams as streams_module
 from streamlearn.cli.main import _typer_app
 from streamlearn.cli.streams import DEFAULT_BUCKETS, Shape, definition_of
-from streamlearn.client.datasets import CsvColumns, CsvMapping, csv_header, csv_rows
+from streamlearn.client.datasets import CsvColumns, CsvMapping, check_csv, csv_header, csv_rows
 from streamlearn.client.producer import to_sample
 from streamlearn.v1 import stream_pb2
 
@@ -360,3 +360,19 @@ def test_produce_needs_the_stream_to_be_defined(
     result = runner.invoke(_typer_app, ["produce", "--file", str(path)])  # stream: file stem
     assert "no stream named 'nowhere'" in str(result.exception)
     assert producer.sent == []
+
+
+def test_an_unreadable_csv_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes("\ufeffage,label\n".encode() + b"1,1\n" * 20_000 + b"\xff\xfe,1\n")
+    header = csv_header(path)
+    assert header == ["age", "label"]  # the byte-order mark is not part of the first name
+    definition = stream_pb2.StreamDefinition(
+        name="s",
+        dense_dim=1,
+        label_kind=stream_pb2.LABEL_KIND_BINARY,
+        features=stream_pb2.FeatureSchema(numeric=["age"]),
+    )
+    mapping = CsvMapping(definition, header, CsvColumns())
+    with pytest.raises(InvalidArgument, match="not UTF-8"):
+        check_csv(path, mapping)

@@ -20,8 +20,8 @@ def test_a_dict_of_features_becomes_named_values_and_no_dense() -> None:
         stream="named",
     )
     assert list(sample.dense) == []
-    assert sample.features["age"].WhichOneof("kind") == "number"
-    assert sample.features["age"].number == 31.0
+    assert sample.features["age"].WhichOneof("kind") == "integer"
+    assert sample.features["age"].integer == 31
     assert sample.features["country"].category == "FR"
     assert "device" not in sample.features  # None is missing: nothing is sent
     assert (sample.key, sample.stream, sample.class_index) == ("u7", "named", 1)

@@ -32,12 +32,16 @@ class MultiLabel(_message.Message):
     def __init__(self, classes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FeatureValue(_message.Message):
-    __slots__ = ("number", "category")
+    __slots__ = ("number", "category", "integer", "flag")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
     number: float
     category: str
-    def __init__(self, number: _Optional[float] = ..., category: _Optional[str] = ...) -> None: ...
+    integer: int
+    flag: bool
+    def __init__(self, number: _Optional[float] = ..., category: _Optional[str] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("schema_version", "event_id", "key", "event_time", "stream", "dense", "sparse", "regression", "class_index", "multi_label", "weight", "text", "attributes", "features")
