@@ -266,7 +266,10 @@ def numeric_value(name: str, value: Value) -> float:
     """A numeric feature's value as a float; text or non-finite numbers are refused."""
     if not isinstance(value, _NUMBERS):
         raise FeatureProblem("wrong_type", f"feature {name!r} is numeric, got {str(value)[:40]!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past any float
+        number = math.inf
     if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
         raise FeatureProblem("non_finite", f"feature {name!r} is {number}, not a finite float32")
     return number

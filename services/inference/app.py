@@ -198,9 +198,23 @@ def run(app: InferenceApp, stop: threading.Event) -> None:
             guard.check()  # SERVING once the follower has polled, soon after the start
             stop.wait(FOLLOWER_CHECK_S if guard.serving else 0.05)
     finally:
-        mark_draining(app.health)
-        app.server.stop(app.settings.drain_grace_s).wait()  # in-flight requests finish
+        drain(app, delay_s=app.settings.drain_delay_s if stop.is_set() else 0.0)
         app.watcher.stop()
         app.engine.close()
         app.registry.close()
         log.info("inference stopped")
+
+
+def drain(app: InferenceApp, delay_s: float) -> None:
+    """Readiness first, then the server: no request is refused while clients still send.
+
+    Health turns NOT_SERVING (readiness probes fail, balancers and round-robin clients
+    leave), requests keep being answered for `delay_s`, then the server stops taking new
+    calls and in-flight ones get `drain_grace_s` to finish (grpc sends GOAWAY).
+    """
+    mark_draining(app.health)
+    log.info(
+        "inference draining", extra={"delay_s": delay_s, "grace_s": app.settings.drain_grace_s}
+    )
+    time.sleep(delay_s)
+    app.server.stop(app.settings.drain_grace_s).wait()

@@ -99,8 +99,17 @@ class VersionFollower:
 
     def _load(self, version: int) -> LoadedModel:
         meta, data = self._registry.download(self.served.name, version)  # sha256 checked
+        lineage = meta.lineage
+        # The schema revision the version was trained on decides its named inputs.
+        definition = lineage.stream_definition if lineage.HasField("stream_definition") else None
         model = LoadedModel(
-            self.served.name, meta.version, data, meta.artifact.sha256, self._device, self._threads
+            self.served.name,
+            meta.version,
+            data,
+            meta.artifact.sha256,
+            self._device,
+            self._threads,
+            definition,
         )
         model.warm_up()
         return model

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.inference.datatypes import numpy_dtype, v2_name
+from services.inference.named import NamedInputs
 from shared.errors import (
     InferenceFailed,
     IntegrityError,
@@ -17,6 +18,7 @@ from shared.errors import (
     Unavailable,
 )
 from shared.ort import Device, make_session
+from streamlearn.v1 import stream_pb2
 
 # ONNX Runtime's error types that mean "these bytes are no servable model" (by name: they
 # live in a private pybind module).
@@ -68,8 +70,12 @@ class LoadedModel:
         sha256: str = "",
         device: Device = "auto",
         threads: int = 1,
+        definition: stream_pb2.StreamDefinition | None = None,
     ) -> None:
         """Verify the bytes and open a session on them.
+
+        `definition` is the stream definition the version was trained with (its lineage):
+        with a feature schema, the version also takes named inputs (see `named`).
 
         Raises:
             IntegrityError: The bytes do not hash to `sha256`.
@@ -90,11 +96,18 @@ class LoadedModel:
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._inputs = {s.name: s for s in self.inputs}
         self._output_names = [s.name for s in self.outputs]
+        self.named = NamedInputs.for_version(
+            name, version, definition, {s.name: (s.datatype, s.shape) for s in self.inputs}
+        )
 
     @property
     def providers(self) -> list[str]:
         """The execution providers the session runs on."""
         return list(self.session.get_providers())
+
+    def has_input(self, name: str) -> bool:
+        """True when the graph has an input called `name`."""
+        return name in self._inputs
 
     def input_spec(self, name: str) -> TensorSpec:
         """The spec of an input; InvalidArgument naming the expected inputs otherwise."""

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "streamlearn"
 SERVER_VERSION = "0.1.0"
 PLATFORM = "onnxruntime_onnx"
+# ModelConfig parameter: the feature schema of a version with named inputs (JSON).
+FEATURE_SCHEMA = "feature_schema"
 
 
 def _version(text: str) -> int:
@@ -71,15 +73,22 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @domain_errors
     def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:  # noqa: N802
-        """Versions loaded and tensor signatures."""
+        """Versions loaded and tensor signatures.
+
+        A version with named inputs lists them after the model's own inputs: each field
+        (FP32 for numeric ones, BYTES for categorical ones) and `records`; any of them may
+        replace the model's inputs in a request (see `services.inference.named`).
+        """
         model = self._engine.resolve(request.name, _version(request.version))
         served = self._engine.repository.model(request.name)
         tensor = pb.ModelMetadataResponse.TensorMetadata
+        named = model.named.tensors() if model.named else []
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=[str(v) for v in served.versions()],
             platform=PLATFORM,
-            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.inputs],
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.inputs]
+            + [tensor(name=n.name, datatype=n.datatype, shape=n.shape) for n in named],
             outputs=[
                 tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.outputs
             ],
@@ -164,7 +173,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 )
             version = _version(request.model_version)
             model = self._engine.resolve(request.model_name, version)
-            feeds = decode_inputs(request, model)
+            feeds = decode_inputs(request, model, self._engine.max_batch)
             ran_on, results = self._engine.infer(
                 model, feeds, requested_outputs(request), pinned=bool(version)
             )
@@ -191,8 +200,21 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             backend="onnxruntime",
             max_batch_size=self._engine.max_batch if batched else 0,
         )
+        # With named inputs every input is optional: a request sends one of the alternatives.
+        alternatives = model.named is not None
         for s in model.inputs:
-            config.input.add(name=s.name, data_type=V2_TO_CONFIG[s.datatype], dims=s.shape[skip:])
+            config.input.add(
+                name=s.name,
+                data_type=V2_TO_CONFIG[s.datatype],
+                dims=s.shape[skip:],
+                optional=alternatives,
+            )
+        if model.named is not None:
+            for n in model.named.tensors():
+                config.input.add(
+                    name=n.name, data_type=V2_TO_CONFIG[n.datatype], dims=n.shape[1:], optional=True
+                )
+            config.parameters[FEATURE_SCHEMA].string_value = model.named.space.to_json()
         for s in model.outputs:
             config.output.add(name=s.name, data_type=V2_TO_CONFIG[s.datatype], dims=s.shape[skip:])
         if self._engine.batching:

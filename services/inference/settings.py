@@ -33,4 +33,9 @@ class InferenceSettings(ServiceSettings):
     keep_loaded: int = Field(default=3, ge=1)
     resync_s: float = Field(default=30.0, gt=0)
     grpc_workers: int = Field(default=32, ge=1)
+    # On SIGTERM: health says NOT_SERVING at once, requests are still answered for
+    # `drain_delay_s` (balancers and clients move away), then the server stops, giving
+    # in-flight requests `drain_grace_s` to finish. On Kubernetes the preStop sleep already
+    # keeps the pod answering while Endpoints forget it, so a second is enough here too.
+    drain_delay_s: float = Field(default=1.0, ge=0)
     drain_grace_s: float = Field(default=10.0, ge=0)

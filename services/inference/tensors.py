@@ -1,4 +1,7 @@
-"""KServe V2 tensors <-> numpy, at the edge: raw_input_contents or typed contents in, raw out."""
+"""KServe V2 tensors <-> numpy, at the edge: raw_input_contents or typed contents in, raw out.
+
+BYTES tensors are taken only as named inputs (`named`), as lists of their elements.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +13,99 @@ import numpy as np
 from inference import grpc_service_pb2 as pb
 from services.inference.datatypes import V2_TYPES, numpy_dtype, v2_of_array
 from services.inference.model import LoadedModel
+from services.inference.named import NUMBER_TYPES, RECORDS, TEXT_TYPE, Column, NamedInputs
 from shared.errors import InvalidArgument
 
 # Above numpy's addressable size, whatever the dimensions: such a shape is refused outright.
 MAX_TENSOR_BYTES = 2**62
 
 
-def decode_inputs(request: Any, model: LoadedModel) -> dict[str, np.ndarray]:
-    """The request's input tensors as arrays, checked against the model's inputs."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+def decode_inputs(request: Any, model: LoadedModel, max_rows: int) -> dict[str, np.ndarray]:
+    """The request's input tensors as arrays, checked against the model's inputs.
+
+    A version with named inputs (`model.named`) also takes its fields or `records`, which
+    become its numeric inputs here; `max_rows` bounds such a request before it is decoded.
+    """
+    tensors = _paired(request)
+    named = model.named
+    if named is not None and any(not model.has_input(t.name) for t, _ in tensors):
+        return named.feeds(_named_columns(tensors, named, max_rows, model))
     feeds = {}
-    for index, tensor in enumerate(request.inputs):
-        if tensor.name in feeds:
-            raise InvalidArgument(f"input {tensor.name!r} is given more than once")
+    for tensor, data in tensors:
         spec = model.input_spec(tensor.name)
         if tensor.datatype != spec.datatype:
             raise InvalidArgument(
                 f"input {tensor.name!r} has datatype {tensor.datatype}; expected {spec.datatype}"
             )
-        shape = _shape(tensor)
-        data = raw[index] if raw else None
-        feeds[tensor.name] = _array(tensor, shape, data)
+        feeds[tensor.name] = _array(tensor, _shape(tensor), data)
     return feeds
+
+
+def _paired(request: Any) -> list[tuple[Any, bytes | None]]:
+    """Each input tensor with its raw contents (None: typed contents), names unique."""
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    seen: set[str] = set()
+    for tensor in request.inputs:
+        if tensor.name in seen:
+            raise InvalidArgument(f"input {tensor.name!r} is given more than once")
+        seen.add(tensor.name)
+    return [(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
+
+
+def _named_columns(
+    tensors: list[tuple[Any, bytes | None]], named: NamedInputs, max_rows: int, model: LoadedModel
+) -> dict[str, Column]:
+    """Field (or `records`) tensors as columns; the shape is checked before any decoding."""
+    columns: dict[str, Column] = {}
+    for tensor, data in tensors:
+        if model.has_input(tensor.name):
+            raise InvalidArgument(
+                f"input {tensor.name!r} comes with named inputs: send the model's inputs "
+                "or named fields (or records), not both"
+            )
+        if not named.knows(tensor.name):
+            raise named.unknown(tensor.name)
+        rows = named.rows(tensor.name, [int(d) for d in tensor.shape], max_rows)
+        if tensor.datatype == TEXT_TYPE:
+            columns[tensor.name] = _bytes_elements(tensor, rows, data)
+        elif tensor.datatype in NUMBER_TYPES and tensor.name != RECORDS:
+            columns[tensor.name] = _array(tensor, (rows,), data)
+        else:
+            allowed = TEXT_TYPE if tensor.name == RECORDS else f"{', '.join(NUMBER_TYPES)} or BYTES"
+            raise InvalidArgument(
+                f"input {tensor.name!r} has datatype {tensor.datatype!r}; expected {allowed}"
+            )
+    return columns
+
+
+def _bytes_elements(tensor: Any, count: int, raw: bytes | None) -> list[bytes]:
+    """A BYTES tensor's `count` elements: typed `bytes_contents`, or raw length-prefixed.
+
+    Raw BYTES are, per element, a 4-byte little-endian length and then that many bytes.
+    """
+    if raw is None:
+        values = list(tensor.contents.bytes_contents)
+        if len(values) != count:
+            raise InvalidArgument(f"input {tensor.name!r}: {len(values)} values for {count} rows")
+        return values
+    elements: list[bytes] = []
+    offset = 0
+    while offset < len(raw) and len(elements) < count:
+        if offset + 4 > len(raw):
+            break
+        length = int.from_bytes(raw[offset : offset + 4], "little")
+        start, offset = offset + 4, offset + 4 + length
+        if offset > len(raw):
+            break
+        elements.append(raw[start:offset])
+    if len(elements) != count or offset != len(raw):
+        raise InvalidArgument(
+            f"input {tensor.name!r}: {len(raw)} bytes are not {count} length-prefixed BYTES "
+            "elements"
+        )
+    return elements
 
 
 def _shape(tensor: Any) -> tuple[int, ...]:

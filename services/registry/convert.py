@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.registry.model import (
@@ -14,7 +15,7 @@ from services.registry.model import (
     VersionFilter,
     VersionRef,
 )
-from streamlearn.v1 import events_pb2, registry_pb2
+from streamlearn.v1 import events_pb2, registry_pb2, stream_pb2
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -38,7 +39,14 @@ def lineage_from_pb(pb: registry_pb2.Lineage) -> Lineage:
         pb.config_json,
         pb.parent_version,
         pb.trainer_id,
+        _definition_json(pb),
     )
+
+
+def _definition_json(pb: registry_pb2.Lineage) -> str:
+    if not pb.HasField("stream_definition"):
+        return ""
+    return json_format.MessageToJson(pb.stream_definition, indent=None, sort_keys=True)
 
 
 def lineage_to_pb(lineage: Lineage) -> registry_pb2.Lineage:
@@ -60,7 +68,14 @@ def lineage_to_pb(lineage: Lineage) -> registry_pb2.Lineage:
         config_json=lineage.config_json,
         parent_version=lineage.parent_version,
         trainer_id=lineage.trainer_id,
+        stream_definition=_definition(lineage.stream_definition_json),
     )
+
+
+def _definition(text: str) -> stream_pb2.StreamDefinition | None:
+    if not text:
+        return None
+    return json_format.Parse(text, stream_pb2.StreamDefinition(), ignore_unknown_fields=True)
 
 
 def model_to_pb(model: ModelInfo) -> registry_pb2.Model:

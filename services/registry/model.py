@@ -31,6 +31,9 @@ class Lineage:
     config_json: str = ""
     parent_version: int = 0
     trainer_id: str = ""
+    # The stream definition the version was trained on (feature schema, buckets, revision),
+    # as protobuf JSON: inference featurizes named inputs with exactly this. "" when unset.
+    stream_definition_json: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,33 @@
 
 Any KServe V2 / Triton client works against the inference service; this one has no
 dependency beyond streamlearn's own contracts and keeps one channel per client.
+
+A target that names a resolver (`dns:///inference-headless:8001`, `ipv4:10.0.0.1:8001,...`)
+is balanced round-robin over every address it resolves to: with a headless Kubernetes
+Service, one client spreads its calls over all inference pods instead of pinning one.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc
+from shared.errors import InvalidArgument
 from shared.grpc.client import GrpcClient
+from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from shared.serving import CURRENT_REASON
+
+# Targets whose resolver may return several addresses: those are balanced.
+BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+RECORDS = "records"  # the named-records input of a version with a feature schema
 
 _V2: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
@@ -37,6 +52,9 @@ class InferenceClient(GrpcClient):
 
     def __init__(self, address: str, timeout: float = 10.0) -> None:
         super().__init__(address, timeout)
+        if balanced(address):  # the base class's channel never connected: channels are lazy
+            self._channel.close()
+            self._channel = grpc.insecure_channel(address, options=channel_options(address))
         self._stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._inputs: dict[str, str] = {}
 
@@ -61,20 +79,44 @@ class InferenceClient(GrpcClient):
         return current
 
     def predict(
-        self, model: str, features: np.ndarray, version: int = 0, output: str = ""
+        self,
+        model: str,
+        features: np.ndarray | None = None,
+        version: int = 0,
+        output: str = "",
+        *,
+        records: Sequence[Mapping[str, Any]] | None = None,
     ) -> tuple[np.ndarray, int]:
-        """Run `features` (rows x columns) through the model's single input.
+        """Run `features` (rows x columns) through the model's single input, or named records.
+
+        Args:
+            model: The served model.
+            features: Numeric rows for the model's first input.
+            version: A loaded version (0: the one served).
+            output: The output to return (empty: the first).
+            records: Instead of `features`, one mapping of field name -> value per row, for
+                a version trained on a stream with a feature schema; None or NaN: missing.
 
         Returns:
             The first (or named) output and the version that computed it.
 
+        Raises:
+            InvalidArgument: Neither or both of `features` and `records`, a record that is
+                not JSON-able, or one the server refuses.
+
         """
-        name = self._input_name(model)
-        array = np.ascontiguousarray(features)
-        request = pb.ModelInferRequest(
-            model_name=model, model_version=str(version or ""), raw_input_contents=[array.tobytes()]
-        )
-        request.inputs.add(name=name, datatype=_V2[array.dtype], shape=list(array.shape))
+        request = pb.ModelInferRequest(model_name=model, model_version=str(version or ""))
+        if (features is None) == (records is None):
+            raise InvalidArgument("predict takes either features or records")
+        if records is not None:
+            encoded = [_record_json(r) for r in records]
+            request.inputs.add(name=RECORDS, datatype="BYTES", shape=[len(encoded)])
+            request.raw_input_contents.append(b"".join(_length_prefixed(e) for e in encoded))
+        else:
+            array = np.ascontiguousarray(features)
+            name = self._input_name(model)
+            request.inputs.add(name=name, datatype=_V2[array.dtype], shape=list(array.shape))
+            request.raw_input_contents.append(array.tobytes())
         if output:
             request.outputs.add(name=output)
         reply = self._call(self._stub.ModelInfer, request)
@@ -89,3 +131,38 @@ class InferenceClient(GrpcClient):
         return self._inputs[model]
 
     _call = GrpcClient._invoke
+
+
+def balanced(address: str) -> bool:
+    """Whether calls to `address` are spread round-robin (its scheme may resolve to many)."""
+    return address.startswith(BALANCED_SCHEMES)
+
+
+def channel_options(address: str) -> list[tuple[str, Any]]:
+    """Channel options for `address`: message limits, and round-robin for resolver targets."""
+    options: list[tuple[str, Any]] = list(message_size_options(DEFAULT_MAX_MESSAGE_BYTES))
+    if balanced(address):
+        options.append(("grpc.service_config", ROUND_ROBIN))
+    return options
+
+
+def _record_json(record: Mapping[str, Any]) -> bytes:
+    """One record as a JSON object; NaN (missing) as null, numpy scalars as numbers."""
+    plain = {str(k): _plain(v) for k, v in record.items()}
+    try:
+        return json.dumps(plain, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"record {record!r:.80} is not JSON-able: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _length_prefixed(element: bytes) -> bytes:
+    """A KServe BYTES element: its length as 4 little-endian bytes, then the bytes."""
+    return len(element).to_bytes(4, "little") + element

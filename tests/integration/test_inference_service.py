@@ -60,7 +60,7 @@ def start_inference(registry: Running, settings: RegistrySettings, **overrides: 
         topics=settings.topics,
         model_names=["demo", "second"],
         resync_s=60.0,
-        **overrides,
+        **{"drain_delay_s": 0.05, **overrides},
     )
     return Running(inference, inference_app.build, inference_app.run)
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,13 +24,22 @@ from confluent_kafka import Producer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 
+from inference import grpc_service_pb2 as pb
+from inference import grpc_service_pb2_grpc
 from services.inference import app as inference_app
+from services.inference.engine import Engine
+from services.inference.model import LoadedModel
+from services.inference.repository import Repository
+from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
 from services.registry.settings import RegistrySettings
 from shared.clients.registry import RegistryClient
 from shared.errors import Conflict, InvalidArgument
+from shared.grpc.server import ServiceBinding, build_server, mark_serving
 from shared.kafka.config import producer_config
-from shared.onnx_models import INPUT, linear_model
+from shared.net import free_port
+from shared.onnx_models import INPUT, OUTPUT, linear_model
+from streamlearn.client import InferenceClient
 from streamlearn.v1 import registry_pb2, registry_pb2_grpc
 from tests.helpers import lookup_model, wait_until
 from tests.integration.conftest import Running
@@ -42,7 +58,7 @@ def start_inference(
         topics=settings.topics,
         model_names=names,
         resync_s=600.0,  # only events can make it swap within the test
-        **overrides,
+        **{"drain_delay_s": 0.05, **overrides},
     )
     return Running(inference, inference_app.build, inference_app.run)
 
@@ -241,3 +257,142 @@ def test_live_metrics_must_be_finite_and_rollbacks_walk_back(
                 client.rollback("p")
     finally:
         service.close()
+
+
+DRAIN_DELAY_S = 2.0
+
+
+def infer_request() -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="demo")
+    request.inputs.add(name=INPUT, datatype="FP32", shape=[1, FEATURES])
+    request.raw_input_contents.append(np.ones((1, FEATURES), np.float32).tobytes())
+    return request
+
+
+def test_sigterm_turns_readiness_off_first_and_drops_no_request(
+    registry_service: Running,
+    registry_client: RegistryClient,
+    registry_settings: RegistrySettings,
+    tmp_path: Path,
+) -> None:
+    registry_client.create_model("demo")
+    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
+    registry_client.set_alias("demo", "production", version)
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        "INFERENCE_GRPC_PORT": address.rsplit(":", 1)[1],
+        "INFERENCE_METRICS_PORT": "0",
+        "INFERENCE_REGISTRY_ADDRESS": registry_service.address,
+        "INFERENCE_KAFKA__BOOTSTRAP_SERVERS": registry_settings.kafka.bootstrap_servers,
+        "INFERENCE_TOPICS__MODEL_EVENTS": registry_settings.topics.model_events,
+        "INFERENCE_MODEL_NAMES": json.dumps(["demo"]),
+        "INFERENCE_MAX_QUEUE_DELAY_US": "20000",  # requests wait in the batcher: in flight
+        "INFERENCE_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
+        "INFERENCE_DRAIN_GRACE_S": "10",
+    }
+    with (tmp_path / "inference.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.inference"],
+            env=os.environ | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        wait_until(lambda: _health_or_none(address) == serving, timeout=60)
+        calls: list[tuple[float, float, str]] = []  # (start, end, status code name)
+        done = threading.Event()
+
+        def call() -> None:
+            with grpc.insecure_channel(address) as channel:
+                stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                while not done.is_set():
+                    start = time.monotonic()
+                    try:
+                        stub.ModelInfer(infer_request(), timeout=10)
+                        code = "OK"
+                    except grpc.RpcError as exc:
+                        code = exc.code().name
+                        time.sleep(0.01)
+                    calls.append((start, time.monotonic(), code))
+
+        clients = [threading.Thread(target=call) for _ in range(4)]
+        for client in clients:
+            client.start()
+        wait_until(lambda: sum(c[2] == "OK" for c in calls) >= 20)
+        sigterm = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        draining = health_pb2.HealthCheckResponse.NOT_SERVING
+        wait_until(lambda: _health_or_none(address) == draining, timeout=10)
+        not_serving = time.monotonic()
+        assert process.wait(60) == 0
+        time.sleep(0.2)  # clients see the server gone
+        done.set()
+        for client in clients:
+            client.join(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    failed = [c for c in calls if c[2] != "OK"]
+    # Readiness went first: requests kept being answered after health said NOT_SERVING ...
+    assert any(start > not_serving and code == "OK" for start, _, code in calls)
+    # ... no request failed before the drain delay had passed, and only the server's
+    # absence (UNAVAILABLE) failed any: in-flight requests finished.
+    assert failed, "the clients never saw the server go"
+    assert min(start for start, _, _ in failed) >= sigterm + DRAIN_DELAY_S
+    assert Counter(code for _, _, code in failed).keys() == {"UNAVAILABLE"}
+
+
+def _health_or_none(address: str) -> Any:
+    try:
+        return health_status(address, inference_app.SERVICE)
+    except grpc.RpcError:
+        return None
+
+
+def _loopback_server(host: str, port: int, scale: float) -> tuple[grpc.Server, InferenceServicer]:
+    """An inference server of `demo` on host:port whose weights tell the servers apart."""
+    repository = Repository(["demo"])
+    repository.model("demo").swap(
+        LoadedModel("demo", 1, linear_model(np.full(FEATURES, scale), 0.0, sigmoid=False))
+    )
+    servicer = InferenceServicer(Engine(repository, 64, 0.0), 1 << 20)
+    binding = ServiceBinding(
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+        servicer,
+        inference_app.SERVICE,
+    )
+    server, health, _ = build_server(f"{host}:{port}", [binding], max_workers=4)
+    mark_serving(health, [inference_app.SERVICE])
+    server.start()
+    return server, servicer
+
+
+def test_the_sdk_client_spreads_calls_over_every_address_of_its_target() -> None:
+    port = free_port()
+    first, _ = _loopback_server("127.0.0.1", port, 1.0)
+    try:
+        second, _ = _loopback_server("127.0.0.2", port, 2.0)
+    except Exception as exc:  # no 127.0.0.2 on this host: nothing to balance over
+        first.stop(0)
+        pytest.fail(f"127.0.0.2 is not a usable loopback address here: {exc}")
+    try:
+        x = np.ones((1, FEATURES), np.float32)
+        with InferenceClient(f"ipv4:127.0.0.1:{port},127.0.0.2:{port}") as client:
+            seen: set[float] = set()
+
+            def score() -> float:
+                return float(client.predict("demo", x, output=OUTPUT)[0][0, 0])
+
+            # Round robin picks among connected servers: the second may connect a bit later.
+            def both_answered() -> bool:
+                seen.add(score())
+                return len(seen) == 2
+
+            wait_until(both_answered)
+            answers = Counter(score() for _ in range(20))
+    finally:
+        first.stop(0)
+        second.stop(0)
+    # Both connected, each server (score 4 or 8) answers every other call.
+    assert answers == {4.0: 10, 8.0: 10}

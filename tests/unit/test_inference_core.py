@@ -61,18 +61,18 @@ def request(x: np.ndarray, datatype: str = "FP32", raw: bool = True) -> pb.Model
 @pytest.mark.parametrize("raw", [True, False])
 def test_raw_and_typed_inputs_decode_to_the_same_array(raw: bool) -> None:
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
-    feeds = decode_inputs(request(x, raw=raw), loaded())
+    feeds = decode_inputs(request(x, raw=raw), loaded(), 64)
     np.testing.assert_array_equal(feeds["features"], x)
 
 
 def test_bad_tensors_are_invalid_arguments() -> None:
     model = loaded()
     with pytest.raises(InvalidArgument, match="datatype FP64; expected FP32"):
-        decode_inputs(request(np.zeros((1, 4)), datatype="FP64"), model)
+        decode_inputs(request(np.zeros((1, 4)), datatype="FP64"), model, 64)
     short = request(np.zeros((1, 4), np.float32))
     short.raw_input_contents[0] = b"\0" * 5
     with pytest.raises(InvalidArgument, match="5 bytes for shape"):
-        decode_inputs(short, model)
+        decode_inputs(short, model, 64)
 
 
 def test_response_echoes_id_version_and_raw_outputs() -> None:

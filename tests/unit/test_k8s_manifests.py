@@ -255,7 +255,9 @@ def test_inference_drains_before_it_stops(rendered: tuple[str, Docs]) -> None:
     _, docs = rendered
     spec = pod(docs, "inference")
     delay = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
-    drain = float(effective("inference", env_of(docs, "inference"), "drain_grace_s"))
+    env = env_of(docs, "inference")
+    drain = float(effective("inference", env, "drain_grace_s"))
+    drain += float(effective("inference", env, "drain_delay_s"))  # NOT_SERVING, still answering
     assert delay >= 5  # endpoints and DNS forget the pod before SIGTERM
     assert spec["terminationGracePeriodSeconds"] >= delay + drain + 10
     for service in SERVICES:

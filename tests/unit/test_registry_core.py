@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from services.registry.artifacts import LocalArtifactStore
+from services.registry.convert import lineage_from_pb, lineage_to_pb
 from services.registry.model import Lineage, OffsetRange, VersionFilter, VersionRef
 from services.registry.registry import Registry
 from services.registry.store import Store
 from shared.errors import AlreadyExists, Conflict, IntegrityError, InvalidArgument, NotFound
+from streamlearn.v1 import registry_pb2, stream_pb2
 
 Make = Callable[[Path], Registry]
 
@@ -197,3 +199,26 @@ def test_rollbacks_walk_back_through_the_alias_history(reg: Registry) -> None:
     assert reg.rollback("m").to_version == 1  # not back to 3
     with pytest.raises(Conflict, match="nothing to roll back to"):
         reg.rollback("m")
+
+
+def test_the_stream_definition_of_a_version_survives_the_store_and_the_wire(reg: Registry) -> None:
+    definition = stream_pb2.StreamDefinition(
+        name="clicks",
+        dense_dim=1,
+        sparse_buckets=64,
+        label_kind=stream_pb2.LABEL_KIND_BINARY,
+        revision=4,
+        features=stream_pb2.FeatureSchema(
+            numeric=["age"],
+            categorical=["country", "device"],
+            crosses=[stream_pb2.FeatureCross(left="country", right="device")],
+        ),
+    )
+    sent = registry_pb2.Lineage(stream="clicks", stream_definition=definition)
+    register(reg, b"one", lineage=lineage_from_pb(sent))
+    back = lineage_to_pb(reg.get_version(VersionRef("m", 1)).lineage)
+    assert back.stream_definition == definition
+    register(reg, b"two", lineage=lineage_from_pb(registry_pb2.Lineage(stream="clicks")))
+    assert not lineage_to_pb(reg.get_version(VersionRef("m", 2)).lineage).HasField(
+        "stream_definition"
+    )

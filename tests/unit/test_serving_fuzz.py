@@ -1,4 +1,4 @@
-"""Property-based fuzzing of what clients send: inference tensors and registry uploads.
+"""Property-based fuzzing of what clients send: inference tensors, named inputs, uploads.
 
 Each input either gives a result or its documented domain error, never another exception,
 and never an allocation sized by a declared (rather than sent) shape.
@@ -7,7 +7,9 @@ and never an allocation sized by a declared (rather than sent) shape.
 from __future__ import annotations
 
 import hashlib
+import json
 import tracemalloc
+from typing import Any
 
 import grpc
 import numpy as np
@@ -19,6 +21,7 @@ from inference import grpc_service_pb2 as pb
 from services.inference.datatypes import V2_TYPES
 from services.inference.engine import Engine
 from services.inference.model import LoadedModel
+from services.inference.named import NUMBER_TYPES
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
 from services.inference.tensors import decode_inputs
@@ -36,6 +39,7 @@ from shared.errors import (
 )
 from shared.onnx_models import linear_model
 from streamlearn.v1 import registry_pb2
+from tests.unit.test_named_inference import named_model
 
 FUZZ = settings(
     max_examples=300,
@@ -116,7 +120,7 @@ def infer_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
 @given(infer_requests())
 def test_tensor_decoding_gives_arrays_or_invalid_argument(request: pb.ModelInferRequest) -> None:
     try:
-        feeds = decode_inputs(request, MODEL)
+        feeds = decode_inputs(request, MODEL, 64)
     except InvalidArgument:
         return
     raw = list(request.raw_input_contents)
@@ -146,6 +150,12 @@ def test_a_whole_request_ends_in_a_result_or_a_mapped_status(
     assert response.model_version == "1" and len(response.raw_output_contents) == 1
 
 
+def _named_repository(model: LoadedModel) -> Repository:
+    repository = Repository([model.name])
+    repository.model(model.name).swap(model)
+    return repository
+
+
 def _servicer() -> InferenceServicer:
     repository = Repository(["m"])
     repository.model("m").swap(MODEL)
@@ -167,7 +177,7 @@ def test_a_huge_declared_shape_is_refused_before_allocating(raw: bool, shape: li
     tracemalloc.start()
     try:
         with pytest.raises(InvalidArgument):
-            decode_inputs(request, MODEL)
+            decode_inputs(request, MODEL, 64)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -200,7 +210,7 @@ def test_typed_values_out_of_range_are_invalid_arguments(datatype: str, values: 
         (sent >= np.iinfo(dtype).min).all() and (sent <= np.iinfo(dtype).max).all()
     )
     try:
-        feeds = decode_inputs(request, graph_model)
+        feeds = decode_inputs(request, graph_model, 64)
     except InvalidArgument:
         assert not fits, f"{datatype} values {sent.tolist()} fit and were refused"
         return
@@ -239,6 +249,137 @@ def _typed_model(datatype: str) -> LoadedModel:
         model.ir_version = 8
         _TYPED[datatype] = LoadedModel("t", 1, model.SerializeToString(), device="cpu")
     return _TYPED[datatype]
+
+
+# --- named inputs ---------------------------------------------------------------------------
+
+NAMED = named_model()
+NAMED_SERVICER = InferenceServicer(
+    Engine(_named_repository(NAMED), max_batch=8, max_delay_s=0), 1 << 20
+)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+FIELD_NAMES = st.sampled_from(["age", "income", "city", "device"] * 3 + ["colour", ""])
+PLAIN_VALUES = st.none() | st.floats(-1e6, 1e6) | st.text(max_size=6) | st.integers(-9, 9)
+RECORD_TEXT = st.one_of(
+    st.dictionaries(FIELD_NAMES, PLAIN_VALUES, max_size=4).map(lambda d: json.dumps(d).encode()),
+    st.dictionaries(FIELD_NAMES, PLAIN_VALUES, max_size=4).map(lambda d: json.dumps(d).encode()),
+    st.dictionaries(FIELD_NAMES, JSON_VALUES, max_size=5).map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=12),
+    st.sampled_from([b"{", b"[" * 5000, b'{"age": NaN}', b'{"age": 1e999}', b"null", b"{}"]),
+)
+NAMED_FIELDS = ["age", "income", "city", "device"]
+NUMBERS = st.floats(width=32) | st.integers(-3, 3).map(float)
+ELEMENT_TEXT = st.one_of(
+    st.binary(max_size=6), st.sampled_from([b"1.5", b"nan", b"inf", b"-0", b"7", b"\xff"])
+)
+
+
+def _add_bytes(
+    request: pb.ModelInferRequest, tensor: Any, elements: list[bytes], raw: bool, lie: int = 0
+) -> None:
+    if raw:
+        request.raw_input_contents.append(bytes_prefixed(elements, lie))
+    else:
+        tensor.contents.bytes_contents.extend(elements)
+
+
+def _add_numbers(
+    request: pb.ModelInferRequest, tensor: Any, values: list[float], raw: bool
+) -> None:
+    dtype, field = V2_TYPES.get(tensor.datatype, (np.dtype(np.float32), "fp32_contents"))
+    with np.errstate(invalid="ignore", over="ignore"):
+        array = np.array(values, np.float64).astype(dtype)
+    if raw:
+        request.raw_input_contents.append(array.tobytes())
+    else:
+        getattr(tensor.contents, field).extend(array.tolist())
+
+
+@st.composite
+def named_requests(draw: st.DrawFn) -> pb.ModelInferRequest:
+    """Records, field columns, or a chaos of both with the model's tensors and strangers.
+
+    The first two are well-formed in their framing (so that featurizing is reached and the
+    values are what gets fuzzed); the chaos breaks names, shapes, datatypes and framing.
+    """
+    request = pb.ModelInferRequest(model_name="m", id="fuzz")
+    raw = draw(st.booleans())
+    mode = draw(st.sampled_from(["records", "columns", "chaos"]))
+    rows = draw(st.integers(0, 4))
+    if mode == "records":
+        tensor = request.inputs.add(name="records", datatype="BYTES", shape=[rows])
+        _add_bytes(request, tensor, draw(st.lists(RECORD_TEXT, min_size=rows, max_size=rows)), raw)
+        return request
+    if mode == "columns":
+        for name in draw(st.lists(st.sampled_from(NAMED_FIELDS), min_size=1, unique=True)):
+            datatype = draw(st.sampled_from([*NUMBER_TYPES, "BYTES"]))
+            tensor = request.inputs.add(name=name, datatype=datatype, shape=[rows, 1][: 1 + raw])
+            if datatype == "BYTES":
+                _add_bytes(request, tensor, draw(_exactly(ELEMENT_TEXT, rows)), raw)
+            else:
+                _add_numbers(request, tensor, draw(_exactly(NUMBERS, rows)), raw)
+        return request
+    names = ["age", "income", "city", "device", "records", "features", "x"]
+    for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=4)):
+        datatype = draw(st.sampled_from([*NUMBER_TYPES, "BYTES", "FP16", ""]))
+        n = draw(st.sampled_from([rows, rows, rows + 1, 9, 2**40, -1]))
+        shape = draw(st.sampled_from([[n], [n, 1], [n, 2], [], [n, 1, 1]]))
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=shape)
+        count = draw(st.integers(0, 4))
+        if datatype == "BYTES":
+            source = RECORD_TEXT if name == "records" else ELEMENT_TEXT
+            lie = draw(st.integers(-1, 1))
+            _add_bytes(request, tensor, draw(_exactly(source, count)), raw, lie)
+        else:
+            _add_numbers(request, tensor, draw(_exactly(NUMBERS, count)), raw)
+    return request
+
+
+def _exactly(elements: st.SearchStrategy[Any], count: int) -> st.SearchStrategy[list[Any]]:
+    return st.lists(elements, min_size=count, max_size=count)
+
+
+@FUZZ
+@given(named_requests())
+def test_named_inputs_decode_to_featurized_rows_or_invalid_argument(
+    request: pb.ModelInferRequest,
+) -> None:
+    try:
+        feeds = decode_inputs(request, NAMED, 8)
+        NAMED.check(feeds, [])  # what the engine asks next (the model's own tensors' shapes)
+    except InvalidArgument:
+        return
+    dense = feeds["features"]
+    assert dense.dtype == np.float32 and dense.ndim == 2 and dense.shape[1] == 2
+    assert not np.isinf(dense).any()  # finite, or NaN for missing
+    if "sparse" in feeds:
+        ids = feeds["sparse"]
+        assert ids.dtype == np.int64 and ids.shape == (dense.shape[0], 3)
+        assert ((ids >= 0) & (ids < 64)).all()
+
+
+@FUZZ
+@given(named_requests())
+def test_a_whole_named_request_ends_in_scores_or_invalid_argument(
+    request: pb.ModelInferRequest,
+) -> None:
+    context = AbortingContext()
+    try:
+        response = NAMED_SERVICER.ModelInfer(request, context)
+    except grpc.RpcError:
+        assert context.code == grpc.StatusCode.INVALID_ARGUMENT
+        return
+    assert response.model_version == "1" and len(response.raw_output_contents) == 1
 
 
 # --- registry uploads -------------------------------------------------------------------------
