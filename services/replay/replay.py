@@ -23,21 +23,36 @@ from services.replay.runs import Run, halving_points, prune
 from services.replay.scoring import Scored
 from services.replay.slices import Slice, SliceReader, read
 from services.trainer.config import TrainerConfig
-from services.trainer.export import OnnxExporter
+from services.trainer.export import SPARSE_INPUT, OnnxExporter
 from services.trainer.learner import Batch
+from services.trainer.settings import reconcile
 from shared.clients.registry import RegistryClient
 from shared.errors import ConfigError, InvalidArgument
+from shared.features import FeatureSpace, Featurizer
 from shared.kafka.config import producer_config
 from shared.kafka.producer import delivering, produce
 from shared.onnx_models import INPUT, OUTPUT
 from shared.ort import make_session
 from shared.settings import KafkaSettings
-from streamlearn.v1 import registry_pb2
+from shared.streams import load_definitions
+from streamlearn.v1 import registry_pb2, stream_pb2
 
 Progress = Callable[[int], None]  # records read so far
 
 
 log = logging.getLogger(__name__)
+
+
+def stream_definition(
+    kafka: KafkaSettings, topic: str, stream: str
+) -> stream_pb2.StreamDefinition | None:
+    """The current definition of `stream` in the catalog on `topic` (None: not defined).
+
+    Give it to the runs of that stream (`Run(definition=...)`, `grid(definition=...)`) so
+    they featurize named records as its trainer does; a version's own revision is in its
+    lineage (`stream_definition`), for replaying what exactly that version learned.
+    """
+    return {d.name: d for d in load_definitions(kafka, topic)}.get(stream)
 
 
 def backtest(
@@ -128,20 +143,40 @@ def _scored(registry: RegistryClient, model: str, ref: str) -> Scored:
     except ValidationError as exc:
         raise InvalidArgument(f"{model} v{meta.version} has no usable trainer config") from exc
     session = make_session(data, "cpu")
+    slots = {i.name: i.shape[1] for i in session.get_inputs()}.get(SPARSE_INPUT)
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        return np.asarray(session.run([OUTPUT], {INPUT: x})[0])
+    def predict(x: np.ndarray, ids: np.ndarray | None) -> np.ndarray:
+        feeds = {INPUT: x}
+        if slots is not None:  # positional rows: every hashed id missing
+            feeds[SPARSE_INPUT] = ids if ids is not None else np.zeros((len(x), slots), np.int64)
+        return np.asarray(session.run([OUTPUT], feeds)[0])
 
     name = f"{model} v{meta.version}" + (f" ({alias})" if alias else "")
     streams = frozenset({meta.lineage.stream}) if meta.lineage.stream else frozenset()
-    return Scored(name, config.task, config.model.features, predict, streams=streams)
+    # Named records are featurized with the schema revision the version learned with.
+    lineage = meta.lineage
+    space = (
+        FeatureSpace.from_definition(lineage.stream_definition)
+        if lineage.HasField("stream_definition")
+        else None
+    )
+    featurizer = Featurizer(space) if space is not None else None
+    return Scored(
+        name, config.task, config.model.features, predict, streams=streams, featurizer=featurizer
+    )
 
 
 def register(
     registry: RegistryClient, model: str, run: Run, piece: Slice, alias: str = "candidate"
 ) -> int:
     """Register a run's model as a version with the slice as lineage, and point `alias` at it."""
-    probe = Batch(torch.zeros(4, run.config.model.features), torch.zeros(4))  # to verify the export
+    slots = run.featurizer.space.sparse_slots if run.featurizer is not None else 0
+    probe = Batch(  # to verify the export
+        torch.zeros(4, run.config.model.features),
+        torch.zeros(4),
+        sparse=torch.ones(4, slots, dtype=torch.int64) if slots else None,
+        named=run.featurizer is not None,
+    )
     data = OnnxExporter(run.learner, probe).export()
     lineage = registry_pb2.Lineage(
         # The stream it learned, when it learned one (evaluate scores a version on it).
@@ -151,6 +186,7 @@ def register(
         config_hash=run.config.hash(),
         config_json=run.config.to_json(),
         trainer_id=f"replay-search:{run.name}",
+        stream_definition=run.definition,
         offsets=[
             registry_pb2.OffsetRange(topic=piece.topic, partition=p, first_offset=s, next_offset=e)
             for p, (s, e) in sorted(piece.ranges.items())
@@ -196,11 +232,15 @@ def grid(
     samples: int = 0,
     seed: int = 0,
     streams: frozenset[str] = frozenset(),
+    definition: stream_pb2.StreamDefinition | None = None,
 ) -> list[Run]:
     """Runs for every combination of `axes` (dotted paths), or `samples` random ones.
 
-    Each run learns `streams` (empty: every record of the slice).
+    Each run learns `streams` (empty: every record of the slice), featurizing named records
+    with `definition`'s schema (`base` is reconciled with it first, so that the model's
+    inputs it fills are not taken for values the axes set).
     """
+    base = reconcile(base, definition)
     names = list(axes)
     combos = list(itertools.product(*(axes[n] for n in names)))
     if samples and samples < len(combos):
@@ -209,7 +249,8 @@ def grid(
     for combo in combos:
         changes = dict(zip(names, combo, strict=True))
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in changes.items())
-        runs.append(Run(label or "base", with_changes(base, changes), streams=streams))
+        config = with_changes(base, changes)
+        runs.append(Run(label or "base", config, streams=streams, definition=definition))
     return runs
 
 

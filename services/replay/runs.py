@@ -5,6 +5,11 @@ trainer would (same `Learner`, same `decode`, the same `Batcher`: the records of
 only, mini-batches cut per partition), recording its
 prequential metrics every `every` events as a learning curve. Runs are transport-free:
 they take record chunks, wherever those come from.
+
+A run of a stream with a feature schema is given the stream's definition (from the catalog
+at the time of the replay, or the one a version's lineage pinned): its config is reconciled
+with it and named records go through its featurizer, as in the trainer, so a replay of the
+trainer's slice with the trainer's config reproduces the trainer's weights bit for bit.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from services.trainer.batching import Batcher, StreamFilter
 from services.trainer.config import TrainerConfig
 from services.trainer.decode import decode
 from services.trainer.learner import Learner
+from services.trainer.settings import reconcile
+from shared.features import FeatureSpace, Featurizer
+from streamlearn.v1 import stream_pb2
 
 
 @dataclass
@@ -27,20 +35,28 @@ class Run:
     """One config learning a slice; `curve` holds (events, metrics) points.
 
     `streams` are the streams it learns, as a trainer does (other streams' records on the
-    slice are skipped); empty: every record of the slice.
+    slice are skipped); empty: every record of the slice. `definition`: the stream's, whose
+    schema featurizes named records (none: positional records only); `config` becomes the
+    config reconciled with it (ConfigError on a contradiction).
     """
 
     name: str
     config: TrainerConfig
     every: int = 1000
     streams: frozenset[str] = frozenset()
+    definition: stream_pb2.StreamDefinition | None = None
     learner: Learner = field(init=False)
+    featurizer: Featurizer | None = field(init=False, default=None)
     curve: list[dict[str, float]] = field(default_factory=list)
     stopped_at: int | None = None  # events seen when successive halving stopped it
     _batcher: Batcher = field(init=False)
     _next_point: int = 0
 
     def __post_init__(self) -> None:
+        self.config = reconcile(self.config, self.definition)
+        definition = self.definition
+        space = FeatureSpace.from_definition(definition) if definition is not None else None
+        self.featurizer = Featurizer(space) if space is not None else None
         self.learner = Learner(self.config, "cpu")
         self._batcher = Batcher(self.config.batch_size, stream_filter(self.streams))
         self._next_point = self.every
@@ -53,7 +69,9 @@ class Run:
     def feed(self, records: Sequence[Message]) -> None:
         """Learn from the next records of the slice, in order."""
         for segment in self._batcher.add(records):
-            batch, _ = decode(segment, self.config.task, self.config.model.features)
+            batch, _ = decode(
+                segment, self.config.task, self.config.model.features, self.featurizer
+            )
             # Learn up to each curve point, so points fall on multiples of `every`; slices
             # stay whole mini-batches, so the grouping is the live trainer's.
             step, start = self.config.batch_size, 0
@@ -89,6 +107,7 @@ class Run:
             "config_hash": self.config.hash(),
             "applied": self.learner.applied,
             "skipped": self.learner.skipped,
+            "stream_revision": self.definition.revision if self.definition is not None else None,
             "final": self.snapshot(),
             "stopped_at": self.stopped_at,
             "curve": self.curve,

@@ -12,9 +12,11 @@ from confluent_kafka import Message
 from services.trainer.batching import StreamFilter
 from services.trainer.decode import decode
 from services.trainer.metrics import Prequential
+from shared.features import Featurizer
 
 _EPS = 1e-12
-Predict = Callable[[np.ndarray], np.ndarray]  # features [n, d] -> served outputs
+# (features [n, d], hashed ids [n, k] or None) -> served outputs
+Predict = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Scored:
     predict: Predict
     every: int = 1000
     streams: frozenset[str] = frozenset()  # the version's stream(s); empty: every record
+    featurizer: Featurizer | None = None  # the schema the version learned with, if any
     total: Prequential = field(init=False)
     recent: Prequential = field(init=False)
     curve: list[dict[str, float]] = field(default_factory=list)
@@ -46,13 +49,18 @@ class Scored:
             records = [m for m, keep in zip(records, wanted, strict=True) if keep]
         if not records:
             return
-        batch, _ = decode(records, self.task, self.features)
+        batch, _ = decode(records, self.task, self.features, self.featurizer)
         x, y = batch.features.numpy(), batch.labels.numpy()
-        ok = np.isfinite(x).all(axis=1) & np.isfinite(y.astype(np.float64))
+        # Unusable rows have no label (class -1); positional rows need every feature, while
+        # a named row's NaN is a missing value the served graph imputes.
+        ok = np.isfinite(y.astype(np.float64)) & (y >= 0 if self.task == "multiclass" else True)
+        if self.featurizer is None:
+            ok &= np.isfinite(x).all(axis=1)
         if not ok.any():
             return
         labels = y[ok]
-        predictions = self.predict(x[ok])
+        ids = batch.sparse.numpy()[ok] if batch.sparse is not None else None
+        predictions = self.predict(x[ok], ids)
         losses = _losses(self.task, predictions, labels)
         for start in range(0, len(labels), self.every):
             part = slice(start, start + self.every)

@@ -11,18 +11,20 @@ from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2
 from prometheus_client import Info, start_http_server
 
-from services.trainer.device import torch_threads
+from services.trainer.decode import PinnedStream
+from services.trainer.device import choose, torch_threads
 from services.trainer.learner import Learner
 from services.trainer.loop import TrainerLoop
 from services.trainer.names import HEALTH_NAME as HEALTH_NAME
 from services.trainer.progress import Every
-from services.trainer.settings import TrainerSettings
+from services.trainer.settings import TrainerSettings, reconcile
 from services.trainer.single import group_members, refuse_if_shared
 from services.trainer.versions import VersionPublisher
 from shared.clients.registry import RegistryClient
 from shared.grpc.server import build_server, mark_draining
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import admin_config, consumer_config, producer_config
+from shared.streams import Definition, load_definitions
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +34,33 @@ DEVICE = Info("streamlearn_trainer_device", "Where the trainer learns, on which 
 def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> TrainerLoop:
     """A trainer loop restored from its checkpoint, if any.
 
+    The stream's definition is pinned first (`PinnedStream`): a schema decides the model's
+    inputs (`reconcile`), so it comes before the learner.
+
     Raises:
-        ConfigError: TRAINER_DEVICE=cuda without a GPU (before anything else is touched).
+        ConfigError: TRAINER_DEVICE=cuda without a GPU (before anything else is touched);
+            a config that contradicts the stream's feature schema.
         Conflict: Another trainer of the model is live in its consumer group.
 
     """
-    learner = Learner(settings.config, settings.device)
+    choose(settings.config, settings.device, torch.cuda.is_available())
     topics = settings.topics
     admin = AdminClient(admin_config(settings.kafka))
-    ensure_topics(
-        admin, [t for t in standard_topics(topics) if t.name in (topics.train, topics.metrics)]
-    )
+    wanted = (topics.train, topics.metrics, topics.streams)
+    ensure_topics(admin, [t for t in standard_topics(topics) if t.name in wanted])
+    stream = settings.stream
+
+    def lookup() -> Definition | None:
+        return {d.name: d for d in load_definitions(settings.kafka, topics.streams)}.get(stream)
+
+    # Read when needed, not followed live: a change is only logged until a restart anyway
+    # (PinnedStream), and a follower's thread polling the broker every 50 ms made two
+    # trainers starting at once both lose the first-assignment check (single.py) about
+    # half the time in test_trainer_single, against never without it.
+    definition = lookup()
+    config = reconcile(settings.config, definition)
+    pinned = PinnedStream(stream, config, definition, lookup)
+    learner = Learner(config, settings.device)
     group = settings.consumer_group
 
     def alone() -> None:
@@ -54,7 +72,7 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
     if registry is not None:
         registry.create_model(settings.model_name, exist_ok=True)
         publisher = VersionPublisher(
-            registry, settings.model_name, settings.stream, settings.trainer_id, learner
+            registry, settings.model_name, stream, settings.trainer_id, learner, pinned
         )
     # Static membership: a restarted trainer (same id) takes its partitions back at once
     # instead of waiting out the dead member's session, and is told from a second instance.
@@ -80,8 +98,9 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
         checkpoint_every=Every(settings.checkpoint_every_events, settings.checkpoint_every_s),
         version_every=Every(settings.version_every_events, settings.version_every_s),
         fetch=settings.fetch_max,
-        streams={settings.stream},
+        streams={stream},
         alone=alone,
+        pinned=pinned,
     )
 
 

@@ -28,7 +28,12 @@ class ModelSpec(_Frozen):
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     classes: int = Field(default=2, ge=2)
     outputs: int | None = None
-    # embedding_bag: hashed sparse ids -> mean embedding, with the dense features -> linear head
+    # Running standardisation of the dense features in the network's input layer (exported
+    # with it); off, the layer only imputes missing values (NaN) with 0.
+    standardize: bool = True
+    # > 0: the network also takes hashed sparse ids (N, K) in [0, sparse_buckets), 0 = missing.
+    # linear/logistic/softmax: one weight row per bucket (VW-style hashed one-hot);
+    # mlp: mean embedding concatenated to the features; embedding_bag: mean embedding + head.
     sparse_buckets: int = Field(default=0, ge=0)
     embedding_dim: int = Field(default=8, ge=1)
     # module: any torch.nn.Module by dotted path, built with `module_kwargs`
@@ -61,6 +66,15 @@ class TrainerConfig(_Frozen):
     batch_size: int = Field(default=1, ge=1)
     clip_norm: float | None = Field(default=None, gt=0)
     metrics_window: int = Field(default=1000, ge=10)
+    # Divergence guard: after `divergence_warmup` applied events, an event whose loss exceeds
+    # ratio x max(running loss level, the loss of an uninformed prediction) is not learned and
+    # is counted as diverging. None switches it off.
+    divergence_ratio: float | None = Field(default=1e3, gt=1)
+    divergence_warmup: int = Field(default=1, ge=1)
+    # Concept-drift detection on the prequential loss of applied events.
+    drift: Literal["adwin", "page_hinkley", "off"] = "adwin"
+    # On a detected drift, restart the learning-rate schedule at step 0 (from the next batch).
+    drift_rewarm: bool = False
 
     @model_validator(mode="after")
     def _loss_fits_model(self) -> TrainerConfig:

@@ -1,15 +1,18 @@
 """ONNX versions of a learning network: export the graph once, then only swap the weights.
 
-The TorchScript exporter runs once, without constant folding, so every parameter keeps its
-own initializer. Each new version rewrites those initializers from the live parameters (far
-cheaper than exporting again) and is checked against torch on a probe batch with ONNX
-Runtime before it leaves the trainer.
+The TorchScript exporter runs once, without constant folding, so every parameter and buffer
+(the input layer's running statistics) keeps its own initializer. Each new version rewrites
+those initializers from the live tensors (far cheaper than exporting again) and is checked
+against torch on a probe batch with ONNX Runtime before it leaves the trainer. A network
+with hashed ids takes them as a second input `sparse` (N, K) int64, K free.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -25,6 +28,27 @@ from shared.ort import make_session
 SPARSE_INPUT = "sparse"
 
 
+@contextlib.contextmanager
+def _distinct(module: torch.nn.Module) -> Iterator[None]:
+    """Give every parameter and buffer distinct values while the graph is exported.
+
+    The exporter merges initializers of equal content (a fresh scaler's zero mean and M2,
+    say) into one, which would leave no initializer to rewrite for the others.
+    """
+    tensors = [*module.parameters(), *module.buffers()]
+    saved = [t.detach().clone() for t in tensors]
+    with torch.no_grad():
+        for i, tensor in enumerate(tensors):
+            ramp = torch.arange(tensor.numel(), device=tensor.device).reshape(tensor.shape)
+            tensor.copy_(1.0 + i + ramp.to(tensor.dtype) * 1e-3)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for tensor, value in zip(tensors, saved, strict=True):
+                tensor.copy_(value)
+
+
 class OnnxExporter:
     """Serialises the learner's current weights as an ONNX model, verified."""
 
@@ -34,13 +58,13 @@ class OnnxExporter:
         self._probe = probe
         self._tolerance = tolerance
         self._graph = self._export_graph()
-        params = dict(self._serving.named_parameters())
+        tensors = dict(self._serving.named_parameters()) | dict(self._serving.named_buffers())
         self._mapped = {
-            i.name: params[i.name] for i in self._graph.graph.initializer if i.name in params
+            i.name: tensors[i.name] for i in self._graph.graph.initializer if i.name in tensors
         }
-        if len(self._mapped) != len(params):
-            missing = sorted(set(params) - set(self._mapped))
-            raise IntegrityError(f"exported graph lost parameters {missing}")
+        if len(self._mapped) != len(tensors):
+            missing = sorted(set(tensors) - set(self._mapped))
+            raise IntegrityError(f"exported graph lost parameters or buffers {missing}")
 
     def export(self) -> bytes:
         """The current weights as ONNX bytes, after checking them against torch."""
@@ -58,13 +82,15 @@ class OnnxExporter:
         features = self._probe.features.to(device)
         if not self._learner.uses_sparse:
             return (features,)
-        assert self._probe.sparse is not None, "an embedding-bag probe needs sparse ids"
-        return features, self._probe.sparse.to(device)
+        sparse = self._probe.sparse
+        if sparse is None:  # a probe without ids: every category missing
+            sparse = torch.zeros(len(features), 1, dtype=torch.int64)
+        return features, sparse.to(device)
 
     def _export_graph(self) -> onnx.ModelProto:
         names = [INPUT] + ([SPARSE_INPUT] if self._learner.uses_sparse else [])
         buffer = io.BytesIO()
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _distinct(self._serving):
             # The TorchScript exporter is deprecated but exports in milliseconds, and it runs
             # once per trainer: versions after the first only rewrite initializers.
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -79,7 +105,8 @@ class OnnxExporter:
             dynamo=False,
             input_names=names,
             output_names=[OUTPUT],
-            dynamic_axes={n: {0: "batch"} for n in [*names, OUTPUT]},
+            dynamic_axes={n: {0: "batch"} for n in [*names, OUTPUT]}
+            | ({SPARSE_INPUT: {0: "batch", 1: "slots"}} if SPARSE_INPUT in names else {}),
             do_constant_folding=False,
             opset_version=17,
         )

@@ -1,10 +1,12 @@
 """Per-event updates of single-output linear models, compiled with numba.
 
-The same arithmetic as the torch path (`learner.py`: forward, loss, backward, optimizer step,
-LambdaLR) written out for one linear layer, so a decoded Kafka batch is learned event by
-event without Python or dispatcher overhead per event. It reads and writes the torch
-parameters and the torch optimizer state in place through `.numpy()` views, so checkpoints,
-exports and the torch path see exactly the same state.
+The same arithmetic as the torch path (`learner.py`: input standardisation, forward, loss,
+divergence guard, backward, optimizer step, LambdaLR) written out for one linear layer
+(plus, with plain SGD, one weight per hashed id), so a decoded Kafka batch is learned event
+by event without Python or dispatcher overhead per event. It reads and writes the torch
+parameters, buffers and optimizer state in place through `.numpy()` views, so checkpoints,
+exports and the torch path see exactly the same state. The running statistics use the
+torch path's float64 arithmetic operation for operation, so both hold identical values.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 SGD, ADAM, RMSPROP, ADAGRAD = 0, 1, 2, 3
 MSE, HUBER, BCE = 0, 1, 2
 CONSTANT, INV_SQRT, EXPONENTIAL = 0, 1, 2
+# per-row outcome
+INVALID, APPLIED, DIVERGING, REFUSED = 0, 1, 2, 3
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -44,12 +48,98 @@ def _loss_and_grad(loss: int, score: float, label: float, delta: float) -> tuple
 
 
 @numba.njit(cache=True, fastmath=False)
+def _valid(
+    x: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    ids: np.ndarray,
+    i: int,
+    named: bool,
+    buckets: int,
+) -> bool:
+    """Finite label and weight; features finite (NaN = missing when named); ids in range."""
+    if not (math.isfinite(y[i]) and math.isfinite(weight[i])):
+        return False
+    for j in range(x.shape[1]):
+        v = x[i, j]
+        if math.isinf(v) or (math.isnan(v) and not named):
+            return False
+    for k in range(ids.shape[1]):  # noqa: SIM110  # a loop numba compiles
+        if ids[i, k] < 0 or ids[i, k] >= buckets:
+            return False
+    return True
+
+
+@numba.njit(cache=True, fastmath=False)
+def _welford(stats: np.ndarray, j: int, value: float) -> None:
+    """Fold one value into (count, mean, M2) at column j: Chan's update for one row."""
+    count, mean, m2 = stats[0, j], stats[1, j], stats[2, j]
+    total = count + 1.0
+    delta = value - mean
+    stats[1, j] = mean + delta * 1.0 / total
+    stats[2, j] = m2 + 0.0 + delta * delta * (count * 1.0 / total)
+    stats[0, j] = total
+
+
+@numba.njit(cache=True, fastmath=False)
+def _welford_label(guard: np.ndarray, value: float) -> None:
+    """`_welford` on the guard's label statistics (count, mean, M2 at 2, 3, 4)."""
+    count, mean, m2 = guard[2], guard[3], guard[4]
+    total = count + 1.0
+    delta = value - mean
+    guard[3] = mean + delta * 1.0 / total
+    guard[4] = m2 + 0.0 + delta * delta * (count * 1.0 / total)
+    guard[2] = total
+
+
+@numba.njit(cache=True, fastmath=False)
+def _put(count: np.ndarray, mean: np.ndarray, m2: np.ndarray, stats: np.ndarray) -> None:
+    for j in range(count.shape[0]):
+        count[j], mean[j], m2[j] = stats[0, j], stats[1, j], stats[2, j]
+
+
+@numba.njit(cache=True, fastmath=False)
+def _floor(loss: int, guard: np.ndarray, delta: float) -> float:
+    """The loss of an uninformed prediction (drift.Guard.floor)."""
+    if loss == BCE:
+        return math.log(2.0)
+    var = guard[4] / guard[2] if guard[2] > 0 else 0.0
+    if loss == HUBER:
+        spread = math.sqrt(var)
+        if spread <= delta:
+            return 0.5 * var
+        return delta * (spread - 0.5 * delta)
+    return var
+
+
+@numba.njit(cache=True, fastmath=False)
+def _standardise(
+    x: np.ndarray, i: int, stats: np.ndarray, standardize: bool, z: np.ndarray
+) -> None:
+    for j in range(x.shape[1]):
+        v = x[i, j]
+        if math.isnan(v):
+            z[j] = 0.0
+        elif not standardize:
+            z[j] = v
+        else:
+            var = stats[2, j] / max(stats[0, j], 1.0)
+            z[j] = np.float32((np.float64(v) - stats[1, j]) / math.sqrt(var)) if var > 0 else 0.0
+
+
+@numba.njit(cache=True, fastmath=False)
 def learn_events(
     x: np.ndarray,
     y: np.ndarray,
     weight: np.ndarray,
+    ids: np.ndarray,
     w: np.ndarray,
     b: np.ndarray,
+    emb: np.ndarray,
+    x_count: np.ndarray,
+    x_mean: np.ndarray,
+    x_m2: np.ndarray,
+    guard: np.ndarray,
     s1w: np.ndarray,
     s1b: np.ndarray,
     s2w: np.ndarray,
@@ -71,46 +161,90 @@ def learn_events(
     delta: float,
     clip: float,
     sigmoid: bool,
+    named: bool,
+    standardize: bool,
+    ratio: float,
+    warmup: float,
+    level_alpha: float,
+    level_growth: float,
     predictions: np.ndarray,
     losses: np.ndarray,
-    ok: np.ndarray,
+    status: np.ndarray,
 ) -> int:
     """Predict then learn each row in order. Returns the number of optimizer steps taken.
 
+    `x_count`, `x_mean`, `x_m2` (F,) are the input layer's running statistics; `guard`
+    the divergence guard's values (`drift.Guard.values`), `ratio` 0 when it is off. `ids`
+    (N, K) and `emb` (buckets,) are the hashed ids and their weights (K = 0 without ids;
+    plain SGD only).
     s1*/s2* are the optimizer's state (Adam exp_avg/exp_avg_sq, SGD and RMSprop momentum
     buffers and square averages, Adagrad sums); `step` the optimizer's step counter.
+    `status` gets each row's outcome: INVALID, APPLIED, DIVERGING or REFUSED.
     """
     n, f = x.shape
+    slots = ids.shape[1]
+    buckets = emb.shape[0]
+    z = np.zeros(f, dtype=np.float32)
+    stats = np.zeros((3, f), dtype=np.float64)  # working copy, written back per event
+    saved = np.zeros((3, f), dtype=np.float64)
+    if standardize:
+        for j in range(f):
+            stats[0, j], stats[1, j], stats[2, j] = x_count[j], x_mean[j], x_m2[j]
+    regression = loss != BCE
     steps = 0
     for i in range(n):
-        finite = math.isfinite(y[i]) and math.isfinite(weight[i])
+        status[i] = INVALID
+        if not _valid(x, y, weight, ids, i, named, buckets):
+            continue
+        if standardize:
+            saved[:, :] = stats
+            for j in range(f):
+                if not math.isnan(x[i, j]):
+                    _welford(stats, j, np.float64(x[i, j]))
+        if regression:
+            _welford_label(guard, np.float64(y[i]))
+        _standardise(x, i, stats, standardize, z)
         score = b[0]
         for j in range(f):
-            finite = finite and math.isfinite(x[i, j])
-            score += w[j] * x[i, j]
-        ok[i] = False
-        if not finite:
-            continue
-        value, grad = _loss_and_grad(loss, score, y[i], delta)
-        value *= weight[i]
+            score += w[j] * z[j]
+        for k in range(slots):
+            if ids[i, k] != 0:
+                score += emb[ids[i, k]]
+        raw, grad = _loss_and_grad(loss, score, y[i], delta)
+        value = raw * weight[i]
         grad *= weight[i]
-        if not (math.isfinite(value) and math.isfinite(grad)):
-            continue
         norm2 = 1.0
         for j in range(f):
-            norm2 += x[i, j] * x[i, j]
+            norm2 += z[j] * z[j]
+        status[i] = REFUSED
+        if not (math.isfinite(value) and math.isfinite(grad)):
+            if standardize:
+                stats[:, :] = saved
+            continue
+        if not math.isfinite(abs(grad) * math.sqrt(norm2)):
+            if standardize:
+                stats[:, :] = saved
+            continue
+        guarded = ratio > 0.0 and guard[1] >= warmup
+        if guarded and raw > ratio * max(guard[0], _floor(loss, guard, delta)):
+            if standardize:
+                stats[:, :] = saved
+            status[i] = DIVERGING
+            continue
         scale_clip = 1.0
         if clip > 0.0 and abs(grad) * math.sqrt(norm2) > clip:
             scale_clip = clip / (abs(grad) * math.sqrt(norm2) + 1e-6)
-        if not math.isfinite(abs(grad) * math.sqrt(norm2)):
-            continue
         predictions[i] = 1.0 / (1.0 + math.exp(-score)) if sigmoid else score
         losses[i] = value
-        ok[i] = True
+        status[i] = APPLIED
+        entering = min(raw, level_growth * guard[0]) if guard[1] > 0 else raw
+        guard[1] += 1.0
+        rate = max(1.0 / guard[1], level_alpha)
+        guard[0] = guard[0] + rate * (entering - guard[0])
         lr = base_lr * _factor(schedule, float(epoch + steps), scale, gamma)
         step[0] += 1.0
         for j in range(f + 1):
-            g = grad * scale_clip * (x[i, j] if j < f else 1.0)
+            g = grad * scale_clip * (z[j] if j < f else 1.0)
             if j < f:
                 p = w[j]
                 m1, m2 = s1w[j], s2w[j]
@@ -144,5 +278,22 @@ def learn_events(
                 w[j], s1w[j], s2w[j] = p, m1, m2
             else:
                 b[0], s1b[0], s2b[0] = p, m1, m2
+        # hashed ids (plain SGD, as eligibility requires): an id in several slots gets the
+        # sum of their gradients in one update, as torch's dense embedding gradient does
+        for k in range(slots):
+            row = ids[i, k]
+            if row == 0:
+                continue
+            first, times = True, 0
+            for other in range(slots):
+                if ids[i, other] == row:
+                    times += 1
+                    if other < k:
+                        first = False
+            if first:
+                g = grad * times
+                emb[row] -= lr * g
         steps += 1
+    if standardize:
+        _put(x_count, x_mean, x_m2, stats)
     return steps

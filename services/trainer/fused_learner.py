@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from services.trainer import fused
 from services.trainer.config import TrainerConfig
+from services.trainer.drift import LEVEL_ALPHA, LEVEL_GROWTH
 
 if TYPE_CHECKING:
     from services.trainer.learner import Batch, Learner
@@ -28,12 +29,20 @@ _SCHEDULES = {
 
 
 def compiled_path(config: TrainerConfig) -> bool:
-    """Whether `config` is one the compiled path covers: per-event, one linear output."""
+    """Whether `config` is one the compiled path covers: per-event, one linear output.
+
+    Hashed ids are covered with plain SGD (no momentum, weight decay or clipping) only:
+    then the rows of ids an event lacks do not move, so updating just the event's rows is
+    exactly torch's dense update; other optimizers move every row and take the torch path.
+    """
+    o = config.optimizer
+    plain_sgd = o.name == "sgd" and o.momentum == 0 and o.weight_decay == 0
     return (
         config.batch_size == 1
         and config.model.kind in ("linear", "logistic")
         and config.outputs == 1
         and config.resolved_loss in _LOSSES
+        and (config.model.sparse_buckets == 0 or (plain_sgd and config.clip_norm is None))
     )
 
 
@@ -46,18 +55,48 @@ def _view(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().numpy().reshape(-1)
 
 
+_NO_IDS = np.zeros((0, 0), dtype=np.int64)
+
+
+def set_epoch(learner: Learner, epoch: int) -> None:
+    """Put the learner's LambdaLR at `epoch` and its optimizer's rates with it."""
+    scheduler: Any = learner.scheduler
+    scheduler.last_epoch = epoch
+    lrs = [
+        base * fn(scheduler.last_epoch)
+        for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    for group, lr in zip(learner.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
+
+
 class FusedUpdates:
-    """Per-event updates of a Learner whose network is a single torch.nn.Linear."""
+    """Per-event updates of a Learner whose body is one linear layer (and hashed ids)."""
 
     def __init__(self, learner: Learner) -> None:
         self._learner = learner
-        self._layer: torch.nn.Linear = learner.network  # type: ignore[assignment]
+        body = learner.network.body
+        self._layer = cast(torch.nn.Linear, getattr(body, "dense", body))
+        embedding = getattr(body, "embedding", None)
+        self._emb = np.zeros(1, np.float32) if embedding is None else _view(embedding.weight)
+        scaler = learner.network.scaler
+        self._stats = (
+            (_view(scaler.count), _view(scaler.mean), _view(scaler.m2))
+            if scaler.standardize
+            else (np.zeros(0), np.zeros(0), np.zeros(0))
+        )
 
     def learn(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Learn every row; returns predictions, losses and which rows were applied."""
+        """Learn every row; returns predictions, losses and each row's `fused` status."""
         learner, config = self._learner, self._learner.config
         n = len(batch)
         x = np.ascontiguousarray(batch.features.numpy(), dtype=np.float32)
+        ids = _NO_IDS
+        if learner.uses_sparse and batch.sparse is not None:
+            ids = np.ascontiguousarray(batch.sparse.numpy(), dtype=np.int64)
+        if len(ids) != n:
+            ids = np.zeros((n, 0), dtype=np.int64)
         y = batch.labels.numpy().astype(np.float32)
         weight = (
             np.ones(n, np.float32)
@@ -65,16 +104,22 @@ class FusedUpdates:
             else batch.weights.numpy().astype(np.float32)
         )
         s1w, s1b, s2w, s2b, step = self._state()
-        predictions, losses, ok = np.zeros(n), np.zeros(n), np.zeros(n, dtype=np.bool_)
+        predictions, losses = np.zeros(n), np.zeros(n)
+        status = np.zeros(n, dtype=np.int8)
+        guard = learner.guard
         group = learner.optimizer.param_groups[0]
         o = config.optimizer
         betas = group.get("betas", (0.9, 0.999))
-        steps = fused.learn_events(
+        steps = fused.learn_events(  # type: ignore[call-arg]  # numba's stub counts arguments
             x,
             y,
             weight,
+            ids,
             _view(self._layer.weight),
             _view(self._layer.bias),
+            self._emb,
+            *self._stats,
+            guard.values,
             s1w,
             s1b,
             s2w,
@@ -96,12 +141,18 @@ class FusedUpdates:
             config.huber_delta,
             float(config.clip_norm or 0.0),
             config.task == "binary",
+            batch.named,
+            config.model.standardize,
+            float(guard.ratio or 0.0),
+            float(guard.warmup),
+            LEVEL_ALPHA,
+            LEVEL_GROWTH,
             predictions,
             losses,
-            ok,
+            status,
         )
         self._sync(steps, step)
-        return predictions, losses, ok
+        return predictions, losses, status
 
     def _state(self) -> tuple[np.ndarray, ...]:
         """Views of the torch optimizer state, created in torch's own layout when missing."""
@@ -138,12 +189,4 @@ class FusedUpdates:
         if learner.config.optimizer.name != "sgd":
             for param in (self._layer.weight, self._layer.bias):
                 learner.optimizer.state[param]["step"].fill_(float(step[0]))
-        scheduler: Any = learner.scheduler
-        scheduler.last_epoch += steps
-        lrs = [
-            base * fn(scheduler.last_epoch)
-            for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
-        ]
-        for group, lr in zip(learner.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr
-        scheduler._last_lr = lrs
+        set_epoch(learner, int(learner.scheduler.last_epoch) + steps)

@@ -1,12 +1,20 @@
-"""The learning core: test-then-train updates with a guard against non-finite events.
+"""The learning core: test-then-train updates, guarded against unusable and diverging events.
 
 Transport-free: the Kafka loop, replay and tests feed it decoded tensors. With batch_size 1
 every event is predicted, then learned (online gradient descent); with N, events are
 predicted in groups of N with the same weights and one step is taken per group.
+
+Each step first folds its usable rows' features into the input layer's running statistics
+(labels unseen, so test-then-train stays honest), then predicts, then learns. Rows that end
+up not learned (a non-finite loss or gradient, or refused as diverging by `drift.Guard`)
+are taken out of the statistics again: they learn only from events the model learned.
+Every event is counted once: `applied`, `skipped` (unusable: non-finite values, a class
+past the outputs, an id out of range, a non-finite loss) or `diverging`.
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from services.trainer import fused
 from services.trainer.config import TrainerConfig
 from services.trainer.device import choose
-from services.trainer.fused_learner import FusedUpdates, eligible
+from services.trainer.drift import DriftWatch, Guard
+from services.trainer.fused_learner import FusedUpdates, eligible, set_epoch
 from services.trainer.metrics import Prequential
 from services.trainer.model import build_model
 
@@ -44,7 +54,7 @@ def _schedule(config: TrainerConfig) -> Any:
     return lambda step: 1.0
 
 
-def _loss(config: TrainerConfig) -> nn.Module:
+def _loss(config: TrainerConfig) -> nn.Module:  # per event, unweighted
     name = config.resolved_loss
     if name == "mse":
         return nn.MSELoss(reduction="none")
@@ -57,44 +67,51 @@ def _loss(config: TrainerConfig) -> nn.Module:
 
 @dataclass
 class Batch:
-    """Decoded events: features (N, F) float32, labels (N,), optional weights and sparse ids."""
+    """Decoded events: features (N, F) float32, labels (N,), optional weights and sparse ids.
+
+    `named`: the features come from named fields, where NaN means "missing" (imputed by the
+    network's input layer); positional rows with NaN are refused. Unusable rows are marked
+    by a NaN label (regression, binary) or class -1 (multiclass).
+    """
 
     features: torch.Tensor
     labels: torch.Tensor
     weights: torch.Tensor | None = None
     sparse: torch.Tensor | None = None
+    named: bool = False
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def finite_rows(self, limit: int) -> Batch:
-        """Up to `limit` rows whose features and labels are all finite (e.g. an export probe)."""
-        ok = torch.isfinite(self.features).all(dim=1) & torch.isfinite(self.labels.float())
+        """Up to `limit` usable rows (e.g. an export probe); named rows may miss values."""
+        if self.named:
+            ok = ~torch.isinf(self.features).any(dim=1)
+        else:
+            ok = torch.isfinite(self.features).all(dim=1)
+        ok &= torch.isfinite(self.labels.float())
         index = torch.nonzero(ok).flatten()[:limit]
-
-        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[index]
-
-        return Batch(
-            self.features[index], self.labels[index], pick(self.weights), pick(self.sparse)
-        )
+        return self._pick(index)
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows [start, stop)."""
+        return self._pick(slice(start, stop))
 
+    def _pick(self, index: torch.Tensor | builtins.slice) -> Batch:
         def part(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[start:stop]
+            return None if t is None else t[index]
 
         return Batch(
-            self.features[start:stop],
-            self.labels[start:stop],
+            self.features[index],
+            self.labels[index],
             part(self.weights),
             part(self.sparse),
+            self.named,
         )
 
 
 class Learner:
-    """A network, its optimizer and schedule, prequential metrics and the non-finite guard."""
+    """A network, its optimizer and schedule, prequential metrics and the guards."""
 
     def __init__(
         self, config: TrainerConfig, device: str = "cpu", fused_enabled: bool = True
@@ -111,44 +128,82 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
         self.loss_fn = _loss(config)
         self.metrics = Prequential(config.task, config.metrics_window)
+        self.guard = Guard(
+            config.divergence_ratio,
+            config.divergence_warmup,
+            config.resolved_loss,
+            config.outputs,
+            config.huber_delta,
+        )
+        self.drift = DriftWatch(config.drift)
         self.applied = 0  # events learned from
-        self.skipped = 0  # events refused by the guard
+        self.skipped = 0  # events refused as unusable
+        self.diverging = 0  # events refused by the divergence guard
+        self.drifts = 0  # concept drifts detected
+        self.last_drift_event = 0  # `applied` at the last detected drift (0: none yet)
+        self.new_categories = 0  # ids whose bucket had never been seen
+        self._seen = np.zeros(config.model.sparse_buckets, dtype=bool)
+        self._learned_losses: list[np.ndarray] = []
         # Linear models learning event by event on the CPU take the compiled path.
         self._fused = FusedUpdates(self) if placement.compiled and eligible(self) else None
 
     @property
     def uses_sparse(self) -> bool:
         """Whether the network takes the hashed sparse ids as a second input."""
-        return self.config.model.kind == "embedding_bag"
+        return self.config.model.sparse_buckets > 0
 
     def learn(self, batch: Batch) -> None:
         """Predict then learn every event of `batch`, in order."""
+        applied_before = self.applied
         if self._fused is not None:
-            predictions, losses, ok = self._fused.learn(batch)
-            self._count(ok, predictions, batch.labels.numpy(), losses)
-            return
-        size = self.config.batch_size
-        for start in range(0, len(batch), size):
-            self._step(batch.slice(start, start + size))
+            predictions, losses, status = self._fused.learn(batch)
+            self._count_categories(batch.sparse, status != fused.INVALID)
+            self._count(
+                status == fused.APPLIED,
+                status == fused.DIVERGING,
+                predictions,
+                batch.labels.numpy(),
+                losses,
+            )
+        else:
+            size = self.config.batch_size
+            for start in range(0, len(batch), size):
+                self._step(batch.slice(start, start + size))
+        self._watch(applied_before)
 
     def predict(self, batch: Batch) -> np.ndarray:
-        """Predictions (post-activation) without learning."""
+        """Predictions (post-activation) without learning (the statistics do not move)."""
         with torch.no_grad():
             return self._activate(self._scores(batch)).cpu().numpy()
 
     def _step(self, batch: Batch) -> None:
-        rows_ok = self._finite_rows(batch)
-        clean = _sanitise(batch, rows_ok)
+        valid = self._usable_rows(batch)
+        clean = _sanitise(batch, valid)
+        scaler = self.network.scaler
+        saved = scaler.snapshot()
+        scaler.observe(clean.features.to(self.device)[valid])
+        labels = clean.labels.to(self.device)
+        self.guard.observe_labels(labels[valid].cpu().numpy())
+        self._count_categories(clean.sparse, valid.cpu().numpy())
         scores = self._scores(clean)
-        per_event = self._per_event_loss(scores, clean)
-        usable = rows_ok & torch.isfinite(per_event)
+        raw = self._raw_loss(scores, labels)
+        per_event = raw if clean.weights is None else raw * clean.weights.to(self.device)
+        usable = valid & torch.isfinite(per_event)
+        raw_seen = raw.detach().cpu().numpy()
+        refused = self.guard.refuse(raw_seen, usable.cpu().numpy())
+        diverging = torch.from_numpy(refused).to(self.device)
+        usable &= ~diverging
         if usable.any():
             loss = torch.where(usable, per_event, 0.0).sum() / usable.sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             if not self._apply_gradients():
                 usable = torch.zeros_like(usable)
-        self._account(scores.detach(), clean, per_event.detach(), usable)
+        if not bool(torch.equal(usable, valid)):  # the statistics keep only learned rows
+            scaler.reset_to(saved)
+            scaler.observe(clean.features.to(self.device)[usable])
+        self.guard.learned(raw_seen[usable.cpu().numpy()])
+        self._account(scores.detach(), clean, per_event.detach(), usable, diverging)
 
     def _apply_gradients(self) -> bool:
         """Clip and step; refuse the step if any gradient is not finite."""
@@ -162,46 +217,90 @@ class Learner:
         return True
 
     def _account(
-        self, scores: torch.Tensor, batch: Batch, losses: torch.Tensor, usable: torch.Tensor
+        self,
+        scores: torch.Tensor,
+        batch: Batch,
+        losses: torch.Tensor,
+        usable: torch.Tensor,
+        diverging: torch.Tensor,
     ) -> None:
         self._count(
             usable.cpu().numpy(),
+            diverging.cpu().numpy(),
             self._activate(scores).cpu().numpy(),
             batch.labels.cpu().numpy(),
             losses.cpu().numpy(),
         )
 
     def _count(
-        self, ok: np.ndarray, predictions: np.ndarray, labels: np.ndarray, losses: np.ndarray
+        self,
+        ok: np.ndarray,
+        diverging: np.ndarray,
+        predictions: np.ndarray,
+        labels: np.ndarray,
+        losses: np.ndarray,
     ) -> None:
         self.applied += int(ok.sum())
-        self.skipped += int((~ok).sum())
+        self.diverging += int(diverging.sum())
+        self.skipped += int((~ok & ~diverging).sum())
         if ok.any():
             self.metrics.update(predictions[ok], labels[ok], losses[ok])
+            self._learned_losses.append(np.asarray(losses[ok], dtype=np.float64))
 
-    def _finite_rows(self, batch: Batch) -> torch.Tensor:
-        ok = torch.isfinite(batch.features).all(dim=1) & torch.isfinite(batch.labels.float())
+    def _watch(self, applied_before: int) -> None:
+        """Feed this call's applied losses to the drift detector, in order."""
+        if not self._learned_losses:
+            return
+        losses = np.concatenate(self._learned_losses)
+        self._learned_losses.clear()
+        found = self.drift.update(losses)
+        if not found:
+            return
+        self.drifts += len(found)
+        self.last_drift_event = applied_before + found[-1] + 1
+        if self.config.drift_rewarm:  # warm up again: the schedule restarts at step 0
+            set_epoch(self, 0)
+
+    def _count_categories(self, sparse: torch.Tensor | None, rows: np.ndarray) -> None:
+        """Count the ids of usable rows whose bucket was never seen before, and mark them."""
+        if sparse is None or not self.uses_sparse or not rows.any():
+            return
+        ids = sparse.cpu().numpy()[rows].ravel()
+        ids = np.unique(ids[(ids > 0) & (ids < len(self._seen))])
+        new = ids[~self._seen[ids]]
+        self.new_categories += len(new)
+        self._seen[new] = True
+
+    def _usable_rows(self, batch: Batch) -> torch.Tensor:
+        features = batch.features
+        if batch.named:  # NaN is a missing value, imputed by the input layer
+            ok = ~torch.isinf(features).any(dim=1)
+        else:
+            ok = torch.isfinite(features).all(dim=1)
+        ok &= torch.isfinite(batch.labels.float())
         if batch.weights is not None:
             ok &= torch.isfinite(batch.weights)
         if self.config.task == "multiclass":  # a class past the outputs would crash the loss
             ok &= (batch.labels >= 0) & (batch.labels < self.config.outputs)
+        if self.uses_sparse and batch.sparse is not None and batch.sparse.shape[1]:
+            buckets = self.config.model.sparse_buckets
+            ok &= ((batch.sparse >= 0) & (batch.sparse < buckets)).all(dim=1)
         return ok.to(self.device)
 
     def _scores(self, batch: Batch) -> torch.Tensor:
-        inputs = [batch.features.to(self.device)]
-        if batch.sparse is not None and self.uses_sparse:
-            inputs.append(batch.sparse.to(self.device))
-        scores: torch.Tensor = self.network(*inputs)
+        features = batch.features.to(self.device)
+        if not self.uses_sparse:
+            scores: torch.Tensor = self.network(features)
+            return scores
+        sparse = None if batch.sparse is None else batch.sparse.to(self.device)
+        scores = self.network(features, sparse)
         return scores
 
-    def _per_event_loss(self, scores: torch.Tensor, batch: Batch) -> torch.Tensor:
-        labels = batch.labels.to(self.device)
+    def _raw_loss(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.config.task == "multiclass":
             loss: torch.Tensor = self.loss_fn(scores, labels.long())
         else:
             loss = self.loss_fn(scores.squeeze(-1), labels.float())
-        if batch.weights is not None:
-            loss = loss * batch.weights.to(self.device)
         return loss
 
     def _activate(self, scores: torch.Tensor) -> torch.Tensor:
@@ -212,29 +311,57 @@ class Learner:
         return scores
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where this learner is."""
+        """Everything needed to continue exactly where this learner is.
+
+        Plain types and tensors only: checkpoints load with torch's weights-only unpickler.
+        The input layer's statistics are in the network's state (they are buffers).
+        """
         return {
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "applied": self.applied,
             "skipped": self.skipped,
+            "diverging": self.diverging,
             "metrics": self.metrics.state(),
+            "guard": self.guard.state(),
+            "drift": self.drift.state(),
+            "drifts": self.drifts,
+            "last_drift_event": self.last_drift_event,
+            "new_categories": self.new_categories,
+            "seen": torch.from_numpy(np.packbits(self._seen)),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from `state()`."""
+        """Continue from `state()` (one saved before these guards existed starts them afresh)."""
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.applied, self.skipped = state["applied"], state["skipped"]
         self.metrics.restore(state["metrics"])
+        self.diverging = int(state.get("diverging", 0))
+        if "guard" in state:
+            self.guard.restore(state["guard"])
+        if "drift" in state:
+            self.drift.restore(state["drift"])
+        self.drifts = int(state.get("drifts", 0))
+        self.last_drift_event = int(state.get("last_drift_event", 0))
+        self.new_categories = int(state.get("new_categories", 0))
+        if "seen" in state:
+            bits = np.unpackbits(state["seen"].numpy(), count=len(self._seen))
+            self._seen = bits.astype(bool)
 
 
 def _sanitise(batch: Batch, rows_ok: torch.Tensor) -> Batch:
-    """Zero the rows the guard refuses, so NaN cannot reach the gradients through them."""
+    """Zero the refused rows, so NaN cannot reach the gradients through them.
+
+    Usable named rows keep their NaN (missing) values: the input layer imputes them.
+    """
     keep = rows_ok.to(batch.features.device)
     features = torch.where(keep.unsqueeze(1), batch.features, 0.0)
     labels = torch.where(keep, batch.labels, torch.zeros_like(batch.labels))
     weights = None if batch.weights is None else torch.where(keep, batch.weights, 0.0)
-    return Batch(features, labels, weights, batch.sparse)
+    sparse = None
+    if batch.sparse is not None:
+        sparse = torch.where(keep.unsqueeze(1), batch.sparse, torch.zeros_like(batch.sparse))
+    return Batch(features, labels, weights, sparse, batch.named)

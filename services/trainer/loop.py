@@ -34,7 +34,7 @@ from prometheus_client import Counter, Gauge
 
 from services.trainer import checkpoint
 from services.trainer.batching import Batcher, StreamFilter, partition_key
-from services.trainer.decode import decode
+from services.trainer.decode import PinnedStream, decode
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.progress import Every, Positions
@@ -56,6 +56,19 @@ OTHER_STREAM = Counter(
 CONSUMER_ERRORS = Counter(
     "streamlearn_trainer_consumer_errors", "Non-fatal consumer error events", ["error"]
 )
+MISSING = Counter(
+    "streamlearn_trainer_features_missing_total",
+    "Named records learned without a value of this feature (imputed)",
+    ["field"],
+)
+NEW_CATEGORIES = Counter(
+    "streamlearn_trainer_new_categories_total", "Hashed categories seen for the first time"
+)
+DIVERGING = Counter("streamlearn_trainer_diverging_total", "Events the learner found diverging")
+DRIFTS = Counter("streamlearn_trainer_drifts_total", "Concept drifts detected")
+LAST_DRIFT = Gauge("streamlearn_trainer_last_drift_event", "Event at which the last drift was seen")
+# The learner's own counters, as the metrics topic names them.
+LEARNER_COUNTERS = ("drifts", "last_drift_event", "diverging", "new_categories")
 # One log line per error name at most this often: a broker outage repeats them per fetch.
 ERROR_LOG_EVERY_S = 30.0
 # After the first record of a fetch, wait this long for more: a trainer catching up keeps
@@ -85,13 +98,19 @@ class TrainerLoop:
         fetch: int = 1000,
         streams: Collection[str],
         alone: Callable[[], None] | None = None,
+        pinned: PinnedStream | None = None,
     ) -> None:
         """Restore from the checkpoint at `checkpoint_path`, if any.
 
         `alone`, called at the first assignment, raises Conflict when another trainer of the
         model is in the group (`single.py`): this one then stops without checkpointing.
+        `pinned`: the stream's definition, whose schema featurizes named records (none:
+        positional records only).
         """
         self.learner = learner
+        if pinned is None:  # nothing pinned: positional records only
+            pinned = PinnedStream(next(iter(streams), ""), learner.config)
+        self.pinned = pinned
         self.positions = Positions()
         self._consumer = consumer
         self._topic = topic
@@ -111,6 +130,7 @@ class TrainerLoop:
         self._fatal: str | None = None  # set by a fatal consumer error: never checkpoint again
         self._alone = alone  # checked once, at the first assignment
         self._error_logged: dict[str, tuple[float, int]] = {}  # name -> (last logged, since)
+        self._observed = _Observed(learner)
         self._restore()
 
     def run(self, stop: threading.Event) -> None:
@@ -147,6 +167,7 @@ class TrainerLoop:
                 "positions": self.positions.as_dict(),
                 "config_hash": self.learner.config.hash(),
                 "last_version": self._publisher.last_version if self._publisher else 0,
+                "drifts_tagged": self._publisher.drifts_tagged if self._publisher else 0,
             },
         )
         offsets = [
@@ -222,12 +243,16 @@ class TrainerLoop:
 
     def _apply(self, applying: list[Message]) -> None:
         config = self.learner.config
-        batch, _ = decode(applying, config.task, config.model.features)
+        pinned = self.pinned
+        batch, _ = decode(
+            applying, config.task, config.model.features, pinned.featurizer, resolve=pinned.resolve
+        )
         before = (self.learner.applied, self.learner.skipped)
         self.learner.learn(batch)
         self.positions.advance(applying)
         APPLIED.inc(self.learner.applied - before[0])
         SKIPPED.inc(self.learner.skipped - before[1])
+        self._observed.update(pinned)
         probe = batch.finite_rows(16)
         if self._publisher is not None and self._publisher.exporter is None and len(probe):
             self._publisher.exporter = OnnxExporter(self.learner, probe)
@@ -240,6 +265,7 @@ class TrainerLoop:
             self.save()
             self._checkpoint_every.reset()
         if self._version_every.due() and self._publisher is not None:
+            self.pinned.notice()
             try:
                 if self._publisher.publish(self.positions) is not None:
                     self._publish_metrics()
@@ -262,7 +288,7 @@ class TrainerLoop:
             stream=self._publisher.stream,
             events_applied=self.learner.applied,
             events_skipped=self.learner.skipped,
-            metrics=snapshot,
+            metrics=snapshot | self._observed.counters(),
             time=now,
             model_version=self._publisher.last_version,
         )
@@ -281,7 +307,8 @@ class TrainerLoop:
         self.learner.restore(saved["learner"])
         self.positions = Positions.from_dict(saved["positions"])
         if self._publisher is not None:
-            self._publisher.resume(saved["last_version"])
+            self._publisher.resume(saved["last_version"], saved.get("drifts_tagged", 0))
+        self._observed = _Observed(self.learner)  # the restored counts are not this process's
         log.info(
             "restored checkpoint",
             extra={"events": self.learner.applied, "offsets": self.positions.next},
@@ -327,6 +354,41 @@ class TrainerLoop:
         for key in keys:
             self._assigned.pop(key, None)
         self._batcher.drop(keys)
+
+
+class _Observed:
+    """Prometheus counters that follow the learner's and the featurizer's running counts.
+
+    Those counts live in checkpoints; the Prometheus ones count this process's increments.
+    """
+
+    def __init__(self, learner: Learner) -> None:
+        self._learner = learner
+        self._seen = self.counters()
+        self._missing: dict[str, int] = {}
+
+    def counters(self) -> dict[str, float]:
+        """The learner's drift and feature counters, for the metrics topic."""
+        return {name: float(getattr(self._learner, name)) for name in LEARNER_COUNTERS}
+
+    def update(self, pinned: PinnedStream) -> None:
+        """Advance the Prometheus counters to the current counts."""
+        now = self.counters()
+        for name, counter in (
+            ("drifts", DRIFTS),
+            ("diverging", DIVERGING),
+            ("new_categories", NEW_CATEGORIES),
+        ):
+            if now[name] > self._seen[name]:
+                counter.inc(now[name] - self._seen[name])
+        if now["drifts"]:
+            LAST_DRIFT.set(now["last_drift_event"])
+        self._seen = now
+        if pinned.featurizer is not None:
+            for field, count in pinned.featurizer.tally.missing.items():
+                if count > self._missing.get(field, 0):
+                    MISSING.labels(field).inc(count - self._missing.get(field, 0))
+                    self._missing[field] = count
 
 
 def _split(key: str) -> tuple[str, int]:

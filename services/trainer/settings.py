@@ -11,7 +11,10 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.trainer.config import TrainerConfig
+from shared.errors import ConfigError
+from shared.features import FeatureSpace
 from shared.settings import ServiceSettings
+from streamlearn.v1 import stream_pb2
 
 
 class TrainerSettings(ServiceSettings):
@@ -76,3 +79,41 @@ class TrainerSettings(ServiceSettings):
     def checkpoint_path(self) -> Path:
         """One checkpoint file per model under the state directory."""
         return self.state_dir / "trainer" / f"{self.model_name}.ckpt"
+
+
+def reconcile(
+    config: TrainerConfig, definition: stream_pb2.StreamDefinition | None
+) -> TrainerConfig:
+    """`config` fitted to its stream's feature schema; unchanged for a positional stream.
+
+    A stream with a schema decides the model's inputs: `model.features` is the number of
+    numeric features and `model.sparse_buckets` the hash space of its categorical features
+    and crosses (none without them). What the config leaves unset (`features` not given,
+    `sparse_buckets` 0) is filled from the definition; a value that contradicts it is refused.
+
+    Raises:
+        ConfigError: the config names another number of features or another hash space.
+
+    """
+    space = FeatureSpace.from_definition(definition) if definition is not None else None
+    if definition is None or space is None:
+        return config
+    model = config.model
+    where = f"stream {definition.name!r} (revision {definition.revision})"
+    dense = len(space.numeric)
+    if "features" in model.model_fields_set and model.features != dense:
+        raise ConfigError(
+            f"model.features is {model.features} but {where} has {dense} numeric features"
+        )
+    buckets = space.buckets if space.sparse_slots else 0
+    if model.sparse_buckets not in (0, buckets):
+        has = f"sparse_buckets {buckets}" if buckets else "no categorical features"
+        raise ConfigError(f"model.sparse_buckets is {model.sparse_buckets} but {where} has {has}")
+    if model.features == dense and model.sparse_buckets == buckets:
+        return config
+    data = config.model_dump()
+    data["model"] |= {"features": dense, "sparse_buckets": buckets}
+    try:
+        return TrainerConfig.model_validate(data)
+    except ValueError as exc:  # e.g. a model kind that cannot take these inputs
+        raise ConfigError(f"the config does not fit {where}: {exc}") from exc

@@ -1,9 +1,15 @@
-"""Publishing the learner's current weights to the registry as a version with lineage."""
+"""Publishing the learner's current weights to the registry as a version with lineage.
+
+Lineage names the stream definition the weights were learned with (inference featurizes
+named inputs with it). The first version after the learner detected a drift carries the
+tag `drift`, saying at which event, so a drop in its metrics can be read against it.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from services.trainer.decode import PinnedStream
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.progress import Positions
@@ -17,20 +23,30 @@ class VersionPublisher:
     """Exports (verified ONNX) and registers versions; remembers the parent version."""
 
     def __init__(
-        self, registry: RegistryClient, model: str, stream: str, trainer_id: str, learner: Learner
+        self,
+        registry: RegistryClient,
+        model: str,
+        stream: str,
+        trainer_id: str,
+        learner: Learner,
+        pinned: PinnedStream | None = None,
     ) -> None:
+        """`pinned`: the stream's definition, named in lineage (none: the stream's is unknown)."""
         self._registry = registry
         self.model = model
         self.stream = stream
         self.trainer_id = trainer_id
         self._learner = learner
         self.exporter: OnnxExporter | None = None
+        self.pinned = pinned
         self.last_version = 0
+        self.drifts_tagged = 0  # the learner's drift count at the last version published
         self._published_at: int | None = None  # events applied at the last version published
 
-    def resume(self, last_version: int) -> None:
+    def resume(self, last_version: int, drifts_tagged: int = 0) -> None:
         """Continue after a restore: the restored weights are `last_version`'s already."""
         self.last_version, self._published_at = last_version, self._learner.applied
+        self.drifts_tagged = drifts_tagged
 
     def publish(self, positions: Positions) -> int | None:
         """Register the current weights; returns the new version number.
@@ -53,12 +69,22 @@ class VersionPublisher:
             trainer_id=self.trainer_id,
             offsets=[_range(key, positions) for key in sorted(positions.next)],
         )
-        version = self._registry.register(self.model, data, lineage=lineage).version
+        if self.pinned is not None and self.pinned.definition is not None:
+            lineage.stream_definition.CopyFrom(self.pinned.definition)
+        drifts = self._learner.drifts
+        tags = {}
+        if drifts > self.drifts_tagged:
+            tags["drift"] = f"detected at event {self._learner.last_drift_event}"
+        if tags:
+            registered = self._registry.register(self.model, data, lineage=lineage, tags=tags)
+        else:  # without tags, as ever (registry fakes of older tests take none)
+            registered = self._registry.register(self.model, data, lineage=lineage)
+        version = registered.version
         log.info(
             "version published",
-            extra={"model": self.model, "model_version": version, "events": self._learner.applied},
+            extra={"model": self.model, "model_version": version, "events": applied, **tags},
         )
-        self.last_version, self._published_at = version, applied
+        self.last_version, self._published_at, self.drifts_tagged = version, applied, drifts
         return version
 
 

@@ -4,7 +4,8 @@ Decoding each record into a protobuf object, then copying its repeated floats in
 costs more than learning from it. This scanner reads the few fields the trainer needs
 straight from the protobuf wire format (packed `dense` floats, `regression`, `class_index`,
 `weight`) and skips every other field by its wire type, as any protobuf parser must. Rows it
-cannot read are flagged, and the caller decodes them with the protobuf library instead.
+cannot read are flagged, and the caller decodes them with the protobuf library instead; so
+are rows carrying named `features` (a map the scanner does not read: the featurizer does).
 Field numbers are those of protos/streamlearn/v1/sample.proto (checked by the tests).
 
 Every length read from the wire is checked against the record's end before it is used, so
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-DENSE, REGRESSION, CLASS_INDEX, WEIGHT = 6, 8, 9, 11
+DENSE, REGRESSION, CLASS_INDEX, WEIGHT, FEATURES = 6, 8, 9, 11, 14
 SAMPLE_STREAM, BATCH_STREAM = 5, 2  # `stream` of a Sample, of a SampleBatch
 OK, MALFORMED, WRONG_SHAPE = 0, 1, 2
 FOREIGN, UNREADABLE = -1, -2  # match_streams: another stream; no stream could be read
@@ -45,6 +46,7 @@ def _decode_one(
     x: np.ndarray,
     labels: np.ndarray,
     weights: np.ndarray,
+    named: np.ndarray,
     row: int,
 ) -> int:
     features = x.shape[1]
@@ -90,6 +92,8 @@ def _decode_one(
                 return MALFORMED
             if field in (REGRESSION, CLASS_INDEX):
                 return MALFORMED  # not a Sample (a SampleBatch has columns there)
+            if field == FEATURES:  # one entry of the named-features map
+                named[row] = 1
             if field == DENSE:
                 if length % 4:
                     return MALFORMED
@@ -120,8 +124,28 @@ def decode_samples(
     status: np.ndarray,
 ) -> None:
     """Decode record i (buf[starts[i]:ends[i]]) into row i; status[i] says how it went."""
+    named = np.zeros(len(starts), np.uint8)
+    decode_rows(buf, starts, ends, x, labels, weights, status, named)
+
+
+@numba.njit(cache=True)
+def decode_rows(
+    buf: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    x: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    status: np.ndarray,
+    named: np.ndarray,
+) -> None:
+    """`decode_samples`, also setting named[i] to 1 when record i carries named `features`.
+
+    Such a record is the featurizer's to read: its status says only how the positional
+    reading went (WRONG_SHAPE when it has no `dense`, as a named sample should not).
+    """
     for i in range(len(starts)):
-        status[i] = _decode_one(buf, starts[i], ends[i], x, labels, weights, i)
+        status[i] = _decode_one(buf, starts[i], ends[i], x, labels, weights, named, i)
 
 
 @numba.njit(cache=True)

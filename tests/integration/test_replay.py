@@ -24,7 +24,7 @@ from streamlearn.client.datasets import Synthetic
 from streamlearn.client.producer import SampleProducer
 from tests.helpers import read_to_end, wait_until
 from tests.integration.conftest import Running
-from tests.integration.test_trainer_crash import progress, start, trainer_env
+from tests.integration.test_trainer_crash import progress, running, trainer_env
 
 FEATURES = 6
 CLI = str(Path(sys.executable).parent / "streamlearn")
@@ -81,10 +81,10 @@ def test_replaying_with_the_live_trainers_config_reproduces_its_metrics(
     env["TRAINER_STREAM"] = "drift"
     path = tmp_path / "trainer" / "demo.ckpt"
     log = tmp_path / "trainer.log"
-    trainer = start(env, log)
-    wait_until(lambda: progress(path) >= 2 * DRIFT_AT or trainer.poll() is not None, 180)
-    trainer.terminate()
-    assert trainer.wait(60) == 0, log.read_text()[-2000:]
+    with running(env, log) as trainer:
+        wait_until(lambda: progress(path) >= 2 * DRIFT_AT or trainer.poll() is not None, 180)
+        trainer.terminate()
+        assert trainer.wait(60) == 0, log.read_text()[-2000:]
     saved = checkpoint.load(path)
     assert saved is not None
     piece = resolve(kafka, SliceSpec(drift_topic))

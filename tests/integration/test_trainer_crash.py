@@ -8,7 +8,8 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,23 +101,36 @@ def run_with_kills(
     env: dict[str, str], path: Path, total: int, kills: list[int], log: Path
 ) -> dict[str, object]:
     for target in kills:
-        process = start(env, log)
-        wait_until(lambda t=target, p=process: progress(path) >= t or p.poll() is not None, 120)
-        process.send_signal(signal.SIGKILL)  # no chance to checkpoint on the way out
-        process.wait()
+        with running(env, log) as process:
+            wait_until(lambda t=target, p=process: progress(path) >= t or p.poll() is not None, 240)
+            process.send_signal(signal.SIGKILL)  # no chance to checkpoint on the way out
+            process.wait()
     starts = log.read_text().count("trainer running") if log.exists() else 0
-    process = start(env, log)
-    # SIGTERM only once the trainer runs (its handler checkpoints on the way out): the
-    # last kill may have come after every event was already checkpointed.
-    wait_until(
-        lambda: log.read_text().count("trainer running") > starts or process.poll() is not None, 120
-    )
-    wait_until(lambda: progress(path) >= total or process.poll() is not None, 180)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(60) == 0, log.read_text()[-3000:]
+    with running(env, log) as process:
+        # SIGTERM only once the trainer runs (its handler checkpoints on the way out): the
+        # last kill may have come after every event was already checkpointed.
+        wait_until(
+            lambda: log.read_text().count("trainer running") > starts or process.poll() is not None,
+            240,
+        )
+        wait_until(lambda: progress(path) >= total or process.poll() is not None, 240)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()[-3000:]
     saved = checkpoint.load(path)
     assert saved is not None
     return saved
+
+
+@contextmanager
+def running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A trainer process, killed on the way out if a failed check left it running."""
+    process = start(env, log)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
 
 
 def test_killed_at_random_points_ends_with_the_parameters_of_an_uninterrupted_run(
