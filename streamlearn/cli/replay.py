@@ -31,9 +31,11 @@ from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.cli.context import settings_of
 from streamlearn.cli.kafka_access import kafka_for_cli
 from streamlearn.cli.reach import needs
+from streamlearn.cli.streams import streams_topic
 
 if TYPE_CHECKING:
     from services.replay.runs import Run
+    from streamlearn.v1.stream_pb2 import StreamDefinition
 
 app = typer.Typer(
     help="Replay a topic slice: backtest, evaluate, search, redrive.", no_args_is_help=True
@@ -89,7 +91,12 @@ def _time_ms(text: str) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
-def _configs(paths: list[Path], every: int = 1000, streams: list[str] | None = None) -> list[Run]:
+def _configs(
+    paths: list[Path],
+    every: int = 1000,
+    streams: list[str] | None = None,
+    definition: StreamDefinition | None = None,
+) -> list[Run]:
     from services.replay.runs import Run
 
     runs = []
@@ -98,8 +105,22 @@ def _configs(paths: list[Path], every: int = 1000, streams: list[str] | None = N
             config = TrainerConfig.model_validate_json(path.read_text())
         except (OSError, ValidationError) as exc:
             raise ConfigError(f"{path}: not a usable trainer config: {_first_error(exc)}") from exc
-        runs.append(Run(path.stem, config, every, streams=frozenset(streams or ())))
+        runs.append(
+            Run(path.stem, config, every, streams=frozenset(streams or ()), definition=definition)
+        )
     return runs
+
+
+def _definition(kafka: KafkaSettings, streams: list[str]) -> StreamDefinition | None:
+    """The definition of the one stream replayed, so named records featurize as the trainer's.
+
+    With several streams (or none) the runs stay positional: one model has one schema.
+    """
+    if len(streams) != 1:
+        return None
+    from services.replay import replay
+
+    return replay.stream_definition(kafka, streams_topic(kafka), streams[0])
 
 
 def _first_error(exc: Exception) -> str:
@@ -135,10 +156,12 @@ def backtest(
     """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
-    runs = _configs(config, every, stream)
+    _configs(config, every, stream)  # a bad config stops before the broker is asked
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
-    with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
-        replay.backtest(reader, piece, runs, progress)
+    with _sliced(ctx, *slice_args) as (kafka, reader, piece):
+        runs = _configs(config, every, stream, _definition(kafka, stream))
+        with _progress(len(piece)) as progress:
+            replay.backtest(reader, piece, runs, progress)
     _finish("backtest", piece, [r.report() for r in runs], metric, report, png)
 
 
@@ -187,10 +210,14 @@ def search(
 
     [base] = _configs([config])
     axes = dict(_axis(a) for a in axis)
-    runs = replay.grid(base.config, axes, samples, streams=frozenset(stream))
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
-    with _sliced(ctx, *slice_args) as (_, reader, piece), _progress(len(piece)) as progress:
-        ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
+    with _sliced(ctx, *slice_args) as (kafka, reader, piece):
+        definition = _definition(kafka, stream)
+        runs = replay.grid(
+            base.config, axes, samples, streams=frozenset(stream), definition=definition
+        )
+        with _progress(len(piece)) as progress:
+            ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]
     if register_as:
         address = settings_of(ctx).registry_address
