@@ -9,10 +9,10 @@ from shared.logs import configure_logging
 
 
 def main() -> None:
-    """Route raw samples until SIGTERM or SIGINT (handled by the faust worker)."""
+    """Route raw samples until SIGTERM or SIGINT."""
     settings = IngestionSettings()
     configure_logging("ingestion", settings.log_level, json_format=settings.log_json)
-    stop = stop_on_signals()  # until the faust worker installs its own handlers
+    stop = stop_on_signals()  # (the faust engine installs its own handlers)
     run(build(settings, stop), stop)
 
 

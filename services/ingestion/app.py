@@ -1,12 +1,17 @@
-"""Wiring of the ingestion service: topics, stream catalog, router, faust worker, gRPC ingest."""
+"""Wiring of the ingestion service: topics, stream catalog, router, engine, gRPC ingest.
+
+The engine that routes the raw topic is `INGESTION_ENGINE`: `kafka` (the default, a
+confluent-kafka loop, `engine`) or `faust` (the faust-streaming worker, `worker`). faust is
+imported only when it is chosen.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-import faust
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from grpc import Server
@@ -19,7 +24,6 @@ from services.ingestion.servicer import SERVICE, IngestionServicer
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.topology import check_limits, match_partitions
 from services.ingestion.validation import TimeLimits
-from services.ingestion.worker import Failure, build_app
 from shared.errors import Unavailable
 from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
 from shared.kafka.admin import ensure_topics, standard_topics
@@ -37,15 +41,17 @@ class IngestionApp:
     settings: IngestionSettings
     catalog: StreamCatalog
     publisher: RawPublisher
-    worker_app: faust.App
+    router: Router
     server: Server
     health: HealthServicer
     port: int
-    failure: Failure
+    # Why the engine stopped itself (an output not written), for the exit status.
+    failures: list[BaseException] = field(default_factory=list)
+    worker_app: Any = None  # the faust app, with INGESTION_ENGINE=faust
 
 
 def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
-    """Create missing topics, load the stream definitions and build the worker and server."""
+    """Create missing topics, load the stream definitions and build the engine and server."""
     topics = settings.topics
     admin = AdminClient(settings.kafka.client_config())
     wanted = (topics.raw, topics.train, topics.dlq, topics.streams)
@@ -64,16 +70,20 @@ def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
         SERVICE,
     )
     server, health, port = build_server(f"0.0.0.0:{settings.grpc_port}", [binding])
-    failure = Failure()
-    worker_app = build_app(settings, router, stop, failure)
-    return IngestionApp(settings, catalog, publisher, worker_app, server, health, port, failure)
+    app = IngestionApp(settings, catalog, publisher, router, server, health, port)
+    if settings.engine == "faust":
+        from services.ingestion.worker import Failure, build_app
+
+        failure = Failure()
+        app.worker_app = (build_app(settings, router, stop, failure), failure)
+    return app
 
 
 def run(app: IngestionApp, stop: threading.Event) -> None:
-    """Serve gRPC and run the worker until SIGTERM/SIGINT (faust's handlers), then drain.
+    """Serve gRPC and run the engine until SIGTERM/SIGINT, then drain.
 
     Raises:
-        Unavailable: the worker stopped itself because an output was not written (exit
+        Unavailable: the engine stopped itself because an output was not written (exit
             status 1: the supervisor restarts it and the raw records are redelivered).
 
     """
@@ -85,9 +95,37 @@ def run(app: IngestionApp, stop: threading.Event) -> None:
         start_http_server(app.settings.metrics_port)
     app.server.start()
     mark_serving(app.health, [SERVICE])
-    log.info("ingestion running", extra={"grpc_port": app.port, "raw": app.settings.topics.raw})
+    log.info(
+        "ingestion running",
+        extra={
+            "grpc_port": app.port,
+            "raw": app.settings.topics.raw,
+            "engine": app.settings.engine,
+        },
+    )
+    try:
+        if app.worker_app is not None:
+            _run_faust(app)
+        else:
+            from services.ingestion.engine import Engine
+
+            Engine(app.settings, app.router, stop, app.failures).run()
+    finally:
+        mark_draining(app.health)
+        app.server.stop(5).wait()
+        app.publisher.close()
+        app.catalog.close()
+        log.info("ingestion stopped")
+    if app.failures:
+        raise Unavailable(f"an output was not written: {app.failures[0]!r}")
+
+
+def _run_faust(app: IngestionApp) -> None:
+    import faust
+
+    worker_app, failure = app.worker_app
     worker = faust.Worker(
-        app.worker_app,
+        worker_app,
         loglevel=app.settings.log_level,
         override_logging=False,
         redirect_stdouts=False,
@@ -96,20 +134,15 @@ def run(app: IngestionApp, stop: threading.Event) -> None:
     try:
         worker.execute_from_commandline()  # returns by SystemExit once stopped
     finally:
-        mark_draining(app.health)
-        app.server.stop(5).wait()
-        app.publisher.close()
-        app.catalog.close()
-        log.info("ingestion stopped")
-        if app.failure.error is not None:
-            raise Unavailable(f"an output was not written: {app.failure.error!r}")
+        if failure.error is not None:
+            app.failures.append(failure.error)
 
 
 def _match_partitions(admin: AdminClient, settings: IngestionSettings) -> None:
     """Outputs keep the raw partition: add theirs when the raw topic has more (opt-in).
 
-    Only with `INGESTION_GROW_OUTPUTS=true`; otherwise the worker holds the raw partitions the
-    outputs lack. A refusal is logged, not raised: the worker holds those partitions and
+    Only with `INGESTION_GROW_OUTPUTS=true`; otherwise the engine holds the raw partitions the
+    outputs lack. A refusal is logged, not raised: the engine holds those partitions and
     retries, with a metric, rather than the service restarting in a loop.
     """
     topics = settings.topics

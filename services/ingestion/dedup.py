@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 SETTLE_EVERY = 16_384  # ids accepted into the dict before they are merged into the arrays
+LOOKUP = 512  # ids looked up in the arrays at once by `accept_new`
 
 
 class PartitionMemory:
@@ -75,8 +76,50 @@ class PartitionMemory:
         """Remember an accepted event id (the first one wins)."""
         if self.accepted_at(event_id) is None:
             self._recent[hash(event_id)] = (offset, at_s)
-            if len(self._recent) >= min(SETTLE_EVERY, self._max_ids):
-                self._settle()
+            self.settle_if_due()
+
+    # The batch interface: ids by their key (`hash(event_id)`), settled ids looked up at once.
+
+    @property
+    def any_routed_before(self) -> bool:
+        """Whether some input is known to have been routed by an earlier run (recovery)."""
+        return bool(self._routed_before)
+
+    def settled(self, keys: np.ndarray) -> np.ndarray:
+        """For each key (int64), whether it is among the settled ids (the recent ones aside)."""
+        if not len(self._keys) or not len(keys):
+            return np.zeros(len(keys), dtype=bool)
+        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.asarray(self._keys[at] == keys)
+
+    def accept_new(self, keys: list[int], offsets: list[int], at_s: float, start: int = 0) -> int:
+        """Accept ids (by key, `hash(event_id)`) from `start` on, in order, while each is new.
+
+        Exactly `accept` for each in turn, settling at the same moments, with the settled
+        ids looked up for up to `LOOKUP` keys at once. Returns the index of the first key
+        that is known already (settled or accepted, perhaps earlier in `keys`), which is
+        not accepted, or `len(keys)`.
+        """
+        limit = min(SETTLE_EVERY, self._max_ids)
+        at = start
+        while at < len(keys):
+            chunk = keys[at : at + LOOKUP]
+            known = self.settled(np.fromiter(chunk, dtype=np.int64, count=len(chunk))).tolist()
+            recent = self._recent
+            for key, offset, settled in zip(chunk, offsets[at : at + LOOKUP], known, strict=True):
+                if settled or key in recent:
+                    return at
+                recent[key] = (offset, at_s)
+                at += 1
+                if len(recent) >= limit:
+                    self._settle()  # the settled ids changed: look the rest up again
+                    break
+        return at
+
+    def settle_if_due(self) -> None:
+        """Merge the recent ids into the arrays once there are enough of them."""
+        if len(self._recent) >= min(SETTLE_EVERY, self._max_ids):
+            self._settle()
 
     def forget_before(self, now_s: float) -> int:
         """Drop event ids accepted longer than the window ago; returns how many."""

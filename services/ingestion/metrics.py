@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.ingestion.router import Output
@@ -60,3 +62,19 @@ def count(outputs: list[Output]) -> None:
             REJECTED.labels(output.rejection.reason.value).inc(output.rows)
             if output.rejection.reason.value == "duplicate":
                 DUPLICATES.inc(output.rows)
+
+
+def tally(accepted: Mapping[str, int], rejected: Mapping[str, int], skipped: int) -> None:
+    """Count the outputs of a batch of raw records at once (one call per label, not per record).
+
+    `accepted` rows per stream, `rejected` rows per reason, `skipped` raw records an earlier
+    run had routed.
+    """
+    for stream, rows in accepted.items():
+        ACCEPTED.labels(stream).inc(rows)
+    for reason, rows in rejected.items():
+        REJECTED.labels(reason).inc(rows)
+    if duplicates := rejected.get("duplicate", 0):
+        DUPLICATES.inc(duplicates)
+    if skipped:
+        REDELIVERED.inc(skipped)

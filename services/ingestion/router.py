@@ -108,6 +108,25 @@ class Router:
         self._max_bytes = max_bytes
         self._clock = clock
 
+    @property
+    def lookup(self) -> Lookup:
+        """Where stream definitions come from."""
+        return self._lookup
+
+    @property
+    def limits(self) -> TimeLimits:
+        """The bounds of event times."""
+        return self._limits
+
+    @property
+    def max_bytes(self) -> int:
+        """The largest record routing writes."""
+        return self._max_bytes
+
+    def now(self) -> float:
+        """The routing clock (wall time, seconds)."""
+        return self._clock()
+
     def route(self, record: RawRecord, memory: PartitionMemory) -> list[Output]:
         """The outputs of `record`; empty when an earlier run routed all of it already."""
         if memory.routed_before(record.offset, WHOLE):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -13,6 +15,9 @@ class IngestionSettings(ServiceSettings):
 
     model_config = SettingsConfigDict(env_prefix="INGESTION_")
 
+    # What carries the hot path: the confluent-kafka engine (`engine`), or the faust worker
+    # (`worker`), kept selectable; both give the same guarantees (see README "Ingestion").
+    engine: Literal["kafka", "faust"] = "kafka"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     metrics_port: int = Field(default=9101, ge=0, le=65535)
     consumer_group: str = "streamlearn-ingestion"

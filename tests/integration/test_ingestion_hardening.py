@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,14 +18,16 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from services.ingestion.dedup import PartitionMemory
+from services.ingestion.engine import output_producer_config
 from services.ingestion.limits import record_size
-from services.ingestion.router import RawRecord, Router
+from services.ingestion.router import Output, RawRecord, Router
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.validation import TimeLimits
 from services.ingestion.worker import build_app
 from shared import samples
 from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import producer_config
+from shared.kafka.producer import DeliveryReport
 from shared.settings import KafkaSettings
 from shared.streams import publish_definition
 from tests.helpers import read_all, read_to_end, record_count, wait_until
@@ -117,7 +120,9 @@ def test_an_output_the_broker_refuses_stops_the_worker_and_its_input_is_not_comm
     read_all(kafka, topics.train, 1, timeout=90)
     # The dead-letter topic shrinks behind the service's back: the next dead letter fails.
     _set_max_message_bytes(kafka_admin, topics.dlq, 20_000)
-    invalid = sample(2, "k", dense=[1.0], text="x" * 60_000).SerializeToString()
+    # Random text: the producer compresses (lz4), and a repetitive value would fit.
+    noise = random.Random(2).randbytes(30_000).hex()
+    invalid = sample(2, "k", dense=[1.0], text=noise).SerializeToString()
     _produce(kafka, topics.raw, [invalid, sample(3, "k").SerializeToString()])
     assert ingestion.process is not None
     assert ingestion.process.wait(120) != 0  # stopped itself, did not carry on
@@ -200,11 +205,14 @@ def test_with_grow_outputs_a_partition_added_to_the_raw_topic_at_run_time_is_rou
     assert ingestion.stop() == 0
 
 
-def test_the_worker_producer_writes_a_record_of_the_router_s_largest_output_size(
-    kafka: KafkaSettings, kafka_admin: AdminClient
+@pytest.mark.parametrize("engine", ["kafka", "faust"])
+def test_the_engine_producer_writes_a_record_of_the_router_s_largest_output_size(
+    kafka: KafkaSettings, kafka_admin: AdminClient, engine: str
 ) -> None:
     # The default limit (1 MiB) is above faust's default max_request_size (1,000,000): the
-    # largest output the router may write must pass the worker's own producer and the broker.
+    # largest output the router may write must pass the engine's own producer and the broker
+    # (failed deliveries are the only ones reported: none may come).
+    report = DeliveryReport()
     topic = f"test.largest-output.{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_admin, [TopicSpec(topic, 1, config={"max.message.bytes": str(2 * MIB)})])
     settings = IngestionSettings(kafka=kafka)
@@ -213,6 +221,20 @@ def test_the_worker_producer_writes_a_record_of_the_router_s_largest_output_size
     raw = RawRecord("raw", 0, 0, b"k", b"\xff" * 2 * limit, [("trace", b"t" * 100)])
     [out] = router.route(raw, PartitionMemory(60))
     assert record_size(out.key, out.value, out.headers) == limit  # cut to exactly the limit
+    if engine == "kafka":
+        producer = Producer(output_producer_config(settings) | {"on_delivery": report})
+        producer.produce(topic, out.value, out.key, 0, headers=list(out.headers))
+        assert producer.flush(30) == 0
+        assert report.failed == []
+    else:
+        _produce_with_faust(settings, router, topic, out)
+    [written] = read_to_end(kafka, topic)
+    assert written.value() == out.value
+
+
+def _produce_with_faust(
+    settings: IngestionSettings, router: Router, topic: str, out: Output
+) -> None:
     app = build_app(settings, router, threading.Event())
 
     async def produce() -> None:
@@ -225,5 +247,3 @@ def test_the_worker_producer_writes_a_record_of_the_router_s_largest_output_size
             await app.producer.stop()
 
     asyncio.run(produce())
-    [written] = read_to_end(kafka, topic)
-    assert written.value() == out.value
