@@ -39,7 +39,7 @@ from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
-from shared.errors import Conflict, StreamlearnError
+from shared.errors import ConfigError, Conflict, StreamlearnError
 from shared.kafka.consumer import consume_stamped, where
 from streamlearn.v1 import metrics_pb2
 
@@ -147,6 +147,11 @@ class TrainerLoop:
                 if records:
                     self._learn(records)
                 self._housekeeping()
+        except ConfigError as exc:
+            # The model does not fit the stream's schema found late: the restart builds the
+            # model that fits, and must not find a checkpoint of this one (another config).
+            self._fatal = str(exc)
+            raise
         finally:
             self.save()
             self._close()
@@ -158,7 +163,7 @@ class TrainerLoop:
         the one the instance that replaced it is writing.
         """
         if self._fatal is not None:
-            log.error("checkpoint not written after a fatal consumer error")
+            log.error("checkpoint not written after a fatal error", extra={"error": self._fatal})
             return
         checkpoint.save(
             self._path,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from prometheus_client import REGISTRY
 
@@ -19,6 +20,7 @@ from services.trainer.loop import TrainerLoop
 from services.trainer.progress import Every
 from services.trainer.settings import reconcile
 from services.trainer.versions import VersionPublisher
+from shared.errors import ConfigError
 from shared.fakes import FakeMessage
 from shared.features import put_values
 from streamlearn.v1 import metrics_pb2, sample_pb2, stream_pb2
@@ -131,3 +133,34 @@ def test_a_trainer_with_a_pinned_schema_learns_named_records_and_reports_them(
     assert published[-1].metrics["new_categories"] == learner.new_categories > 0
     saved = checkpoint.load(tmp_path / "c.ckpt")
     assert saved is not None and saved["drifts_tagged"] == publisher.drifts_tagged
+
+
+def test_a_schema_the_model_does_not_fit_stops_the_trainer_without_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    # Started before its stream was defined (positional, 32 features by default); the
+    # schema found late does not fit: the trainer stops, and its restart (which fits the
+    # model to the schema) must not find a checkpoint of the other config and refuse it.
+    config = TrainerConfig()
+    records = {0: [FakeMessage(TOPIC, 0, o, b"k", named(o)) for o in range(5)]}
+    stop = threading.Event()
+    learner = Learner(config, "cpu")
+    pinned = PinnedStream("demo", config, None, lookup=lambda: DEFINITION)
+    loop = TrainerLoop(
+        learner,
+        ScriptedConsumer(records, stop),  # type: ignore[arg-type]
+        TOPIC,
+        tmp_path / "c.ckpt",
+        None,
+        None,
+        "metrics",
+        checkpoint_every=Every(10**9, 10**9),
+        version_every=Every(10**9, 10**9),
+        fetch=5,
+        streams={"demo"},
+        pinned=pinned,
+    )
+    with pytest.raises(ConfigError, match="does not fit"):
+        loop.run(stop)
+    assert not (tmp_path / "c.ckpt").exists()
+    assert learner.applied == 0
