@@ -49,6 +49,8 @@ def check_definition(definition: Definition) -> None:
     space = FeatureSpace.from_definition(definition)
     if space is not None:
         problems += space.problems()
+        if not space.numeric:  # the trainer's models need a dense input (for now)
+            problems.append("a feature schema needs at least one numeric feature")
         if definition.dense_dim != len(space.numeric):
             problems.append(
                 f"dense_dim {definition.dense_dim} != {len(space.numeric)} numeric features"

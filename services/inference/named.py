@@ -169,6 +169,12 @@ class NamedInputs:
         if isinstance(column, np.ndarray):
             listed: list[Value] = column.reshape(-1).tolist()
             if column.dtype.kind == "f":  # NaN: missing in this row
+                if not numeric and any(not math.isnan(v) and v != int(v) for v in listed):  # type: ignore[arg-type]
+                    # 0.1 as float32 would hash as "0.10000000149011612", a bucket the
+                    # trainer never learned: categories travel as BYTES (or whole numbers).
+                    raise InvalidArgument(
+                        f"input {name!r} is categorical: send BYTES, or whole numbers"
+                    )
                 return [None if math.isnan(v) else v for v in listed]  # type: ignore[arg-type]
             return listed
         return [_text_value(name, i, data, numeric) for i, data in enumerate(column)]

@@ -13,6 +13,7 @@ finding another trainer of the model in the group at the first assignment (`sing
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -173,6 +174,7 @@ class TrainerLoop:
                 "config_hash": self.learner.config.hash(),
                 "last_version": self._publisher.last_version if self._publisher else 0,
                 "drifts_tagged": self._publisher.drifts_tagged if self._publisher else 0,
+                "feature_layout": _layout(self.pinned),
             },
         )
         offsets = [
@@ -309,6 +311,15 @@ class TrainerLoop:
                 f"checkpoint {self._path} was written by another config; "
                 "move it away to start this config from scratch"
             )
+        layout, saved_layout = _layout(self.pinned), saved.get("feature_layout", "")
+        if layout and saved_layout and layout != saved_layout:
+            # Same config, but the stream's schema moved its fields (order, names, buckets):
+            # the saved weights and scaler belong to other slots.
+            raise StreamlearnError(
+                f"checkpoint {self._path} was learned with another feature layout of stream "
+                f"{self.pinned.stream!r} ({saved_layout}, now {layout}); move it away to "
+                "learn the new layout from scratch"
+            )
         self.learner.restore(saved["learner"])
         self.positions = Positions.from_dict(saved["positions"])
         if self._publisher is not None:
@@ -394,6 +405,14 @@ class _Observed:
                 if count > self._missing.get(field, 0):
                     MISSING.labels(field).inc(count - self._missing.get(field, 0))
                     self._missing[field] = count
+
+
+def _layout(pinned: PinnedStream) -> str:
+    """Which slot each named feature fills ("" when nothing is pinned): weights depend on it."""
+    if pinned.featurizer is None:
+        return ""
+    space = pinned.featurizer.space
+    return json.dumps([space.numeric, space.categorical, space.crosses, space.buckets])
 
 
 def _split(key: str) -> tuple[str, int]:

@@ -55,7 +55,7 @@ def _decode_one(
     scratch = np.empty(8, np.uint8)
     while pos < end:
         tag, pos = _varint(buf, pos, end)
-        if pos < 0:
+        if pos < 0 or tag >> 3 == 0 or tag > 0xFFFFFFFF:  # protobuf refuses field 0 and >32 bits
             return MALFORMED
         field, wire = tag >> 3, tag & 7
         if wire == 0:
@@ -157,7 +157,7 @@ def _string_field(buf: np.ndarray, pos: int, end: int, wanted: int) -> tuple[int
     start, stop = pos, pos
     while pos < end:
         tag, pos = _varint(buf, pos, end)
-        if pos < 0:
+        if pos < 0 or tag >> 3 == 0 or tag > 0xFFFFFFFF:
             return -1, -1
         field, wire = tag >> 3, tag & 7
         if wire == 0:

@@ -101,14 +101,18 @@ def _configs(
 
     runs = []
     for path in paths:
-        try:
-            config = TrainerConfig.model_validate_json(path.read_text())
-        except (OSError, ValidationError) as exc:
-            raise ConfigError(f"{path}: not a usable trainer config: {_first_error(exc)}") from exc
+        config = _config(path)
         runs.append(
             Run(path.stem, config, every, streams=frozenset(streams or ()), definition=definition)
         )
     return runs
+
+
+def _config(path: Path) -> TrainerConfig:
+    try:
+        return TrainerConfig.model_validate_json(path.read_text())
+    except (OSError, ValidationError) as exc:
+        raise ConfigError(f"{path}: not a usable trainer config: {_first_error(exc)}") from exc
 
 
 def _definition(kafka: KafkaSettings, streams: list[str]) -> StreamDefinition | None:
@@ -156,7 +160,8 @@ def backtest(
     """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
-    _configs(config, every, stream)  # a bad config stops before the broker is asked
+    for path in config:  # a bad config stops before the broker is asked
+        _config(path)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (kafka, reader, piece):
         runs = _configs(config, every, stream, _definition(kafka, stream))
@@ -208,14 +213,12 @@ def search(
     """Hyper-parameter search with successive halving; optionally register the winner."""
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
-    [base] = _configs([config])
+    base = _config(config)
     axes = dict(_axis(a) for a in axis)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (kafka, reader, piece):
         definition = _definition(kafka, stream)
-        runs = replay.grid(
-            base.config, axes, samples, streams=frozenset(stream), definition=definition
-        )
+        runs = replay.grid(base, axes, samples, streams=frozenset(stream), definition=definition)
         with _progress(len(piece)) as progress:
             ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]

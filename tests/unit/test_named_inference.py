@@ -212,7 +212,7 @@ BAD: list[tuple[str, pb.ModelInferRequest, str]] = [
     ("JSON NaN", records_request([b'{"age": NaN}']), "not JSON (send null"),
     ("not an object", records_request([[1, 2]]), "records[0] is a JSON list"),
     ("deep nesting", records_request([b"[" * 100_000]), "not valid JSON"),
-    ("huge integer", records_request([b'{"age": 1' + b"0" * 400 + b"}"]), "does not fit"),
+    ("huge integer", records_request([b'{"age": 1' + b"0" * 400 + b"}"]), "not a finite float32"),
     ("not UTF-8", column("city", [b"\xff"], "BYTES", [1]), "not UTF-8"),
     ("mismatched rows", mixed_lengths(), "different row counts"),
     ("too many rows", too_many_rows(), f"at most {MAX_ROWS} per request"),
@@ -223,6 +223,11 @@ BAD: list[tuple[str, pb.ModelInferRequest, str]] = [
     ("records with columns", with_features(records_request([{}])), "not both"),
     ("bad BYTES framing", bad_framing(), "length-prefixed"),
     ("short raw", column("age", np.zeros(1), "FP64", [2]), "bytes for shape"),
+    (
+        "fractional category",
+        column("city", np.array([0.1], np.float32), "FP32", [1]),
+        "is categorical",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.trainer import wire
@@ -119,3 +120,13 @@ def test_mini_batches_are_cut_by_the_stream_not_by_polling() -> None:
     assert [m.offset() for s in first + second for m in s] == [m.offset() for s in whole for m in s]
     assert [len(s) for s in first + second] == [2, 2, 4]  # same rows, same mini-batches
     assert held_second == []
+
+
+@pytest.mark.parametrize("tag", [b"\x00", b"\x07", b"\x80\x80\x80\x80\x80\x01"])
+def test_field_zero_and_tags_past_32_bits_are_malformed_as_protobuf_says(tag: bytes) -> None:
+    good = sample_pb2.Sample(event_id="e", dense=[1.0], regression=0.5).SerializeToString()
+    value = tag + b"\x00" + good  # field 0 (varint, or a 64-bit-wide tag) then a valid sample
+    with pytest.raises(DecodeError):
+        sample_pb2.Sample.FromString(value)
+    _, bad = decode([FakeMessage("t", 0, 0, b"k", value)], "regression", 1)
+    assert bad == 1

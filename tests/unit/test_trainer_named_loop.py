@@ -20,7 +20,7 @@ from services.trainer.loop import TrainerLoop
 from services.trainer.progress import Every
 from services.trainer.settings import reconcile
 from services.trainer.versions import VersionPublisher
-from shared.errors import ConfigError
+from shared.errors import ConfigError, StreamlearnError
 from shared.fakes import FakeMessage
 from shared.features import put_values
 from streamlearn.v1 import metrics_pb2, sample_pb2, stream_pb2
@@ -164,3 +164,37 @@ def test_a_schema_the_model_does_not_fit_stops_the_trainer_without_a_checkpoint(
         loop.run(stop)
     assert not (tmp_path / "c.ckpt").exists()
     assert learner.applied == 0
+
+
+def test_a_checkpoint_of_another_feature_layout_is_refused(tmp_path: Path) -> None:
+    # `stream create --replace` swapped two numeric fields: same config, other slots.
+    swapped = stream_pb2.StreamDefinition()
+    swapped.CopyFrom(DEFINITION)
+    swapped.features.numeric[:] = ["b", "a"]
+    swapped.revision = 2
+
+    def loop_for(definition: stream_pb2.StreamDefinition) -> TrainerLoop:
+        stop = threading.Event()
+        stop.set()
+        return TrainerLoop(
+            Learner(CONFIG, "cpu"),
+            ScriptedConsumer({0: []}, stop),  # type: ignore[arg-type]
+            TOPIC,
+            tmp_path / "c.ckpt",
+            None,
+            None,
+            "metrics",
+            checkpoint_every=Every(10**9, 10**9),
+            version_every=Every(10**9, 10**9),
+            fetch=5,
+            streams={"demo"},
+            pinned=PinnedStream("demo", CONFIG, definition),
+        )
+
+    loop_for(DEFINITION).save()
+    renamed = stream_pb2.StreamDefinition()
+    renamed.CopyFrom(DEFINITION)
+    renamed.revision = 3  # a new revision with the same layout restores
+    loop_for(renamed)
+    with pytest.raises(StreamlearnError, match="another feature layout"):
+        loop_for(swapped)
