@@ -62,9 +62,12 @@ def test_named_options_make_a_schema_with_dense_dim_from_the_numeric_list() -> N
 
 
 def test_categorical_features_without_buckets_get_the_default_hash_space() -> None:
-    definition = definition_of("c", Shape(categorical="country"), "regression")
-    assert (definition.dense_dim, definition.sparse_buckets) == (0, DEFAULT_BUCKETS)
+    definition = definition_of("c", Shape(numeric="age", categorical="country"), "regression")
+    assert (definition.dense_dim, definition.sparse_buckets) == (1, DEFAULT_BUCKETS)
     check_definition(definition)
+    only_categorical = definition_of("c", Shape(categorical="country"), "regression")
+    with pytest.raises(InvalidArgument, match="at least one numeric"):
+        check_definition(only_categorical)  # the trainer's models need a dense input
 
 
 def test_positional_features_are_kept() -> None:
