@@ -10,8 +10,9 @@ itself, so the growing losses soon cross the threshold and are counted and not l
 and the weights stay finite instead of drifting to 1e15. Ordinary noise never comes
 near the threshold: an event at the label mean is at most (n - 1) label variances away.
 
-`DriftWatch` feeds the prequential loss of applied events to River's ADWIN or Page-Hinkley
-(imported lazily) and reports where it detected a change.
+`DriftWatch` feeds the prequential loss of applied events to River's ADWIN (per-chunk mean
+losses, imported lazily) or a compiled copy of River's Page-Hinkley test and reports where it
+detected a change.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import pickle
 from typing import Any
 
+import numba
 import numpy as np
 
 LEVEL_ALPHA = 0.01  # EWMA weight of the running loss level, after the first 100 updates
@@ -110,41 +112,136 @@ class Guard:
         self.values[:] = np.asarray(state, dtype=np.float64)
 
 
-def _detector(kind: str) -> Any:
-    if kind == "off":
-        return None
+# ADWIN sees the mean loss of each run of this many applied events: River's ADWIN costs a
+# third of the compiled path's time per event, and checks for a change only every 32
+# updates anyway. With `clock=1` it checks every chunk: a change is still found within
+# 32 events of where ADWIN could see it (16 ms at 2,000 events/s).
+CHUNK = 32
+# River's PageHinkley defaults, run by `_page_hinkley` (River's is plain Python per event)
+PH_MIN_INSTANCES, PH_DELTA, PH_THRESHOLD, PH_ALPHA = 30, 0.005, 50.0, 1 - 0.0001
+# the Page-Hinkley state: n, mean, sum increase, sum decrease, min increase, max decrease,
+# drift detected (1.0) at the last update
+_PH_FRESH = (0.0, 0.0, 0.0, 0.0, math.inf, -1.0, 0.0)
+
+
+@numba.njit(cache=True, fastmath=False)
+def _page_hinkley(state: np.ndarray, losses: np.ndarray, found: np.ndarray) -> int:
+    """River's `drift.PageHinkley` (mode "both") over `losses`, operation for operation.
+
+    Writes the indices where a drift was detected into `found`; returns how many.
+    """
+    hits = 0
+    for i in range(losses.shape[0]):
+        if state[6] > 0.0:  # River resets on the update after a detection
+            state[0], state[1], state[2], state[3] = 0.0, 0.0, 0.0, 0.0
+            state[4], state[5], state[6] = math.inf, -1.0, 0.0
+        x = losses[i]
+        state[0] += 1.0
+        state[1] += (1.0 / state[0]) * (x - state[1])
+        dev = x - state[1]
+        state[2] = PH_ALPHA * state[2] + dev - PH_DELTA
+        state[3] = PH_ALPHA * state[3] + dev + PH_DELTA
+        state[4] = min(state[4], state[2])
+        state[5] = max(state[5], state[3])
+        if state[0] >= PH_MIN_INSTANCES:
+            up, down = state[2] - state[4], state[5] - state[3]
+            if up > PH_THRESHOLD or down > PH_THRESHOLD:
+                state[6] = 1.0
+                found[hits] = i
+                hits += 1
+    return hits
+
+
+@numba.njit(cache=True, fastmath=False)
+def _chunk_means(
+    pending: np.ndarray, losses: np.ndarray, means: np.ndarray, ends: np.ndarray
+) -> int:
+    """Sum `losses` in order into `pending` (sum, count); each full CHUNK's mean and last index.
+
+    Sequential float64 sums: the same chunks whatever the split of the losses across calls.
+    """
+    full = 0
+    for i in range(losses.shape[0]):
+        pending[0] += losses[i]
+        pending[1] += 1.0
+        if pending[1] == CHUNK:
+            means[full] = pending[0] / CHUNK
+            ends[full] = i
+            full += 1
+            pending[0], pending[1] = 0.0, 0.0
+    return full
+
+
+def _adwin() -> Any:
     from river import drift  # lazily: River is heavy and only this needs it
 
-    if kind == "adwin":
-        return drift.ADWIN()  # type: ignore[no-untyped-call]
-    return drift.PageHinkley()
+    return drift.ADWIN(clock=1)  # type: ignore[no-untyped-call]
 
 
 class DriftWatch:
-    """Concept-drift detection on the prequential loss of applied events."""
+    """Concept-drift detection on the prequential loss of applied events.
+
+    "adwin": River's ADWIN on the mean loss of each CHUNK events; "page_hinkley": River's
+    Page-Hinkley test on every loss, compiled (`_page_hinkley`); "off": nothing.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._detector = _detector(kind)
+        self._adwin = _adwin() if kind == "adwin" else None
+        self._pending = np.zeros(2, dtype=np.float64)  # sum and count of the partial chunk
+        self._ph = np.array(_PH_FRESH, dtype=np.float64)
 
     def update(self, losses: np.ndarray) -> list[int]:
         """Feed losses in order; the indices (into `losses`) where a drift was detected."""
-        if self._detector is None:
+        values = np.ascontiguousarray(losses, dtype=np.float64)
+        if self.kind == "page_hinkley":
+            found = np.zeros(len(values), dtype=np.int64)
+            hits: list[int] = found[: _page_hinkley(self._ph, values, found)].tolist()
+            return hits
+        if self._adwin is None:
             return []
-        found = []
-        detector = self._detector
-        for i, value in enumerate(losses.tolist()):
-            detector.update(value)
+        chunks = len(values) // CHUNK + 1
+        means, ends = np.zeros(chunks), np.zeros(chunks, dtype=np.int64)
+        full = _chunk_means(self._pending, values, means, ends)
+        detector, hits = self._adwin, []
+        for mean, end in zip(means[:full].tolist(), ends[:full].tolist(), strict=True):
+            detector.update(mean)
             if detector.drift_detected:
-                found.append(i)
-        return found
+                hits.append(end)
+        return hits
 
     def state(self) -> dict[str, Any]:
-        """The detector pickled to bytes (loads with torch's weights-only unpickler)."""
-        data = b"" if self._detector is None else pickle.dumps(self._detector)
-        return {"kind": self.kind, "detector": data}
+        """Plain types and bytes (load with torch's weights-only unpickler)."""
+        data = b"" if self._adwin is None else pickle.dumps(self._adwin)
+        return {
+            "kind": self.kind,
+            "detector": data,
+            "pending": self._pending.tolist(),
+            "page_hinkley": self._ph.tolist(),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue from `state()` (a detector of another kind starts afresh)."""
-        if state.get("kind") == self.kind and state.get("detector"):
-            self._detector = pickle.loads(state["detector"])  # our own checkpoint
+        """Continue from `state()` (a detector of another kind starts afresh).
+
+        A checkpoint from before chunking holds a per-event ADWIN: it continues on chunks.
+        One from before the compiled Page-Hinkley (a pickled River detector) is carried over.
+        """
+        if state.get("kind") != self.kind:
+            return
+        if self.kind == "adwin" and state.get("detector"):
+            self._adwin = pickle.loads(state["detector"])  # our own checkpoint
+            self._adwin.clock = 1
+            self._pending[:] = state.get("pending", (0.0, 0.0))
+        if self.kind == "page_hinkley" and "page_hinkley" in state:
+            self._ph[:] = np.asarray(state["page_hinkley"], dtype=np.float64)
+        elif self.kind == "page_hinkley" and state.get("detector"):
+            old = pickle.loads(state["detector"])  # our own checkpoint: River's detector
+            self._ph[:] = (
+                old._x_mean.n,
+                old._x_mean.get(),
+                old._sum_increase,
+                old._sum_decrease,
+                old._min_increase,
+                old._max_decrease,
+                float(old.drift_detected),
+            )

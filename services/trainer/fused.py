@@ -128,6 +128,20 @@ def _standardise(
 
 
 @numba.njit(cache=True, fastmath=False)
+def _score(
+    w: np.ndarray, b: np.ndarray, emb: np.ndarray, z: np.ndarray, ids: np.ndarray, i: int
+) -> float:
+    """The linear score of standardised row z with row i's hashed ids (0 = missing)."""
+    score = b[0]
+    for j in range(z.shape[0]):
+        score += w[j] * z[j]
+    for k in range(ids.shape[1]):
+        if ids[i, k] != 0:
+            score += emb[ids[i, k]]
+    return score  # type: ignore[no-any-return]  # float32, as torch's forward: no float()
+
+
+@numba.njit(cache=True, fastmath=False)
 def learn_events(
     x: np.ndarray,
     y: np.ndarray,
@@ -173,6 +187,9 @@ def learn_events(
 ) -> int:
     """Predict then learn each row in order. Returns the number of optimizer steps taken.
 
+    Each row is scored (`predictions`, `losses`, the guard) with the input statistics before
+    it, then folded into them, and its gradient taken at the score with the new statistics.
+
     `x_count`, `x_mean`, `x_m2` (F,) are the input layer's running statistics; `guard`
     the divergence guard's values (`drift.Guard.values`), `ratio` 0 when it is off. `ids`
     (N, K) and `emb` (buckets,) are the hashed ids and their weights (K = 0 without ids;
@@ -196,28 +213,30 @@ def learn_events(
         status[i] = INVALID
         if not _valid(x, y, weight, ids, i, named, buckets):
             continue
+        if regression:
+            _welford_label(guard, np.float64(y[i]))
+        # scored (metrics, guard, drift) with the statistics before the event, as River's
+        # pipelines predict ...
+        _standardise(x, i, stats, standardize, z)
+        scored = _score(w, b, emb, z, ids, i)
+        raw, grad = _loss_and_grad(loss, scored, y[i], delta)
+        value = raw * weight[i]
+        trained = value
+        # ... and learned with the statistics including it, as River's learn_one
         if standardize:
             saved[:, :] = stats
             for j in range(f):
                 if not math.isnan(x[i, j]):
                     _welford(stats, j, np.float64(x[i, j]))
-        if regression:
-            _welford_label(guard, np.float64(y[i]))
-        _standardise(x, i, stats, standardize, z)
-        score = b[0]
-        for j in range(f):
-            score += w[j] * z[j]
-        for k in range(slots):
-            if ids[i, k] != 0:
-                score += emb[ids[i, k]]
-        raw, grad = _loss_and_grad(loss, score, y[i], delta)
-        value = raw * weight[i]
+            _standardise(x, i, stats, standardize, z)
+            trained, grad = _loss_and_grad(loss, _score(w, b, emb, z, ids, i), y[i], delta)
+            trained *= weight[i]
         grad *= weight[i]
         norm2 = 1.0
         for j in range(f):
             norm2 += z[j] * z[j]
         status[i] = REFUSED
-        if not (math.isfinite(value) and math.isfinite(grad)):
+        if not (math.isfinite(value) and math.isfinite(trained) and math.isfinite(grad)):
             if standardize:
                 stats[:, :] = saved
             continue
@@ -234,7 +253,7 @@ def learn_events(
         scale_clip = 1.0
         if clip > 0.0 and abs(grad) * math.sqrt(norm2) > clip:
             scale_clip = clip / (abs(grad) * math.sqrt(norm2) + 1e-6)
-        predictions[i] = 1.0 / (1.0 + math.exp(-score)) if sigmoid else score
+        predictions[i] = 1.0 / (1.0 + math.exp(-scored)) if sigmoid else scored
         losses[i] = value
         status[i] = APPLIED
         entering = min(raw, level_growth * guard[0]) if guard[1] > 0 else raw

@@ -4,10 +4,13 @@ Transport-free: the Kafka loop, replay and tests feed it decoded tensors. With b
 every event is predicted, then learned (online gradient descent); with N, events are
 predicted in groups of N with the same weights and one step is taken per group.
 
-Each step first folds its usable rows' features into the input layer's running statistics
-(labels unseen, so test-then-train stays honest), then predicts, then learns. Rows that end
-up not learned (a non-finite loss or gradient, or refused as diverging by `drift.Guard`)
-are taken out of the statistics again: they learn only from events the model learned.
+Each step is scored (the prediction the metrics, the guard and the drift detector see) with
+the input layer's running statistics as they were before its rows, as River's pipelines
+predict; then its usable rows' features are folded into the statistics and the update's
+forward and backward pass use them (River's `learn_one` standardises with the statistics
+including the event). Rows that end up not learned (a non-finite loss or gradient, or
+refused as diverging by `drift.Guard`) are taken out of the statistics again: they learn
+only from events the model learned.
 Every event is counted once: `applied`, `skipped` (unusable: non-finite values, a class
 past the outputs, an id out of range, a non-finite loss) or `diverging`.
 """
@@ -179,17 +182,27 @@ class Learner:
     def _step(self, batch: Batch) -> None:
         valid = self._usable_rows(batch)
         clean = _sanitise(batch, valid)
-        scaler = self.network.scaler
-        saved = scaler.snapshot()
-        scaler.observe(clean.features.to(self.device)[valid])
         labels = clean.labels.to(self.device)
         self.guard.observe_labels(labels[valid].cpu().numpy())
         self._count_categories(clean.sparse, valid.cpu().numpy())
-        scores = self._scores(clean)
-        raw = self._raw_loss(scores, labels)
-        per_event = raw if clean.weights is None else raw * clean.weights.to(self.device)
-        usable = valid & torch.isfinite(per_event)
-        raw_seen = raw.detach().cpu().numpy()
+        scaler = self.network.scaler
+        if scaler.standardize:
+            with torch.no_grad():  # the scored prediction: statistics before the step's rows
+                scored = self._scores(clean)
+        else:  # nothing moves between scoring and learning: one forward serves both
+            scores = self._scores(clean)
+            scored = scores.detach()
+        scored_raw = self._raw_loss(scored, labels)
+        scored_loss = self._weighted(scored_raw, clean)
+        saved = scaler.snapshot()
+        features = clean.features.to(self.device)
+        if scaler.standardize:
+            scaler.observe(features[valid])
+            # the update's forward sees the statistics with the rows, as River's learn_one
+            scores = self._scores(clean)
+        per_event = self._weighted(self._raw_loss(scores, labels), clean)
+        usable = valid & torch.isfinite(scored_loss) & torch.isfinite(per_event)
+        raw_seen = scored_raw.cpu().numpy()
         refused = self.guard.refuse(raw_seen, usable.cpu().numpy())
         diverging = torch.from_numpy(refused).to(self.device)
         usable &= ~diverging
@@ -201,9 +214,12 @@ class Learner:
                 usable = torch.zeros_like(usable)
         if not bool(torch.equal(usable, valid)):  # the statistics keep only learned rows
             scaler.reset_to(saved)
-            scaler.observe(clean.features.to(self.device)[usable])
+            scaler.observe(features[usable])
         self.guard.learned(raw_seen[usable.cpu().numpy()])
-        self._account(scores.detach(), clean, per_event.detach(), usable, diverging)
+        self._account(scored, clean, scored_loss, usable, diverging)
+
+    def _weighted(self, raw: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return raw if batch.weights is None else raw * batch.weights.to(self.device)
 
     def _apply_gradients(self) -> bool:
         """Clip and step; refuse the step if any gradient is not finite."""

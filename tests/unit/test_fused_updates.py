@@ -141,3 +141,23 @@ def test_the_guard_refuses_the_same_events_on_both_paths() -> None:
     assert (fused.applied, fused.diverging) == (plain.applied, plain.diverging)
     assert fused.diverging > 0
     np.testing.assert_allclose(fused.guard.values, plain.guard.values, rtol=1e-5)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_scored_prediction_uses_the_statistics_from_before_the_event(
+    compiled: bool,
+) -> None:
+    # River's pipelines predict with the scaler as it was before the event, then learn it
+    config = TrainerConfig(model=ModelSpec(kind="linear", features=F), metrics_window=10)
+    learner = Learner(config, fused_enabled=compiled)
+    assert (learner._fused is not None) == compiled
+    data = stream("regression", 60)
+    learner.learn(data.slice(0, 50))
+    for i in range(50, 55):
+        event = data.slice(i, i + 1)
+        before = learner.predict(event)[0, 0]  # moves nothing
+        count = learner.network.scaler.count.clone()
+        learner.learn(event)
+        scored = learner.metrics._score[i % config.metrics_window]
+        assert scored == pytest.approx(float(before), rel=1e-6, abs=1e-7)
+        assert torch.equal(learner.network.scaler.count, count + 1)  # and then learned it
