@@ -28,6 +28,7 @@ CUSTOM = {
         ("KafkaNodePool", "kafka.strimzi.io/v1"),
         ("ScaledObject", "keda.sh/v1alpha1"),
         ("ServiceMonitor", "monitoring.coreos.com/v1"),
+        ("PodMonitor", "monitoring.coreos.com/v1"),
     },
 }
 # Pod Security Standards (Kubernetes 1.33), restricted profile and the baseline under it.
@@ -377,3 +378,15 @@ def test_every_metrics_port_is_scraped_once() -> None:
             assert len(services) == 1, f"{workload['metadata']['name']}: {len(services)} Services"
             assert ports & {p["name"] for p in services[0]["spec"]["ports"]}
     assert not any(s["metadata"]["name"] == "inference-headless" for s in scraped)
+
+
+def test_the_strimzi_brokers_and_their_lag_exporter_are_scraped() -> None:
+    docs = render("production")
+    kafka = docs[("Kafka", "streamlearn")]["spec"]
+    source = kafka["kafka"]["metricsConfig"]["valueFrom"]["configMapKeyRef"]
+    rules = docs[("ConfigMap", "kafka-metrics")]
+    assert rules["metadata"]["name"] == source["name"] and source["key"] in rules["data"]
+    assert "rules:" in rules["data"][source["key"]]
+    assert kafka["kafkaExporter"]["groupRegex"] == "streamlearn-.*"  # trainer and ingestion
+    (monitor,) = [d for (kind, _), d in docs.items() if kind == "PodMonitor"]
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["tcp-prometheus"]
