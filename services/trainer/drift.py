@@ -211,8 +211,12 @@ class DriftWatch:
         return hits
 
     def state(self) -> dict[str, Any]:
-        """Plain types and bytes (load with torch's weights-only unpickler)."""
-        data = b"" if self._adwin is None else pickle.dumps(self._adwin)
+        """Plain types and bytes (load with torch's weights-only unpickler).
+
+        No detector is `None`, not `b""`: pickle writes empty bytes as a call to `bytes`,
+        which the weights-only unpickler refuses (non-empty bytes go through `_codecs`).
+        """
+        data = None if self._adwin is None else pickle.dumps(self._adwin)
         return {
             "kind": self.kind,
             "detector": data,

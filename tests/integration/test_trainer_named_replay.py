@@ -52,8 +52,12 @@ DEFINITION = stream_pb2.StreamDefinition(
     ),
 )
 # What a user writes: no feature count, no hash space (the trainer takes both from the schema).
+# Page-Hinkley: it sees this short flip (Adam recovers within a few hundred events, too
+# soon for ADWIN on means of 32 losses); the drift state and tag must replay alike either way.
 LOGISTIC = TrainerConfig(
-    model=ModelSpec(kind="logistic"), optimizer=OptimizerSpec(name="adam", lr=0.02)
+    model=ModelSpec(kind="logistic"),
+    optimizer=OptimizerSpec(name="adam", lr=0.02),
+    drift="page_hinkley",
 )
 MLP = TrainerConfig(
     model=ModelSpec(kind="mlp", hidden=(8,), embedding_dim=4),

@@ -349,3 +349,32 @@ def test_named_checkpoints_continue_bit_for_bit(
     assert straight.new_categories == second.new_categories > 0
     assert np.array_equal(straight._seen, second._seen)
     assert second.metrics.snapshot() == straight.metrics.snapshot()
+
+
+@pytest.mark.parametrize("drift", ["adwin", "page_hinkley", "off"])
+def test_checkpoints_of_every_drift_detector_load_and_continue(drift: str, tmp_path: Path) -> None:
+    """Each detector's state goes through torch's weights-only unpickler, mid-stream."""
+    config = TrainerConfig(
+        model=ModelSpec(kind="logistic", features=F),
+        optimizer=OptimizerSpec(name="adam", lr=0.05),
+        drift=drift,  # type: ignore[arg-type]
+    )
+    before, after = stream("binary", 2000, seed=1), stream("binary", 2000, seed=2)
+    flipped = Batch(after.features, 1 - after.labels)  # the concept flips: a drift to carry
+    first = Learner(config)
+    first.learn(before)
+    path = tmp_path / "c.ckpt"
+    checkpoint.save(path, {"learner": first.state()})
+    payload = checkpoint.load(path)
+    assert payload is not None
+    straight, second = Learner(config), Learner(config)
+    straight.learn(before)
+    second.restore(payload["learner"])
+    straight.learn(flipped)
+    second.learn(flipped)
+    assert straight.state()["drift"] == second.state()["drift"]
+    assert (straight.drifts, straight.last_drift_event) == (
+        second.drifts,
+        second.last_drift_event,
+    )
+    assert (straight.drifts > 0) == (drift != "off")
