@@ -1,0 +1,1 @@
+"""Security: certificates, credentials, roles and the checks that enforce them."""
