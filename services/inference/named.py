@@ -169,9 +169,10 @@ class NamedInputs:
         if isinstance(column, np.ndarray):
             listed: list[Value] = column.reshape(-1).tolist()
             if column.dtype.kind == "f":  # NaN: missing in this row
-                if not numeric and any(not math.isnan(v) and v != int(v) for v in listed):  # type: ignore[arg-type]
+                if not numeric and any(not math.isnan(v) and not v.is_integer() for v in listed):  # type: ignore[arg-type,union-attr]
                     # 0.1 as float32 would hash as "0.10000000149011612", a bucket the
                     # trainer never learned: categories travel as BYTES (or whole numbers).
+                    # Infinity is no whole number either (int() of it would raise).
                     raise InvalidArgument(
                         f"input {name!r} is categorical: send BYTES, or whole numbers"
                     )

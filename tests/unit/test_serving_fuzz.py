@@ -368,6 +368,17 @@ def test_named_inputs_decode_to_featurized_rows_or_invalid_argument(
         assert ((ids >= 0) & (ids < 64)).all()
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), 0.5])
+def test_a_categorical_float_column_that_is_not_whole_is_invalid(value: float) -> None:
+    """Found by the fuzz test above: infinity crashed the whole-number check (int(inf))."""
+    request = pb.ModelInferRequest(model_name="m")
+    for name, values in (("age", [0.0, 0.0]), ("city", [0.0, value])):
+        tensor = request.inputs.add(name=name, datatype="FP32", shape=[2])
+        tensor.contents.fp32_contents.extend(values)
+    with pytest.raises(InvalidArgument, match="categorical"):
+        decode_inputs(request, NAMED, 8)
+
+
 @FUZZ
 @given(named_requests())
 def test_a_whole_named_request_ends_in_scores_or_invalid_argument(
