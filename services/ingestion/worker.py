@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 import warnings
@@ -47,6 +48,7 @@ from services.ingestion.router import Output, RawRecord, Router
 from services.ingestion.settings import IngestionSettings
 from services.ingestion.topology import require_partition
 from shared.errors import Unavailable
+from shared.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 TAKE_MAX, TAKE_WITHIN_S = 500, 0.02
@@ -364,11 +366,26 @@ def _raw_record(message: Any) -> RawRecord:
     )
 
 
-def _credentials(settings: IngestionSettings) -> faust.SASLCredentials | None:
+def _credentials(
+    settings: IngestionSettings,
+) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The credentials faust (aiokafka) connects with, from the librdkafka clients' settings."""
     kafka = settings.kafka
+    context = _ssl_context(kafka)
     if not kafka.sasl_mechanism:
-        return None
+        return faust.SSLCredentials(context) if context is not None else None
     password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
     return faust.SASLCredentials(
-        username=kafka.sasl_username or "", password=password, mechanism=kafka.sasl_mechanism
+        username=kafka.sasl_username or "",
+        password=password,
+        mechanism=kafka.sasl_mechanism,
+        ssl_context=context,  # given: SASL_SSL; None: SASL_PLAINTEXT
     )
+
+
+def _ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """TLS for SSL and SASL_SSL, trusting `ssl_ca_location` (None: the system's CAs)."""
+    if not kafka.security_protocol.upper().endswith("SSL"):
+        return None
+    cafile = str(kafka.ssl_ca_location) if kafka.ssl_ca_location is not None else None
+    return ssl.create_default_context(cafile=cafile)

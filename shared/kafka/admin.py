@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from shared.errors import Unavailable
-from shared.settings import TopicSettings
+from shared.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,19 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
         time.sleep(0.05)
 
 
-def probe_admin(bootstrap: str) -> AdminClient:
-    """An AdminClient for readiness probes: silent about the refused connections it expects."""
-    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def probe_admin(bootstrap: str, kafka: KafkaSettings | None = None) -> AdminClient:
+    """An AdminClient for readiness probes: silent about the refused connections it expects.
+
+    Args:
+        bootstrap: The address to probe.
+        kafka: The credentials and TLS settings to connect with (a secure broker refuses
+            plain-text probes); None: plain text.
+
+    """
+    if kafka is None:
+        return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    config = {key: value for key, value in kafka.client_config().items() if key != "logger"}
+    return AdminClient(config | {"bootstrap.servers": bootstrap, "log_level": 0})
 
 
 def wait_for_broker(admin: AdminClient, timeout: float) -> None:

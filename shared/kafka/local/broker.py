@@ -11,11 +11,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
 from shared.errors import BrokerError, Unavailable
 from shared.kafka.admin import probe_admin, wait_for_broker
 from shared.kafka.local import process
 from shared.kafka.local.files import BrokerConfig, log4j2_properties, server_properties
 from shared.kafka.local.jars import ensure_jars
+from shared.security.pki import write_private
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ class LocalBroker:
         if pid is None:
             return BrokerStatus("stopped", None, bootstrap)
         try:
-            wait_for_broker(probe_admin(bootstrap), timeout=3.0)
+            wait_for_broker(self._probe(), timeout=3.0)
         except Unavailable as exc:
             return BrokerStatus("unresponsive", pid, bootstrap, str(exc))
         return BrokerStatus("running", pid, bootstrap)
@@ -95,20 +98,58 @@ class LocalBroker:
             )
         return java
 
+    def _probe(self) -> AdminClient:
+        """A readiness probe that connects as the admin when the broker is secure."""
+        secure = self.config.security is not None
+        return probe_admin(self.config.bootstrap, self.config.client_settings() if secure else None)
+
     def _check_layout(self) -> None:
-        """KRaft stores the controller's address at format time: it must not change later."""
+        """KRaft stores the controller's address at format time: it must not change later.
+
+        Nor may the security mode: a secure broker's admin credential is written at format
+        time, and a plain directory's metadata has neither it nor the ACLs.
+        """
         layout = self._layout()
+        stored = self._stored_layout()
+        if stored is None or stored == layout:
+            return
+        was, wants = _mode(stored), _mode(layout)
+        if was != wants:
+            raise BrokerError(
+                f"{self.config.state_dir} holds a {was} broker's data; it cannot start as a "
+                f"{wants} broker: start it as a {was} broker again, or remove the directory "
+                f"for a fresh {wants} broker"
+            )
+        if not stored:  # formatted before layouts were recorded: nothing more to compare
+            return
+        raise BrokerError(
+            f"{self.config.state_dir} was formatted for controller {stored}; "
+            f"use those settings or remove the directory for a fresh broker"
+        )
+
+    def _stored_layout(self) -> dict[str, object] | None:
+        """The layout the data was formatted with; None for a directory never formatted."""
         if self._layout_file.exists():
-            stored = json.loads(self._layout_file.read_text())
-            if stored != layout:
-                raise BrokerError(
-                    f"{self.config.state_dir} was formatted for controller {stored}; "
-                    f"use those settings or remove the directory for a fresh broker"
-                )
+            try:
+                stored = json.loads(self._layout_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise BrokerError(f"{self._layout_file} is unreadable ({exc})") from exc
+            if not isinstance(stored, dict):
+                raise BrokerError(f"{self._layout_file} is not a broker layout")
+            return stored
+        if (self.config.data_dir / "meta.properties").exists():
+            return {}  # formatted before layouts were recorded: plain
+        return None
 
     def _layout(self) -> dict[str, object]:
-        """What formatting fixes for good: the controller's address."""
-        return {"host": self.config.host, "controller_port": self.config.controller_port}
+        """What formatting fixes for good: the controller's address (and the admin, if secure)."""
+        layout: dict[str, object] = {
+            "host": self.config.host,
+            "controller_port": self.config.controller_port,
+        }
+        if self.config.security is not None:
+            layout |= {"security": "SASL_SSL", "admin": self.config.security.admin_user}
+        return layout
 
     def _check_ports_free(self) -> None:
         for port in (self.config.port, self.config.controller_port):
@@ -125,7 +166,17 @@ class LocalBroker:
     def _write_files(self) -> None:
         for directory in (self.config.data_dir, self.config.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        (self.config.state_dir / "server.properties").write_text(server_properties(self.config))
+        properties = self.config.state_dir / "server.properties"
+        if self.config.security is None:
+            properties.write_text(server_properties(self.config))
+        else:
+            # The broker's own SCRAM login (inter-broker) is in this file: its owner's alone.
+            write_private(properties, server_properties(self.config).encode())
+            if properties.stat().st_mode & 0o077:
+                raise BrokerError(
+                    f"{properties} holds passwords but others may read it (its file system "
+                    "ignores permissions): put the state directory elsewhere"
+                )
         (self.config.state_dir / "log4j2.properties").write_text(
             log4j2_properties(self.config.logs_dir)
         )
@@ -134,6 +185,10 @@ class LocalBroker:
         if (self.config.data_dir / "meta.properties").exists():
             return
         cluster_id = self._run_tool(java, jars, ["kafka.tools.StorageTool", "random-uuid"]).strip()
+        security = self.config.security
+        # The admin's SCRAM credential goes into the first metadata: the broker authenticates
+        # itself (inter-broker) and the operator with it before any user could be created.
+        scram = ["--add-scram", security.scram_argument()] if security is not None else []
         self._run_tool(
             java,
             jars,
@@ -145,6 +200,7 @@ class LocalBroker:
                 cluster_id,
                 "-c",
                 str(self.config.state_dir / "server.properties"),
+                *scram,
             ],
         )
         self._layout_file.write_text(json.dumps(self._layout()))
@@ -154,8 +210,16 @@ class LocalBroker:
             [java, "-cp", f"{jars}/*", *args], capture_output=True, text=True, timeout=120
         )
         if result.returncode != 0:
-            raise BrokerError(f"{args[0]} {args[1]} failed: {result.stderr.strip()[-2000:]}")
+            error = self._redact(result.stderr.strip()[-2000:])
+            raise BrokerError(f"{args[0]} {args[1]} failed: {error}")
         return result.stdout
+
+    def _redact(self, text: str) -> str:
+        """`text` without the admin's password (a tool may echo its arguments)."""
+        security = self.config.security
+        if security is None:
+            return text
+        return text.replace(security.admin_password.get_secret_value(), "**********")
 
     def _launch(self, java: str, jars: Path) -> int:
         heap = self.config.heap
@@ -186,7 +250,7 @@ class LocalBroker:
 
     def _wait_ready(self, pid: int) -> BrokerStatus:
         deadline = time.monotonic() + self.config.start_timeout_s
-        admin = probe_admin(self.config.bootstrap)
+        admin = self._probe()
         while time.monotonic() < deadline:
             if not process.alive(pid):
                 self._pid_file.unlink(missing_ok=True)
@@ -208,4 +272,8 @@ class LocalBroker:
             path = self.config.logs_dir / name
             if path.exists():
                 found += path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(found) or "(no broker output)"
+        return self._redact("\n".join(found)) or "(no broker output)"
+
+
+def _mode(layout: dict[str, object]) -> str:
+    return "secure (SASL_SSL)" if layout.get("security") else "plain-text"
