@@ -49,3 +49,11 @@ class IntegrityError(StreamlearnError):
 
 class InferenceFailed(StreamlearnError):
     """The runtime failed on a request that passed every check (a client sees INTERNAL)."""
+
+
+class Unauthenticated(StreamlearnError):
+    """The caller presented no credentials, or credentials that do not verify."""
+
+
+class PermissionDenied(StreamlearnError):
+    """The caller is known, but none of its roles allows what it asked for."""

@@ -29,6 +29,8 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # The CA that signed the broker's certificate (SASL_SSL / SSL); None: the system's CAs.
+    ssl_ca_location: Path | None = None
 
     def client_config(self) -> dict[str, Any]:
         """The librdkafka properties common to producers, consumers and admin clients."""
@@ -45,6 +47,8 @@ class KafkaSettings(BaseModel):
             config["sasl.username"] = self.sasl_username or ""
             secret = self.sasl_password.get_secret_value() if self.sasl_password else ""
             config["sasl.password"] = secret
+        if self.ssl_ca_location is not None:
+            config["ssl.ca.location"] = str(self.ssl_ca_location)
         return config
 
 
@@ -53,6 +57,35 @@ def _connection_log() -> Any:
     from shared.kafka.outage import process_log
 
     return process_log()
+
+
+class GrpcSecurity(BaseModel):
+    """TLS and credentials of gRPC, for a server and for its clients (all off by default).
+
+    Env, e.g. `REGISTRY_SECURITY__TLS=true`, `REGISTRY_SECURITY__CA_FILE=/secrets/ca.pem`.
+    A server with `tls` serves `cert_file`/`key_file` and verifies client certificates
+    signed by `ca_file`; with `auth` it also requires every RPC but health and reflection to
+    carry an identity (a client certificate or a bearer token) whose roles allow the RPC.
+    A client with `tls` trusts `ca_file`, presents `cert_file`/`key_file` when set (mutual
+    TLS) and sends `token` as `authorization: Bearer <token>` when set.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    auth: bool = False
+    # Clients: the bearer token to send (a signed JWT or a static token).
+    token: SecretStr | None = None
+    # Servers: the public key (PEM, Ed25519) verifying signed tokens ...
+    token_public_key_file: Path | None = None
+    # ... and static tokens: a JSON file {"<sha256 hex of a token>": {"principal": ...,
+    # "roles": [...]}}, e.g. mounted from a Kubernetes Secret.
+    static_tokens_file: Path | None = None
+    # Clients: the name the server's certificate must carry, when it differs from the host.
+    server_name: str | None = None
 
 
 class TopicSettings(BaseModel):
@@ -81,3 +114,4 @@ class ServiceSettings(BaseSettings):
     state_dir: Path = DEFAULT_STATE_DIR
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
+    security: GrpcSecurity = GrpcSecurity()

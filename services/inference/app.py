@@ -55,7 +55,7 @@ def build(settings: InferenceSettings) -> InferenceApp:
     """Build everything; nothing is loaded or served until `run`."""
     repository = Repository(settings.model_names, settings.keep_loaded)
     engine = Engine(repository, settings.max_batch_size, settings.max_queue_delay_us / 1e6)
-    registry = RegistryClient(settings.registry_address)
+    registry = RegistryClient(settings.registry_address, security=settings.security)
     followers = [
         VersionFollower(
             m,
@@ -95,6 +95,7 @@ def build(settings: InferenceSettings) -> InferenceApp:
         [binding],
         max_workers=settings.grpc_workers,
         max_message_bytes=settings.max_request_bytes + 1024 * 1024,
+        security=settings.security,
     )
     watcher.on_failure = health_reporter(health)
     return InferenceApp(settings, engine, watcher, registry, server, health, port)

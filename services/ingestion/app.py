@@ -69,7 +69,9 @@ def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
         IngestionServicer(router, publisher),
         SERVICE,
     )
-    server, health, port = build_server(f"0.0.0.0:{settings.grpc_port}", [binding])
+    server, health, port = build_server(
+        f"0.0.0.0:{settings.grpc_port}", [binding], security=settings.security
+    )
     app = IngestionApp(settings, catalog, publisher, router, server, health, port)
     if settings.engine == "faust":
         from services.ingestion.worker import Failure, build_app

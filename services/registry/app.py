@@ -77,6 +77,7 @@ def build(settings: RegistrySettings) -> RegistryApp:
         f"0.0.0.0:{settings.grpc_port}",
         [binding],
         max_workers=settings.grpc_workers + settings.max_watchers,
+        security=settings.security,
     )
     database = DatabaseWatch(
         store.ping, lambda reachable: _set_health(health, reachable), settings.db_check_interval_s

@@ -14,6 +14,7 @@ from services.registry.artifacts import read_chunks
 from services.registry.registry import Registry
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.grpc.status import domain_errors, streaming_domain_errors
+from shared.security.identity import current_principal
 from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             request.alias,
             request.version,
             expected,
-            request.actor or _peer(context),
+            _actor(request, context),
             request.reason,
         )
         return registry_pb2.Alias(model=request.model, name=request.alias, version=request.version)
@@ -118,7 +119,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         """Remove an alias, compare-and-set when `check_expected`."""
         expected = request.expected_version if request.check_expected else None
         self._registry.delete_alias(
-            request.model, request.alias, expected, request.actor or _peer(context), request.reason
+            request.model, request.alias, expected, _actor(request, context), request.reason
         )
         return registry_pb2.DeleteAliasResponse()
 
@@ -130,7 +131,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
                 request.model,
                 request.from_alias or "candidate",
                 request.to_alias or "production",
-                request.actor or _peer(context),
+                _actor(request, context),
                 request.reason,
             )
         )
@@ -142,7 +143,7 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
             self._registry.rollback(
                 request.model,
                 request.alias or "production",
-                request.actor or _peer(context),
+                _actor(request, context),
                 request.reason,
             )
         )
@@ -213,6 +214,24 @@ def _page_token(token: str) -> int:
     if not token.isdigit():
         raise InvalidArgument(f"invalid page token {token!r}")
     return int(token)
+
+
+def _actor(request: Any, context: grpc.ServicerContext) -> str:
+    """Who the audit trail names: the authenticated principal when auth is on.
+
+    A client-supplied actor cannot be trusted then (anybody could name anybody) and the
+    audit record has no field for a note, so it is ignored, and logged when it differs.
+    Without auth, the request's actor or else the peer address, as before.
+    """
+    principal = current_principal()
+    if principal is None:
+        return str(request.actor or _peer(context))
+    if request.actor and request.actor != principal.name:
+        log.info(
+            "client-supplied actor ignored",
+            extra={"principal": principal.name, "claimed_actor": request.actor},
+        )
+    return principal.name
 
 
 def _peer(context: grpc.ServicerContext) -> str:

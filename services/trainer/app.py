@@ -110,10 +110,12 @@ def run(settings: TrainerSettings, stop: threading.Event) -> None:
     torch.set_num_threads(threads)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    server, health, _ = build_server(f"[::]:{settings.grpc_port}", [], max_workers=2)
+    server, health, _ = build_server(
+        f"[::]:{settings.grpc_port}", [], max_workers=2, security=settings.security
+    )
     server.start()
     try:
-        with RegistryClient(settings.registry_address) as registry:
+        with RegistryClient(settings.registry_address, security=settings.security) as registry:
             loop = build(settings, registry)
             # Ready once restored from the checkpoint with the registry and topics in place.
             health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -13,6 +13,9 @@ from shared.grpc.client import GrpcClient
 from shared.grpc.status import error_from_rpc
 from streamlearn.v1 import events_pb2, registry_pb2, registry_pb2_grpc
 
+if TYPE_CHECKING:
+    from shared.settings import GrpcSecurity
+
 T = TypeVar("T")
 CHUNK = 1024 * 1024
 
@@ -20,8 +23,10 @@ CHUNK = 1024 * 1024
 class RegistryClient(GrpcClient):
     """Typed calls with domain errors (NotFound, Conflict, ...) instead of RpcError."""
 
-    def __init__(self, address: str, timeout: float = 30.0) -> None:
-        super().__init__(address, timeout)
+    def __init__(
+        self, address: str, timeout: float = 30.0, security: GrpcSecurity | None = None
+    ) -> None:
+        super().__init__(address, timeout, security)
         self._stub = registry_pb2_grpc.ModelRegistryStub(self._channel)  # type: ignore[no-untyped-call]
 
     def _call(self, reply: type[T], method: Callable[..., Any], request: Any) -> T:

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from shared.grpc.channel import insecure_channel
+from shared.grpc.channel import channel_for
 from shared.grpc.status import error_from_rpc
+
+if TYPE_CHECKING:
+    from shared.settings import GrpcSecurity
 
 
 class GrpcClient:
     """Owns a channel to `address`; failed calls raise NotFound, Conflict, ... not RpcError."""
 
-    def __init__(self, address: str, timeout: float) -> None:
+    def __init__(self, address: str, timeout: float, security: GrpcSecurity | None = None) -> None:
+        """Open a (lazy) channel: plaintext, or TLS with the credentials of `security`.
+
+        Raises:
+            ConfigError: `security` is inconsistent (see `channel_for`).
+
+        """
         self.address = address
-        self._channel = insecure_channel(address)
+        self.security = security
+        self._channel = channel_for(address, security)
         self._timeout = timeout
 
     def close(self) -> None:

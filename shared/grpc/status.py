@@ -20,6 +20,8 @@ _CODES: list[tuple[type[errors.StreamlearnError], grpc.StatusCode]] = [
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.IntegrityError, grpc.StatusCode.DATA_LOSS),
     (errors.InferenceFailed, grpc.StatusCode.INTERNAL),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

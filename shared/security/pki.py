@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.security.roles import unknown_roles
+
 DEFAULT_DAYS = 397  # the longest validity browsers accept for a leaf; rotation is a re-run
 CA_DAYS = 3650
 # Certificates start a few minutes in the past: clocks of the machines that check them differ.
@@ -93,6 +95,7 @@ def issue(
     server: bool = False,
     client: bool = False,
     days: int = DEFAULT_DAYS,
+    roles: Sequence[str] = (),
 ) -> KeyPair:
     """A certificate for `common_name` signed by `ca`.
 
@@ -103,15 +106,22 @@ def issue(
         server: May authenticate a TLS server.
         client: May authenticate a TLS client (mutual TLS).
         days: Validity.
+        roles: streamlearn roles the holder has, one subject OU each (client certificates;
+            the CA's signature is what makes a server trust them).
 
     Raises:
-        ValueError: Neither `server` nor `client`, or a server certificate without hosts.
+        ValueError: Neither `server` nor `client`, a server certificate without hosts, or
+            roles on a certificate that is not for a client, or unknown roles.
 
     """
     if not (server or client):
         raise ValueError("a certificate must be for a server, a client or both")
     if server and not hosts:
         raise ValueError("a server certificate needs at least one host name or address")
+    if roles and not client:
+        raise ValueError("roles only mean something in a client certificate")
+    if unknown_roles(roles):
+        raise ValueError(f"unknown roles {unknown_roles(roles)}")
     key = ec.generate_private_key(ec.SECP256R1())
     authority = ca.certificate()
     now = datetime.datetime.now(datetime.UTC)
@@ -120,7 +130,7 @@ def issue(
     )
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(_subject(common_name, roles))
         .issuer_name(authority.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -151,6 +161,12 @@ def write_private(path: Path, data: bytes) -> Path:
         handle.write(data)
     temporary.replace(path)
     return path
+
+
+def _subject(common_name: str, roles: Sequence[str]) -> x509.Name:
+    """CN = the principal, then one OU per role (sorted: the same roles, the same name)."""
+    units = [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, r) for r in sorted(set(roles))]
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name), *units])
 
 
 def _general_name(host: str) -> x509.GeneralName:

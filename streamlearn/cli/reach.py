@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from shared.errors import Unavailable
+
+if TYPE_CHECKING:
+    from shared.settings import GrpcSecurity
 
 START_SERVICES = "start it with `streamlearn up` (`streamlearn status` shows what runs)"
 
@@ -20,25 +24,28 @@ class ServiceDown(Unavailable):
 
 
 @contextmanager
-def needs(service: str, address: str) -> Iterator[None]:
+def needs(service: str, address: str, security: GrpcSecurity | None = None) -> Iterator[None]:
     """Inside the block, failing to reach `service` at `address` raises ServiceDown.
 
     An Unavailable from a server that does answer (a model not loaded yet, say) is raised
-    as it is: only a silent address means the service is not running.
+    as it is: only a silent address means the service is not running. `security`: how to
+    reach a TLS server (a plaintext handshake with one never succeeds).
     """
     try:
         yield
     except Unavailable as exc:
-        if isinstance(exc, ServiceDown) or _answers(address):
+        if isinstance(exc, ServiceDown) or _answers(address, security):
             raise
         raise ServiceDown(service, address) from exc
 
 
-def _answers(address: str) -> bool:
+def _answers(address: str, security: GrpcSecurity | None = None) -> bool:
     """Something accepts gRPC connections at `address` (whatever its health says)."""
     import grpc  # loaded already by the client that failed
 
-    with grpc.insecure_channel(address) as channel:
+    from shared.grpc.channel import channel_for
+
+    with channel_for(address, security) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=1.0)
         except grpc.FutureTimeoutError:

@@ -24,8 +24,12 @@ console = Console()
 @contextmanager
 def _client(ctx: typer.Context) -> Iterator[RegistryClient]:
     """A client of the configured registry; a registry that does not answer is named."""
-    address = settings_of(ctx).registry_address
-    with needs("the registry", address), RegistryClient(address) as client:
+    settings = settings_of(ctx)
+    address, security = settings.registry_address, settings.security
+    with (
+        needs("the registry", address, security),
+        RegistryClient(address, security=security) as client,
+    ):
         yield client
 
 

@@ -187,8 +187,10 @@ def evaluate(
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with (
         _sliced(ctx, *slice_args) as (_, reader, piece),
-        needs("the registry", settings_of(ctx).registry_address),
-        RegistryClient(settings_of(ctx).registry_address) as registry,
+        needs("the registry", settings_of(ctx).registry_address, settings_of(ctx).security),
+        RegistryClient(
+            settings_of(ctx).registry_address, security=settings_of(ctx).security
+        ) as registry,
         _progress(len(piece)) as p,
     ):
         scored = replay.evaluate(reader, piece, registry, model, refs, p)
@@ -223,8 +225,11 @@ def search(
             ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]
     if register_as:
-        address = settings_of(ctx).registry_address
-        with needs("the registry", address), RegistryClient(address) as registry:
+        address, security = settings_of(ctx).registry_address, settings_of(ctx).security
+        with (
+            needs("the registry", address, security),
+            RegistryClient(address, security=security) as registry,
+        ):
             version = replay.register(registry, register_as, ranked[0], piece)
         console.print(f"registered {register_as} v{version} as candidate ({ranked[0].name})")
     _finish("search", piece, reports, metric, report, png)

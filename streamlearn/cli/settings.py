@@ -8,13 +8,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kafka.local.files import BrokerConfig
-from shared.settings import DEFAULT_CACHE_DIR, DEFAULT_STATE_DIR, KafkaSettings
+from shared.settings import DEFAULT_CACHE_DIR, DEFAULT_STATE_DIR, GrpcSecurity, KafkaSettings
 
 
 class CliSettings(BaseSettings):
     """Where local state lives and how to reach (or run) Kafka."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMLEARN_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMLEARN_", frozen=True, extra="ignore", env_nested_delimiter="__"
+    )
 
     state_dir: Path = DEFAULT_STATE_DIR
     cache_dir: Path = DEFAULT_CACHE_DIR
@@ -24,6 +26,9 @@ class CliSettings(BaseSettings):
     kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     kafka_heap: str = "512m"
     registry_address: str = "127.0.0.1:50052"
+    # How the registry commands and replay reach a secured registry (TLS, a token or a
+    # client certificate), e.g. STREAMLEARN_SECURITY__TLS=true, STREAMLEARN_SECURITY__TOKEN=...
+    security: GrpcSecurity = GrpcSecurity()
 
     def broker_config(self) -> BrokerConfig:
         """The local broker these settings describe."""

@@ -13,17 +13,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
 import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc
 from shared.errors import InvalidArgument
+from shared.grpc.channel import channel_for
 from shared.grpc.client import GrpcClient
 from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from shared.serving import CURRENT_REASON
+
+if TYPE_CHECKING:
+    from shared.settings import GrpcSecurity
 
 # Targets whose resolver may return several addresses: those are balanced.
 BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
@@ -50,11 +53,14 @@ class InferenceClient(GrpcClient):
 
     """
 
-    def __init__(self, address: str, timeout: float = 10.0) -> None:
-        super().__init__(address, timeout)
+    def __init__(
+        self, address: str, timeout: float = 10.0, security: GrpcSecurity | None = None
+    ) -> None:
+        """Open a (lazy) channel; `security`: TLS and credentials (None: plaintext)."""
+        super().__init__(address, timeout, security)
         if balanced(address):  # the base class's channel never connected: channels are lazy
             self._channel.close()
-            self._channel = grpc.insecure_channel(address, options=channel_options(address))
+            self._channel = channel_for(address, security, options=channel_options(address))
         self._stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._inputs: dict[str, str] = {}
 

@@ -1,0 +1,131 @@
+"""Roles and the policy mapping every gRPC method to the roles that may call it.
+
+Default deny: a method without an entry is refused to everybody, `admin` included, so a new
+RPC stays closed until someone decides who may call it (a unit test names any omission).
+Health and reflection are open: probes and tooling carry no credentials.
+
+The service roles (`trainer`, `inference`, `ingestion`) hold exactly what their service
+calls: the trainer creates its model and registers versions; inference reads versions and
+artifacts, follows `Watch` and reports live metrics; ingestion calls no gRPC method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+PRODUCER = "producer"
+READER = "reader"
+PROMOTER = "promoter"
+ADMIN = "admin"
+TRAINER = "trainer"
+INFERENCE = "inference"
+INGESTION = "ingestion"
+
+ROLES: frozenset[str] = frozenset(
+    {PRODUCER, READER, PROMOTER, ADMIN, TRAINER, INFERENCE, INGESTION}
+)
+
+# Readable without credentials, whatever the roles.
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+_INGESTION = "/streamlearn.v1.Ingestion/"
+_REGISTRY = "/streamlearn.v1.ModelRegistry/"
+_INFERENCE = "/inference.GRPCInferenceService/"
+
+
+def _methods(prefix: str, *names: str) -> frozenset[str]:
+    return frozenset(prefix + name for name in names)
+
+
+INGEST = _methods(_INGESTION, "Ingest", "IngestStream")
+# Every KServe V2 RPC of the service reads or infers; none changes what is served.
+INFER = _methods(
+    _INFERENCE,
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+    "ModelStreamInfer",
+    "ModelConfig",
+    "ModelStatistics",
+    "RepositoryIndex",
+)
+REGISTRY_READ = _methods(
+    _REGISTRY,
+    "GetModel",
+    "ListModels",
+    "GetVersion",
+    "ListVersions",
+    "DownloadArtifact",
+    "History",
+    "Watch",
+)
+REGISTRY_PROMOTE = _methods(_REGISTRY, "SetAlias", "Promote", "Rollback", "SetTags")
+REGISTRY_ADMIN = _methods(_REGISTRY, "DeleteAlias", "CreateModel")
+TRAINER_CALLS = _methods(_REGISTRY, "CreateModel", "RegisterVersion")
+INFERENCE_CALLS = _methods(
+    _REGISTRY,
+    "GetModel",
+    "ListModels",
+    "GetVersion",
+    "ListVersions",
+    "DownloadArtifact",
+    "Watch",
+    "ReportLiveMetric",
+)
+
+_GRANTS: Mapping[str, frozenset[str]] = {
+    PRODUCER: INGEST,
+    READER: INFER | REGISTRY_READ,
+    PROMOTER: INFER | REGISTRY_READ | REGISTRY_PROMOTE,
+    TRAINER: TRAINER_CALLS,
+    INFERENCE: INFERENCE_CALLS,
+    INGESTION: frozenset(),
+}
+
+# Everything any role may call; admin may call all of it, and the methods only admin may.
+EVERY_METHOD: frozenset[str] = frozenset().union(*_GRANTS.values()) | REGISTRY_ADMIN
+
+
+def _policy() -> dict[str, frozenset[str]]:
+    """Method -> the roles allowed to call it (admin everywhere)."""
+    return {
+        method: frozenset(
+            {ADMIN} | {role for role, granted in _GRANTS.items() if method in granted}
+        )
+        for method in sorted(EVERY_METHOD)
+    }
+
+
+POLICY: Mapping[str, frozenset[str]] = _policy()
+
+
+def is_open(method: str) -> bool:
+    """Whether `method` (a full name, `/package.Service/Method`) needs no credentials."""
+    return method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES
+
+
+def allowed_roles(method: str) -> frozenset[str]:
+    """The roles that may call `method`; empty for a method the policy does not know."""
+    return POLICY.get(method, frozenset())
+
+
+def permits(roles: Iterable[str], method: str) -> bool:
+    """Whether a principal holding `roles` may call `method` (default deny)."""
+    return is_open(method) or not allowed_roles(method).isdisjoint(roles)
+
+
+def unknown_roles(roles: Iterable[str]) -> list[str]:
+    """The names among `roles` that are not roles of streamlearn, sorted."""
+    return sorted(set(roles) - ROLES)
+
+
+def unmapped(methods: Iterable[str]) -> list[str]:
+    """The methods among `methods` the policy has no entry for (refused to everybody)."""
+    return sorted(m for m in methods if not is_open(m) and m not in POLICY)
