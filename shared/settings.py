@@ -63,9 +63,12 @@ class GrpcSecurity(BaseModel):
     """TLS and credentials of gRPC, for a server and for its clients (all off by default).
 
     Env, e.g. `REGISTRY_SECURITY__TLS=true`, `REGISTRY_SECURITY__CA_FILE=/secrets/ca.pem`.
-    A server with `tls` serves `cert_file`/`key_file` and verifies client certificates
-    signed by `ca_file`; with `auth` it also requires every RPC but health and reflection to
-    carry an identity (a client certificate or a bearer token) whose roles allow the RPC.
+    A server with `tls` serves `cert_file`/`key_file`; with `auth` it requires every RPC but
+    health checks and reflection to carry an identity whose roles allow the RPC: a bearer
+    token (when `token_public_key_file` or `static_tokens_file` is set) or else a client
+    certificate signed by `ca_file`. With `require_client_certificate`, every client must
+    present such a certificate (mutual TLS) even where tokens are taken; a token sent as well
+    names the caller. (gRPC Python cannot make a client certificate optional.)
     A client with `tls` trusts `ca_file`, presents `cert_file`/`key_file` when set (mutual
     TLS) and sends `token` as `authorization: Bearer <token>` when set.
     """
@@ -86,6 +89,8 @@ class GrpcSecurity(BaseModel):
     static_tokens_file: Path | None = None
     # Clients: the name the server's certificate must carry, when it differs from the host.
     server_name: str | None = None
+    # Servers: mutual TLS for every client (services between themselves), see above.
+    require_client_certificate: bool = False
 
 
 class TopicSettings(BaseModel):

@@ -55,7 +55,7 @@ def build(settings: InferenceSettings) -> InferenceApp:
     """Build everything; nothing is loaded or served until `run`."""
     repository = Repository(settings.model_names, settings.keep_loaded)
     engine = Engine(repository, settings.max_batch_size, settings.max_queue_delay_us / 1e6)
-    registry = RegistryClient(settings.registry_address, security=settings.security)
+    registry = RegistryClient(settings.registry_address, security=settings.registry_client())
     followers = [
         VersionFollower(
             m,

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import GrpcSecurity, ServiceSettings
 
 
 class InferenceSettings(ServiceSettings):
@@ -19,6 +19,9 @@ class InferenceSettings(ServiceSettings):
     grpc_port: int = Field(default=8001, ge=0, le=65535)
     metrics_port: int = Field(default=8002, ge=0, le=65535)
     registry_address: str = "127.0.0.1:50052"
+    # How this service reaches the registry when it differs from how it serves (`security`):
+    # e.g. only TLS to a secured registry, or another certificate. None: `security`.
+    registry_security: GrpcSecurity | None = None
     # Every model served by this process; each follows `alias` (or `pinned_version`).
     # From the environment as JSON: INFERENCE_MODEL_NAMES='["demo", "ctr"]'.
     model_names: list[str] = Field(default_factory=lambda: ["demo"], min_length=1)
@@ -39,3 +42,7 @@ class InferenceSettings(ServiceSettings):
     # keeps the pod answering while Endpoints forget it, so a second is enough here too.
     drain_delay_s: float = Field(default=1.0, ge=0)
     drain_grace_s: float = Field(default=10.0, ge=0)
+
+    def registry_client(self) -> GrpcSecurity:
+        """The security of this service's registry client (see `registry_security`)."""
+        return self.registry_security or self.security

@@ -325,7 +325,12 @@ class Registry:
             return self.promote(model, actor="policy", reason=reason)
 
     def report_live_metric(
-        self, model: str, version: int, value: float, metric: str | None = None
+        self,
+        model: str,
+        version: int,
+        value: float,
+        metric: str | None = None,
+        reporter: str = "",
     ) -> Audit | None:
         """Roll production back if the version it serves degrades live beyond the policy.
 
@@ -334,6 +339,8 @@ class Registry:
             version: The version the metric was measured on.
             value: The live metric.
             metric: Its name; a metric other than the policy's is ignored (None: the policy's).
+            reporter: Who reported it (the authenticated principal): a rollback's audit names
+                it beside the policy, so a forced rollback is traceable to its caller.
 
         Raises:
             InvalidArgument: The value is NaN or infinite (it would compare as a degradation).
@@ -350,7 +357,8 @@ class Registry:
             reason = self.policy.rollback_reason(served, value)
             if reason is None:
                 return None
-            return self.rollback(model, actor="policy", reason=reason)
+            actor = f"policy (reported by {reporter})" if reporter else "policy"
+            return self.rollback(model, actor=actor, reason=reason)
 
     def history(self, model: str, limit: int = 50) -> list[Audit]:
         """Alias moves of a model, newest first."""

@@ -168,8 +168,13 @@ class RegistryServicer(registry_pb2_grpc.ModelRegistryServicer):
         self, request: Any, context: Any
     ) -> registry_pb2.ReportLiveMetricResponse:
         """Feed the rollback policy with a live metric of a served version."""
+        principal = current_principal()
         audit = self._registry.report_live_metric(
-            request.model, request.version, request.value, request.metric
+            request.model,
+            request.version,
+            request.value,
+            request.metric,
+            reporter=principal.name if principal else _peer(context),
         )
         if audit is None:
             return registry_pb2.ReportLiveMetricResponse(rolled_back=False)

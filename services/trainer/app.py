@@ -115,7 +115,9 @@ def run(settings: TrainerSettings, stop: threading.Event) -> None:
     )
     server.start()
     try:
-        with RegistryClient(settings.registry_address, security=settings.security) as registry:
+        with RegistryClient(
+            settings.registry_address, security=settings.registry_client()
+        ) as registry:
             loop = build(settings, registry)
             # Ready once restored from the checkpoint with the registry and topics in place.
             health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)

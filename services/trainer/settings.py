@@ -13,7 +13,7 @@ from pydantic_settings import SettingsConfigDict
 from services.trainer.config import TrainerConfig
 from shared.errors import ConfigError
 from shared.features import FeatureSpace
-from shared.settings import ServiceSettings
+from shared.settings import GrpcSecurity, ServiceSettings
 from streamlearn.v1 import stream_pb2
 
 
@@ -38,6 +38,9 @@ class TrainerSettings(ServiceSettings):
     # torch's intra-op threads; 0: the container's CPU quota (cgroup cpu.max) or affinity.
     torch_threads: int = Field(default=0, ge=0)
     registry_address: str = "127.0.0.1:50052"
+    # How this service reaches the registry when it differs from how it serves (`security`):
+    # e.g. only TLS to a secured registry, or another certificate. None: `security`.
+    registry_security: GrpcSecurity | None = None
     checkpoint_every_events: int = Field(default=10_000, gt=0)
     checkpoint_every_s: float = Field(default=10.0, gt=0)
     version_every_events: int = Field(default=5_000, gt=0)
@@ -74,6 +77,10 @@ class TrainerSettings(ServiceSettings):
             # The model is frozen; this fills a default derived from other fields, once.
             object.__setattr__(self, "trainer_id", f"{socket.gethostname()}-{state}")
         return self
+
+    def registry_client(self) -> GrpcSecurity:
+        """The security of this service's registry client (see `registry_security`)."""
+        return self.registry_security or self.security
 
     @property
     def checkpoint_path(self) -> Path:

@@ -129,8 +129,9 @@ def _server_credentials(security: GrpcSecurity) -> grpc.ServerCredentials:
     """TLS with the server's certificate; client certificates verified against the CA.
 
     gRPC Python cannot ask for an optional client certificate (without
-    require_client_auth it never requests one), so client certificates are required
-    exactly when they are the only credential: auth on, a CA, and no token source.
+    require_client_auth it never requests one), so client certificates are required when
+    asked for (`require_client_certificate`: mutual TLS) or when they are the only
+    credential: auth on, a CA, and no token source.
     """
     if security.cert_file is None or security.key_file is None:
         raise ConfigError("gRPC TLS needs cert_file and key_file (the server's certificate)")
@@ -138,8 +139,11 @@ def _server_credentials(security: GrpcSecurity) -> grpc.ServerCredentials:
     cert = read_credential(security.cert_file, "TLS certificate")
     ca = read_credential(security.ca_file, "CA certificate") if security.ca_file else None
     _check_pem(security, cert, key, ca)
+    if security.require_client_certificate and ca is None:
+        raise ConfigError("require_client_certificate needs ca_file (the clients' CA)")
     tokens = security.token_public_key_file or security.static_tokens_file
-    require = bool(security.auth and ca is not None and not tokens)
+    only_credential = security.auth and not tokens
+    require = ca is not None and (security.require_client_certificate or only_credential)
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=require
     )

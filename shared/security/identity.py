@@ -81,7 +81,7 @@ def principal_from_certificate(pem: bytes) -> Principal:
         names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
         usages = _extended_key_usages(cert)
-    except ValueError:
+    except Exception:  # any parser error (a duplicate extension, ...) alike
         raise Unauthenticated("the client certificate cannot be parsed") from None
     if usages is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
         raise Unauthenticated("the client certificate is not for client authentication")

@@ -155,7 +155,8 @@ def acl_table(
         "inference": frozenset(
             topic(topics.model_events, read) | group(names.inference_group_prefix, prefixed=True)
         ),
-        "producer": frozenset(topic(topics.raw, write)),
+        # The catalog too: `streamlearn produce` maps a file's columns by the stream's schema.
+        "producer": frozenset(topic(topics.raw, write) | catalog),
         "reader": frozenset(reader),
     }
 

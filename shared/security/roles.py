@@ -2,11 +2,15 @@
 
 Default deny: a method without an entry is refused to everybody, `admin` included, so a new
 RPC stays closed until someone decides who may call it (a unit test names any omission).
-Health and reflection are open: probes and tooling carry no credentials.
+Health checks and reflection are open: probes and tooling carry no credentials. Health's
+`Watch` stream is not (each open stream holds a server thread: anonymous watchers could
+starve the authenticated calls); any authenticated principal may watch.
 
 The service roles (`trainer`, `inference`, `ingestion`) hold exactly what their service
 calls: the trainer creates its model and registers versions; inference reads versions and
-artifacts, follows `Watch` and reports live metrics; ingestion calls no gRPC method.
+their artifacts (it follows changes on Kafka); ingestion calls no gRPC method. Live metrics
+(`ReportLiveMetric`, which may roll production back) come from whoever may roll back: a
+promoter (e.g. a monitoring job holding a promoter token).
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ ROLES: frozenset[str] = frozenset(
     {PRODUCER, READER, PROMOTER, ADMIN, TRAINER, INFERENCE, INGESTION}
 )
 
-# Readable without credentials, whatever the roles.
+# Readable without credentials, whatever the roles: whole services, and single methods.
 OPEN_SERVICES = (
-    "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 )
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check"})
+HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 
 _INGESTION = "/streamlearn.v1.Ingestion/"
 _REGISTRY = "/streamlearn.v1.ModelRegistry/"
@@ -66,27 +71,21 @@ REGISTRY_READ = _methods(
     "History",
     "Watch",
 )
-REGISTRY_PROMOTE = _methods(_REGISTRY, "SetAlias", "Promote", "Rollback", "SetTags")
+REGISTRY_PROMOTE = _methods(
+    _REGISTRY, "SetAlias", "Promote", "Rollback", "SetTags", "ReportLiveMetric"
+)
 REGISTRY_ADMIN = _methods(_REGISTRY, "DeleteAlias", "CreateModel")
 TRAINER_CALLS = _methods(_REGISTRY, "CreateModel", "RegisterVersion")
-INFERENCE_CALLS = _methods(
-    _REGISTRY,
-    "GetModel",
-    "ListModels",
-    "GetVersion",
-    "ListVersions",
-    "DownloadArtifact",
-    "Watch",
-    "ReportLiveMetric",
-)
+INFERENCE_CALLS = _methods(_REGISTRY, "GetVersion", "DownloadArtifact")
+_WATCH_HEALTH = frozenset({HEALTH_WATCH})
 
 _GRANTS: Mapping[str, frozenset[str]] = {
-    PRODUCER: INGEST,
-    READER: INFER | REGISTRY_READ,
-    PROMOTER: INFER | REGISTRY_READ | REGISTRY_PROMOTE,
-    TRAINER: TRAINER_CALLS,
-    INFERENCE: INFERENCE_CALLS,
-    INGESTION: frozenset(),
+    PRODUCER: INGEST | _WATCH_HEALTH,
+    READER: INFER | REGISTRY_READ | _WATCH_HEALTH,
+    PROMOTER: INFER | REGISTRY_READ | REGISTRY_PROMOTE | _WATCH_HEALTH,
+    TRAINER: TRAINER_CALLS | _WATCH_HEALTH,
+    INFERENCE: INFERENCE_CALLS | _WATCH_HEALTH,
+    INGESTION: _WATCH_HEALTH,
 }
 
 # Everything any role may call; admin may call all of it, and the methods only admin may.
@@ -108,7 +107,7 @@ POLICY: Mapping[str, frozenset[str]] = _policy()
 
 def is_open(method: str) -> bool:
     """Whether `method` (a full name, `/package.Service/Method`) needs no credentials."""
-    return method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES
+    return method in OPEN_METHODS or method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES
 
 
 def allowed_roles(method: str) -> frozenset[str]:

@@ -25,7 +25,8 @@ def kafka_for_cli(settings: CliSettings) -> KafkaSettings:
         LocalBroker(settings.broker_config()).start()  # idempotent
         return settings.kafka()
     try:
-        wait_for_broker(probe_admin(settings.kafka_bootstrap), timeout=PROBE_TIMEOUT_S)
+        probe = probe_admin(settings.kafka_bootstrap, settings.kafka())
+        wait_for_broker(probe, timeout=PROBE_TIMEOUT_S)
     except Unavailable as exc:
         raise ServiceDown(
             "Kafka",

@@ -36,7 +36,36 @@ def needs(service: str, address: str, security: GrpcSecurity | None = None) -> I
     except Unavailable as exc:
         if isinstance(exc, ServiceDown) or _answers(address, security):
             raise
+        if _accepts(address):  # the port is open: the handshake failed, not the service
+            raise Unavailable(_handshake_failed(service, address, security)) from exc
         raise ServiceDown(service, address) from exc
+
+
+def _handshake_failed(service: str, address: str, security: GrpcSecurity | None) -> str:
+    """What to check when a service answers on TCP but no gRPC channel comes up."""
+    if security is None or not security.tls:
+        return (
+            f"{service} at {address} accepts connections but not plaintext gRPC: it is "
+            "probably secured; set STREAMLEARN_SECURITY__TLS=true and __CA_FILE "
+            "(`source <state>/secrets/<role>.env` for a local `streamlearn up --secure`)"
+        )
+    return (
+        f"{service} at {address} refused the TLS handshake: check STREAMLEARN_SECURITY__CA_FILE "
+        "(the CA that signed it), __SERVER_NAME, and __CERT_FILE/__KEY_FILE where it asks "
+        "for a client certificate"
+    )
+
+
+def _accepts(address: str) -> bool:
+    """Whether a TCP connection to `address` (host:port, [v6]:port) succeeds within 1 s."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _answers(address: str, security: GrpcSecurity | None = None) -> bool:

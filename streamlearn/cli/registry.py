@@ -25,7 +25,7 @@ console = Console()
 def _client(ctx: typer.Context) -> Iterator[RegistryClient]:
     """A client of the configured registry; a registry that does not answer is named."""
     settings = settings_of(ctx)
-    address, security = settings.registry_address, settings.security
+    address, security = settings.registry_address, settings.grpc_security()
     with (
         needs("the registry", address, security),
         RegistryClient(address, security=security) as client,

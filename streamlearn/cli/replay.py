@@ -187,9 +187,9 @@ def evaluate(
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with (
         _sliced(ctx, *slice_args) as (_, reader, piece),
-        needs("the registry", settings_of(ctx).registry_address, settings_of(ctx).security),
+        needs("the registry", settings_of(ctx).registry_address, settings_of(ctx).grpc_security()),
         RegistryClient(
-            settings_of(ctx).registry_address, security=settings_of(ctx).security
+            settings_of(ctx).registry_address, security=settings_of(ctx).grpc_security()
         ) as registry,
         _progress(len(piece)) as p,
     ):
@@ -225,7 +225,7 @@ def search(
             ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]
     if register_as:
-        address, security = settings_of(ctx).registry_address, settings_of(ctx).security
+        address, security = settings_of(ctx).registry_address, settings_of(ctx).grpc_security()
         with (
             needs("the registry", address, security),
             RegistryClient(address, security=security) as registry,

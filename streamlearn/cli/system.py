@@ -17,15 +17,37 @@ from streamlearn.system.status import drift_text, stopped
 def up(
     ctx: typer.Context,
     timeout: float = typer.Option(300.0, min=1, help="Seconds to wait for every service."),
+    secure: bool = typer.Option(
+        False,
+        "--secure",
+        help="TLS, credentials and ACLs everywhere; clients source <state>/secrets/<role>.env.",
+    ),
 ) -> None:
     """Start the local broker and the four services; return once each reports SERVING."""
     from streamlearn.system.control import LocalSystem
     from streamlearn.system.status import collect
 
     system = LocalSystem(settings_of(ctx))
-    system.up(timeout)
+    system.up(timeout, secure=secure)
     _show(collect(system))
+    typer.echo(_security_line(system))
     typer.echo(f"logs: {system.layout.logs_dir}   stop: streamlearn down")
+
+
+def _security_line(system: Any) -> str:
+    """Whether what runs is secured, and what a client of it needs."""
+    from streamlearn.system.secure import USER_ROLES
+
+    secrets = system.settings.secrets()
+    if secrets is None:
+        return (
+            "not secured (plaintext, no credentials: for a demo on this machine); "
+            "`streamlearn up --secure` on a new state directory secures everything"
+        )
+    return (
+        f"secured: TLS, tokens and Kafka SCRAM with ACLs; a client of role "
+        f"{'/'.join(USER_ROLES)} sources {secrets.root}/<role>.env"
+    )
 
 
 def down(

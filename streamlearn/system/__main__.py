@@ -20,7 +20,7 @@ def main() -> None:
     layout.pid_file.write_text(str(os.getpid()))
     stop = stop_on_signals()
     try:
-        specs = local_plan(settings.state_dir, settings.kafka())
+        specs = local_plan(settings.state_dir, settings.kafka(), settings.secrets())
         Supervisor(specs, layout.state_file, layout.logs_dir).run(stop)
     finally:
         layout.pid_file.unlink(missing_ok=True)

@@ -7,14 +7,16 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from shared.errors import Unavailable
+from shared.errors import ConfigError, Unavailable
 from shared.kafka.local import process
 from streamlearn.system.status import SUPERVISOR_MODULE as SUPERVISOR_MODULE
 
 # The broker, gRPC and the supervisor are imported by the methods that use them.
 if TYPE_CHECKING:
+    from shared.settings import KafkaSettings
     from streamlearn.cli.settings import CliSettings
     from streamlearn.system.plan import Layout, ServiceSpec
+    from streamlearn.system.secure import LocalSecrets
 
 CRASH_LOOP = 3  # restarts while `up` waits that mean a service cannot start (port taken, ...)
 
@@ -32,28 +34,72 @@ class LocalSystem:
         """The services, with the addresses they listen on."""
         from streamlearn.system.plan import local_plan
 
-        return local_plan(self.settings.state_dir, self.settings.kafka())
+        return local_plan(self.settings.state_dir, self.settings.kafka(), self.settings.secrets())
 
     def supervisor_pid(self) -> int | None:
         """The running supervisor's pid, or None."""
         return process.read_pid(self.layout.pid_file, SUPERVISOR_MODULE)
 
-    def up(self, timeout_s: float = 300.0) -> list[ServiceSpec]:
+    def up(self, timeout_s: float = 300.0, secure: bool = False) -> list[ServiceSpec]:
         """Start what is not running and wait until every service reports SERVING.
+
+        Args:
+            timeout_s: How long to wait for every service.
+            secure: Set the state directory up secured first (`streamlearn.system.secure`);
+                one set up so before stays secured without it.
 
         Raises:
             Unavailable: The supervisor exited or a service was not ready in time (with the
                 tail of its log).
+            ConfigError: `secure` with an external cluster, or on a state directory whose
+                broker was formatted without security.
 
         """
         from streamlearn.cli.kafka_access import kafka_for_cli
+        from streamlearn.system.secure import ensure
 
-        kafka_for_cli(self.settings)  # starts the local broker unless one is given
+        if secure and self.settings.secrets() is None:
+            self._check_securable()
+        # Made, or renewed (certificates near expiry, tokens minted again), before the plan
+        # hands them to the services.
+        secured = secure or self.settings.secrets() is not None
+        secrets = ensure(self.settings.state_dir) if secured else None
+        kafka = kafka_for_cli(self.settings)  # starts the local broker unless one is given
         specs = self.plan()
+        if secrets is not None:
+            self._prepare_secured(secrets, kafka, specs)
         if self.supervisor_pid() is None:
             self._spawn_supervisor()
         self._wait_ready(specs, timeout_s)
         return specs
+
+    def _check_securable(self) -> None:
+        if self.settings.kafka_bootstrap:
+            raise ConfigError(
+                "--secure secures the project's own broker: unset STREAMLEARN_KAFKA_BOOTSTRAP "
+                "(an external cluster comes with its own STREAMLEARN_KAFKA_SASL_* settings)"
+            )
+        data = self.settings.broker_config().data_dir
+        if (data / "meta.properties").exists():
+            raise ConfigError(
+                f"the broker in {data.parent} was formatted without security: use another "
+                "STREAMLEARN_STATE_DIR for --secure, or remove that directory (its data too)"
+            )
+
+    def _prepare_secured(
+        self, secrets: LocalSecrets, kafka: KafkaSettings, specs: list[ServiceSpec]
+    ) -> None:
+        """Principals, ACLs and topics (the services may not create any), the role files."""
+        from confluent_kafka.admin import AdminClient
+
+        from shared.kafka.admin import ensure_topics, standard_topics
+        from shared.settings import TopicSettings
+        from streamlearn.system.secure import provision_kafka, write_env_files
+
+        provision_kafka(secrets, kafka.bootstrap_servers)
+        ensure_topics(AdminClient(kafka.client_config()), standard_topics(TopicSettings()))
+        address = {s.name: s.address for s in specs}
+        write_env_files(secrets, kafka.bootstrap_servers, address["registry"], address["inference"])
 
     def down(self, stop_kafka: bool = True, timeout_s: float = 180.0) -> bool:
         """Stop the services (each drains on SIGTERM) and the local broker. False: none ran."""
@@ -90,7 +136,7 @@ class LocalSystem:
         deadline = time.monotonic() + timeout_s
         waiting = list(specs)
         while waiting:
-            waiting = [s for s in waiting if not check(s.address, s.up_health, timeout=1.0)]
+            waiting = [s for s in waiting if not check(s.address, s.up_health, 1.0, s.probe)]
             if not waiting:
                 return
             if self.supervisor_pid() is None:

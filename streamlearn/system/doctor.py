@@ -192,7 +192,7 @@ def broker_ports(broker: BrokerConfig) -> list[Check]:
 def service_port(spec: ServiceSpec, supervised: bool) -> Check:
     """A service's gRPC port: free, or held by that service (our supervisor runs it)."""
     port = int(spec.address.rpartition(":")[2])
-    ours = supervised and grpc_check(spec.address, "", timeout=1.0)
+    ours = supervised and grpc_check(spec.address, "", timeout=1.0, security=spec.probe)
     # Probed where the service binds (every interface), not where clients dial it: a port
     # held on one other address still blocks the service.
     name, variable = f"{spec.name} port", f"{spec.name.upper()}_GRPC_PORT"
@@ -269,7 +269,7 @@ def broker_running(settings: CliSettings) -> Check:
 def service_health(spec: ServiceSpec, logs_dir: Path) -> Check:
     """The service reports SERVING (inference: answers at all) on gRPC health."""
     name = spec.name
-    if grpc_check(spec.address, spec.up_health, timeout=1.0):
+    if grpc_check(spec.address, spec.up_health, timeout=1.0, security=spec.probe):
         return Check(name, True, f"serving at {spec.address}")
     log = logs_dir / f"{name}.log"
     hint = f"; its log: {log}" if log.exists() else ""

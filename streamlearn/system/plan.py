@@ -12,6 +12,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
 
 # The services' names and settings modules, never their cores: the supervisor and
 # `streamlearn status` only start and probe processes (no torch, numba, onnxruntime, faust).
@@ -23,7 +26,8 @@ from services.registry.names import SERVICE as REGISTRY_HEALTH
 from services.registry.settings import RegistrySettings
 from services.trainer.names import HEALTH_NAME as TRAINER_HEALTH
 from services.trainer.settings import TrainerSettings
-from shared.settings import KafkaSettings, ServiceSettings
+from shared.settings import GrpcSecurity, KafkaSettings, ServiceSettings
+from streamlearn.system.secure import LocalSecrets
 
 # The gRPC health name each service reports SERVING under once it is ready (probes, `up`,
 # benchmarks and the Kubernetes manifests all go by this map).
@@ -53,6 +57,8 @@ class ServiceSpec:
     # needs events first, so the system counts as up when its server answers at all ("").
     up_name: str | None = None
     module: str = ""  # what `python -m` runs; services.<name> unless set
+    # How a health probe reaches it: the CA of a secured system (health needs no token).
+    probe: GrpcSecurity | None = None
 
     @property
     def command(self) -> list[str]:
@@ -96,14 +102,20 @@ class Layout:
         return self.run_dir / "system.json"
 
 
-def local_plan(state_dir: Path, kafka: KafkaSettings) -> list[ServiceSpec]:
-    """Registry, ingestion, trainer, inference (start order) on loopback."""
+def local_plan(
+    state_dir: Path, kafka: KafkaSettings, secrets: LocalSecrets | None = None
+) -> list[ServiceSpec]:
+    """Registry, ingestion, trainer, inference (start order) on loopback.
+
+    With `secrets` (`streamlearn up --secure`), each service serves TLS, checks tokens, and
+    reaches Kafka and the registry as its own principal.
+    """
     registry = RegistrySettings(state_dir=state_dir, kafka=kafka)
     registry_address = f"127.0.0.1:{registry.grpc_port}"
     ingestion = IngestionSettings(state_dir=state_dir, kafka=kafka)
     trainer = TrainerSettings(state_dir=state_dir, kafka=kafka)
     inference = InferenceSettings(state_dir=state_dir, kafka=kafka)
-    return [
+    specs = [
         _spec("registry", registry, {}),
         _spec(
             "ingestion",
@@ -122,6 +134,36 @@ def local_plan(state_dir: Path, kafka: KafkaSettings) -> list[ServiceSpec]:
             up_name="",
         ),
     ]
+    return specs if secrets is None else [_secured(s, secrets, kafka) for s in specs]
+
+
+def _secured(spec: ServiceSpec, secrets: LocalSecrets, kafka: KafkaSettings) -> ServiceSpec:
+    """`spec` serving TLS with tokens checked, on Kafka as its own SCRAM principal.
+
+    The credentials travel in the child's environment (readable by its owner only, as the
+    secrets directory is); they are never logged.
+    """
+    prefix = f"{spec.name.upper()}_"
+    own = secrets.kafka(spec.name, kafka.bootstrap_servers)
+    grpc = secrets.server_security(spec.name)
+    env = dict(spec.env)
+    env |= {
+        f"{prefix}KAFKA__SECURITY_PROTOCOL": own.security_protocol,
+        f"{prefix}KAFKA__SASL_MECHANISM": own.sasl_mechanism or "",
+        f"{prefix}KAFKA__SASL_USERNAME": own.sasl_username or "",
+        f"{prefix}KAFKA__SASL_PASSWORD": _secret(own.sasl_password),
+        f"{prefix}KAFKA__SSL_CA_LOCATION": str(own.ssl_ca_location),
+    }
+    for name in type(grpc).model_fields:  # every field set, none forgotten
+        value = getattr(grpc, name)
+        if value is not None:
+            text = _secret(value) if isinstance(value, SecretStr) else str(value)
+            env[f"{prefix}SECURITY__{name.upper()}"] = text
+    return replace(spec, env=env, probe=secrets.client_security())
+
+
+def _secret(value: Any) -> str:
+    return "" if value is None else str(value.get_secret_value())
 
 
 def _spec(

@@ -196,9 +196,9 @@ def _service(
         "restarts": known["restarts"],
         "uptime_s": round(time.time() - known["since"], 1) if known["pid"] else None,
         "log": known["log"],
-        "healthy": check(spec.address, spec.health_name, timeout=1.0),
+        "healthy": check(spec.address, spec.health_name, timeout=1.0, security=spec.probe),
         # Its server answers (inference does before its first version is loaded).
-        "answering": check(spec.address, "", timeout=1.0),
+        "answering": check(spec.address, "", timeout=1.0, security=spec.probe),
         "lag": None,
     }
     if spec.consumes and kafka is not None:
@@ -230,13 +230,14 @@ def _models(
     from streamlearn.client.inference import InferenceClient
 
     address = {s.name: s.address for s in specs}
+    security = system.settings.grpc_security()
     try:
-        with RegistryClient(address["registry"], timeout=2.0) as registry:
+        with RegistryClient(address["registry"], timeout=2.0, security=security) as registry:
             models = registry.list_models()
     except StreamlearnError:
         return []
     try:
-        with InferenceClient(address["inference"], timeout=2.0) as inference:
+        with InferenceClient(address["inference"], timeout=2.0, security=security) as inference:
             served = inference.served()
     except StreamlearnError:  # inference down: nothing is served
         served = {}

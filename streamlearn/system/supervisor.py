@@ -107,7 +107,8 @@ class Supervisor:
     def _wait_ready(self, child: Child, stop: threading.Event) -> None:
         deadline = time.monotonic() + self._ready_timeout_s
         while not stop.is_set() and time.monotonic() < deadline:
-            if check(child.spec.address, child.spec.up_health, timeout=0.5):
+            spec = child.spec
+            if check(spec.address, spec.up_health, timeout=0.5, security=spec.probe):
                 log.info("ready", extra={"service": child.spec.name})
                 return
             self._tend(child)  # one that died while starting restarts, with backoff

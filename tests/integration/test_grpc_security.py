@@ -418,6 +418,8 @@ def test_the_cli_reaches_a_secured_registry_with_its_settings(secured: Secured) 
     listed = _cli(secured, tls | {"STREAMLEARN_SECURITY__TOKEN": reader}, "list", "demo")
     assert listed.returncode == 0, listed.stderr
     assert f"{secured.version}" in listed.stdout and "production" in listed.stdout
+    plaintext = _cli(secured, {}, "list", "demo")  # forgot the role's settings
+    assert plaintext.returncode == 1 and "probably secured" in plaintext.stderr
     anonymous = _cli(secured, tls, "list", "demo")
     assert anonymous.returncode == 1 and "Traceback" not in anonymous.stderr
     assert "no credentials" in anonymous.stderr and len(anonymous.stderr.splitlines()) == 1

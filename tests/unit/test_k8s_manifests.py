@@ -113,11 +113,12 @@ def test_ports_probes_and_services_match_the_settings(
     grpc_port = int(effective(service, env, "grpc_port"))
     metrics_port = int(effective(service, env, "metrics_port"))
     assert ports == {"grpc": grpc_port, "metrics": metrics_port}
-    ready, live = container["readinessProbe"]["grpc"], container["livenessProbe"]["grpc"]
-    assert ready == {"port": grpc_port, "service": HEALTH_NAMES[service]}
-    assert live == {"port": grpc_port}  # the server as a whole: alive before it is ready
+    ready = probe_target(env, container["readinessProbe"], service)
+    assert ready == (grpc_port, HEALTH_NAMES[service])
+    # the server as a whole: alive before it is ready
+    assert probe_target(env, container["livenessProbe"], service) == (grpc_port, "")
     # Liveness waits for the start-up probe: a slow start (torch, a restore) is not killed.
-    assert container["startupProbe"]["grpc"] == {"port": grpc_port}
+    assert probe_target(env, container["startupProbe"], service) == (grpc_port, "")
     svc = docs[("Service", service)]
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {
         "grpc": grpc_port,
@@ -125,6 +126,27 @@ def test_ports_probes_and_services_match_the_settings(
     }
     labels = docs[(WORKLOAD[service], service)]["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items()
+
+
+def probe_target(env: dict[str, Any], probe: dict[str, Any], service: str) -> tuple[int, str]:
+    """(port, health service name) an exec probe of `shared.grpc.probe` checks.
+
+    gRPC is TLS only, which Kubernetes' native gRPC probe cannot speak: the probe must trust
+    the CA the server is configured with and expect the name in the service's certificate.
+    """
+    assert "grpc" not in probe, "a native gRPC probe cannot speak TLS"
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python", "-m", "shared.grpc.probe"], command
+    options = dict(zip(command[-4::2], command[-3::2], strict=True))
+    assert options == {
+        "--ca": env[f"{service.upper()}_SECURITY__CA_FILE"],
+        "--server-name": service,
+    }, command
+    host, port = command[3].rsplit(":", 1)
+    assert host == "127.0.0.1", command
+    health = command[4] if len(command) == 9 else ""
+    assert len(command) in (8, 9), command
+    return int(port), health
 
 
 def test_every_probe_gives_slow_starts_and_slow_answers_time(rendered: tuple[str, Docs]) -> None:

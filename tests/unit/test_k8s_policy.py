@@ -1,7 +1,8 @@
 """The rendered overlays pass the Kubernetes schemas and the Pod Security "restricted" rules
 plus this project's hardening rules, with every exception written down in
 deploy/k8s/POLICY-EXCEPTIONS.md; the custom resources (Strimzi, KEDA, Prometheus Operator),
-which no schema covers here, are checked by structure."""
+which no schema covers here, are checked by structure (the security resources by
+tests/unit/test_k8s_security.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ CUSTOM = {
         ("ScaledObject", "keda.sh/v1alpha1"),
         ("ServiceMonitor", "monitoring.coreos.com/v1"),
         ("PodMonitor", "monitoring.coreos.com/v1"),
+        ("KafkaUser", "kafka.strimzi.io/v1"),
+        ("KafkaTopic", "kafka.strimzi.io/v1"),
+        ("TriggerAuthentication", "keda.sh/v1alpha1"),
+        ("Certificate", "cert-manager.io/v1"),
+        ("Issuer", "cert-manager.io/v1"),
     },
 }
 # Pod Security Standards (Kubernetes 1.33), restricted profile and the baseline under it.

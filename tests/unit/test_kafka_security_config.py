@@ -185,12 +185,17 @@ def test_a_damaged_keystore_is_issued_anew(tmp_path: Path) -> None:
 # --- the ACL table ----------------------------------------------------------------------
 
 
-def test_the_producer_may_only_write_samples() -> None:
+def test_the_producer_may_only_write_samples_and_read_stream_definitions() -> None:
     table = acl_table(TOPICS)
-    assert table["producer"] == {Grant(TOPIC, TOPICS.raw, WRITE)}
+    assert table["producer"] == {
+        Grant(TOPIC, TOPICS.raw, WRITE),
+        Grant(TOPIC, TOPICS.streams, READ),  # `produce --file` maps columns by the schema
+        Grant(GROUP, "streamlearn-catalog-", READ, True),
+    }
     assert allowed(table, "producer", TOPIC, TOPICS.raw, WRITE)
     for topic in (TOPICS.train, TOPICS.dlq, TOPICS.metrics, TOPICS.model_events, TOPICS.streams):
         assert not allowed(table, "producer", TOPIC, topic, WRITE)
+    for topic in (TOPICS.train, TOPICS.dlq, TOPICS.metrics, TOPICS.model_events):
         assert not allowed(table, "producer", TOPIC, topic, DESCRIBE)
     assert not allowed(table, "producer", TOPIC, TOPICS.raw, READ)
 

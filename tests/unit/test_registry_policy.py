@@ -61,7 +61,8 @@ def test_registry_applies_the_policy_and_records_why(tmp_path: Path) -> None:
         (0, 1, "policy"),
     ]
     assert reg.report_live_metric("m", 3, 0.31) is None
-    audit = reg.report_live_metric("m", 3, 0.9)
+    audit = reg.report_live_metric("m", 3, 0.9, reporter="monitor")
     assert audit is not None and (audit.from_version, audit.to_version) == (3, 1)
+    assert audit.actor == "policy (reported by monitor)"  # a forced rollback names its caller
     assert "live logloss=0.9" in audit.reason
     assert reg.report_live_metric("m", 3, 0.9) is None  # v3 is no longer served

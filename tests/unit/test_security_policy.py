@@ -69,7 +69,7 @@ def test_every_mounted_method_has_a_policy_entry_and_no_entry_is_stale() -> None
     methods = mounted_methods()
     assert len(methods) == 27  # 15 registry + 2 ingestion + 10 inference
     assert roles.unmapped(methods) == []
-    assert set(roles.POLICY) == methods
+    assert set(roles.POLICY) == methods | {roles.HEALTH_WATCH}
 
 
 def test_a_method_without_an_entry_is_refused_to_every_role() -> None:
@@ -81,15 +81,21 @@ def test_a_method_without_an_entry_is_refused_to_every_role() -> None:
     ]
 
 
-def test_health_and_reflection_are_open_to_anybody() -> None:
+def test_health_checks_and_reflection_are_open_to_anybody() -> None:
     for method in (
         "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     ):
         assert roles.is_open(method) and roles.permits(set(), method)
     assert not roles.is_open("/grpc.health.v1.HealthX/Check")
+
+
+def test_health_watch_streams_need_a_principal() -> None:
+    """Each open stream holds a server thread: anonymous watchers could starve the rest."""
+    assert not roles.is_open(roles.HEALTH_WATCH)
+    assert not roles.permits(set(), roles.HEALTH_WATCH)
+    assert all(roles.permits({role}, roles.HEALTH_WATCH) for role in roles.ROLES)
 
 
 def granted(role: str) -> set[str]:
@@ -105,18 +111,19 @@ def test_each_role_holds_exactly_its_rights() -> None:
     reads = registry(
         "GetModel", "ListModels", "GetVersion", "ListVersions", "DownloadArtifact", "History"
     ) | registry("Watch")
+    watch = {roles.HEALTH_WATCH}
     assert granted(roles.ADMIN) == set(roles.POLICY)
-    assert granted(roles.PRODUCER) == {
+    assert granted(roles.PRODUCER) == watch | {
         "/streamlearn.v1.Ingestion/Ingest",
         "/streamlearn.v1.Ingestion/IngestStream",
     }
-    assert granted(roles.READER) == inference_rpcs | reads
+    assert granted(roles.READER) == watch | inference_rpcs | reads
     assert granted(roles.PROMOTER) == granted(roles.READER) | registry(
-        "SetAlias", "Promote", "Rollback", "SetTags"
+        "SetAlias", "Promote", "Rollback", "SetTags", "ReportLiveMetric"
     )
-    assert granted(roles.TRAINER) == registry("CreateModel", "RegisterVersion")
-    assert granted(roles.INFERENCE) == reads - registry("History") | registry("ReportLiveMetric")
-    assert granted(roles.INGESTION) == set()
+    assert granted(roles.TRAINER) == watch | registry("CreateModel", "RegisterVersion")
+    assert granted(roles.INFERENCE) == watch | registry("GetVersion", "DownloadArtifact")
+    assert granted(roles.INGESTION) == watch
     only_admin = {m for m, allowed in roles.POLICY.items() if allowed == {roles.ADMIN}}
     assert only_admin == registry("DeleteAlias")
 
@@ -147,11 +154,14 @@ def rpcs_called_by(service: str) -> set[str]:
     return called
 
 
-def test_service_roles_cover_what_their_service_calls() -> None:
-    assert rpcs_called_by("trainer") == granted(roles.TRAINER)  # exactly, nothing more
-    assert rpcs_called_by("inference") <= granted(roles.INFERENCE)
+def test_service_roles_hold_exactly_what_their_service_calls() -> None:
+    def rights(role: str) -> set[str]:
+        return granted(role) - {roles.HEALTH_WATCH}
+
+    assert rpcs_called_by("trainer") == rights(roles.TRAINER)  # exactly, nothing more
+    assert rpcs_called_by("inference") == rights(roles.INFERENCE)
     assert rpcs_called_by("inference")  # the scan does find the calls
-    assert rpcs_called_by("ingestion") == granted(roles.INGESTION) == set()
+    assert rpcs_called_by("ingestion") == rights(roles.INGESTION) == set()
 
 
 # --- identities from client certificates ------------------------------------------------------
@@ -270,7 +280,8 @@ def test_the_principal_is_bound_for_the_call_only() -> None:
 
 def test_a_client_certificate_authenticates_without_a_token() -> None:
     cert = pki.issue(CA, "svc-inference", client=True, roles=["inference"]).cert
-    assert guarded(WATCH)(None, FakeContext(cert=cert)).name == "svc-inference"
+    read = "/streamlearn.v1.ModelRegistry/GetVersion"
+    assert guarded(read)(None, FakeContext(cert=cert)).name == "svc-inference"
     context = FakeContext(cert=cert)
     with pytest.raises(Aborted):
         guarded(SET_ALIAS)(None, context)

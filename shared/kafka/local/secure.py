@@ -80,7 +80,7 @@ def password_file(path: Path) -> SecretStr:
     """
     if not path.exists():
         write_private(path, secrets.token_urlsafe(32).encode())
-    text = _read_private(path).decode("ascii", errors="replace").strip()
+    text = read_private(path).decode("ascii", errors="replace").strip()
     if not _PASSWORD.fullmatch(text):
         raise ConfigError(f"{path} holds no usable password (16-256 of A-Z a-z 0-9 _ -)")
     return SecretStr(text)
@@ -99,7 +99,7 @@ def _authority(secrets_dir: Path, given: KeyPair | None) -> KeyPair:
         write_private(cert_path, made.cert)
         return made
     try:
-        stored = KeyPair(cert_path.read_bytes(), _read_private(key_path))
+        stored = KeyPair(cert_path.read_bytes(), read_private(key_path))
         _check_pair(stored)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"the CA in {secrets_dir} is unusable: {exc}") from exc
@@ -119,7 +119,7 @@ def _current(keystore: Path, ca: KeyPair, hosts: Sequence[str], name: str) -> bo
     if not keystore.exists():
         return False
     try:
-        cert = x509.load_pem_x509_certificates(_read_private(keystore))[0]
+        cert = x509.load_pem_x509_certificates(read_private(keystore))[0]
     except (ValueError, IndexError):  # damaged: issued anew
         return False
     try:
@@ -147,7 +147,7 @@ def _normal(host: str) -> str:
         return host
 
 
-def _read_private(path: Path) -> bytes:
+def read_private(path: Path) -> bytes:
     """The bytes of a private file, refused when group or others may read it.
 
     Raises:

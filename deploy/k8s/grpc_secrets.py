@@ -1,0 +1,141 @@
+"""Make the gRPC credentials of a Kubernetes deployment and say how to load them.
+
+    .venv/bin/python deploy/k8s/grpc_secrets.py DIR [--namespace NS] [--certificates]
+
+Writes into DIR (a new or empty directory, 0700; every file 0600), one folder per Secret the
+manifests mount, and prints the `kubectl create secret` commands that load them; it prints
+no secret value and talks to no cluster:
+
+- `streamlearn-grpc-auth/`: `token.pub` (verifies signed tokens), `static-tokens.json` (the
+  sha256 of each static token, with its principal and roles), and the static tokens the
+  trainer and inference send to the registry (`trainer.token`, `inference.token`).
+- `users/<role>.token`: a static token for each user role (producer, reader, promoter,
+  admin), to hand to people and programs; `token.key` signs tokens
+  (`shared.security.tokens.mint`). Neither goes into the cluster.
+- with `--certificates` (the local overlay: no cert-manager), `<service>-grpc-tls/` with
+  `tls.crt`, `tls.key` and `ca.crt` for each service, valid for its Service's DNS names, and
+  `ca/` (keep `ca.key` offline; clients trust `ca.crt`).
+
+Rotation: run again into a new directory, replace the Secrets (`kubectl delete secret ...`
+then the printed commands), restart the workloads, hand out the new user tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from shared.security import pki
+from shared.security.tokens import new_signing_key, new_static_token, token_digest
+
+AUTH_SECRET = "streamlearn-grpc-auth"
+SERVICES = ("registry", "ingestion", "trainer", "inference")
+# The services that call another one (the registry), each as the principal of its own role.
+CALLERS = ("trainer", "inference")
+USER_ROLES = ("producer", "reader", "promoter", "admin")
+# Services whose certificate also names another Service selecting the same pods.
+EXTRA_SERVICES = {"inference": ("inference-headless",)}
+
+
+def tls_secret(service: str) -> str:
+    """The Secret holding `service`'s certificate, key and CA (what the workload mounts)."""
+    return f"{service}-grpc-tls"
+
+
+def dns_names(service: str, namespace: str) -> list[str]:
+    """Every name a client may use for `service`'s Services in `namespace`."""
+    names: list[str] = []
+    for name in (service, *EXTRA_SERVICES.get(service, ())):
+        domain = f"{name}.{namespace}"
+        names += [name, domain, f"{domain}.svc", f"{domain}.svc.cluster.local"]
+    return names
+
+
+def write_tokens(out: Path) -> None:
+    """The token verifiers, the callers' tokens and the users' tokens (see the module)."""
+    key = new_signing_key()
+    pki.write_private(out / "token.key", key.private)
+    auth = out / AUTH_SECRET
+    pki.write_private(auth / "token.pub", key.public)
+    static: dict[str, dict[str, object]] = {}
+    for name in (*CALLERS, *USER_ROLES):
+        token = new_static_token()
+        static[token_digest(token)] = {"principal": name, "roles": [name]}
+        folder = auth if name in CALLERS else out / "users"
+        pki.write_private(folder / f"{name}.token", token.encode("ascii"))
+    document = json.dumps(static, indent=2, sort_keys=True) + "\n"
+    pki.write_private(auth / "static-tokens.json", document.encode("ascii"))
+
+
+def write_certificates(out: Path, namespace: str) -> None:
+    """A CA and, per service, a certificate for its Service names (server and client)."""
+    ca = pki.new_ca("streamlearn gRPC CA")
+    pki.write_private(out / "ca" / "ca.crt", ca.cert)
+    pki.write_private(out / "ca" / "ca.key", ca.key)
+    for service in SERVICES:
+        pair = pki.issue(ca, service, hosts=dns_names(service, namespace), server=True, client=True)
+        folder = out / tls_secret(service)
+        pki.write_private(folder / "tls.crt", pair.cert)
+        pki.write_private(folder / "tls.key", pair.key)
+        pki.write_private(folder / "ca.crt", ca.cert)
+
+
+def secret_folders(out: Path) -> list[Path]:
+    """The folders of `out` that become Secrets, in a stable order."""
+    names = [AUTH_SECRET, *(tls_secret(s) for s in SERVICES)]
+    return [out / name for name in names if (out / name).is_dir()]
+
+
+def kubectl_commands(out: Path, namespace: str) -> list[str]:
+    """One `kubectl create secret generic` per folder: each file becomes a key."""
+    create = ["kubectl", "-n", namespace, "create", "secret", "generic"]
+    return [
+        shlex.join([*create, folder.name, f"--from-file={folder}"])
+        for folder in secret_folders(out)
+    ]
+
+
+def _empty_directory(text: str) -> Path:
+    """The path `text`, refused when it holds anything: credentials are never overwritten."""
+    path = Path(text)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{path} is not a new or empty directory")
+    return path
+
+
+def _arguments(argv: Iterable[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="deploy/k8s/grpc_secrets.py",
+        description="make the gRPC credentials of a Kubernetes deployment (no value printed)",
+    )
+    parser.add_argument("out", type=_empty_directory, help="a new or empty directory")
+    parser.add_argument("--namespace", default="streamlearn", help="the overlay's namespace")
+    parser.add_argument(
+        "--certificates",
+        action="store_true",
+        help="also a CA and each service's TLS certificate (no cert-manager: the local overlay)",
+    )
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Iterable[str]) -> int:
+    """Write the credentials and print how to load them; the exit status."""
+    arguments = _arguments(argv)
+    out: Path = arguments.out
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out.chmod(0o700)
+    write_tokens(out)
+    if arguments.certificates:
+        write_certificates(out, arguments.namespace)
+    print(f"# credentials in {out} (0600); load them with:")
+    for command in kubectl_commands(out, arguments.namespace):
+        print(command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
