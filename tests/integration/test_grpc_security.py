@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from pydantic import SecretStr
 from inference import grpc_service_pb2
 from services.inference import app as inference_app
 from services.inference.settings import InferenceSettings
+from services.ingestion import app as ingestion_app
+from services.ingestion.settings import IngestionSettings
 from services.registry.names import SERVICE as REGISTRY_SERVICE
 from services.registry.settings import RegistrySettings
 from shared.clients.registry import RegistryClient
@@ -41,7 +44,7 @@ from shared.security.pki import KeyPair
 from shared.security.tokens import SigningKey, mint, new_signing_key, token_digest
 from shared.settings import GrpcSecurity, KafkaSettings, TopicSettings
 from streamlearn.client import InferenceClient
-from streamlearn.v1 import registry_pb2
+from streamlearn.v1 import ingest_pb2, registry_pb2
 from tests.helpers import wait_until
 from tests.integration.conftest import Running
 
@@ -117,6 +120,7 @@ class Secured:
     registry: Running
     inference: Running
     version: int
+    ingestion: Running
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +186,26 @@ def secured(
     reader = secrets.client(secrets.token("rita", roles.READER))
     with InferenceClient(inference.address, security=reader) as sdk:
         wait_until(lambda: sdk.ready("demo"))  # downloaded from the registry, as `inference`
-    yield Secured(secrets, registry, inference, version)
+    suffix = uuid.uuid4().hex[:8]
+    ingestion = Running(
+        IngestionSettings(
+            grpc_port=0,
+            metrics_port=0,
+            kafka=kafka,
+            topics=TopicSettings(
+                **{
+                    n: f"test.grpc-security.{suffix}.{n}"
+                    for n in ("raw", "train", "dlq", "streams")
+                }
+            ),
+            consumer_group=f"grpc-security-{suffix}",
+            security=secrets.server("ingestion"),
+        ),
+        lambda settings: ingestion_app.build(settings, threading.Event()),
+        ingestion_app.run,
+    )
+    yield Secured(secrets, registry, inference, version, ingestion)
+    ingestion.close()
     inference.close()
     registry.close()
 
@@ -193,6 +216,7 @@ def shapes() -> dict[str, tuple[bool, bool]]:
     for service in (
         registry_pb2.DESCRIPTOR.services_by_name["ModelRegistry"],
         grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+        ingest_pb2.DESCRIPTOR.services_by_name["Ingestion"],
     ):
         for method in service.methods:
             found[f"/{service.full_name}/{method.name}"] = (
@@ -219,10 +243,17 @@ def status_of(channel: grpc.Channel, method: str, shape: tuple[bool, bool]) -> g
     return grpc.StatusCode.OK
 
 
-@pytest.mark.parametrize("service", ["registry", "inference"])
+SERVED = {
+    "registry": "/streamlearn.v1.ModelRegistry/",
+    "inference": "/inference.",
+    "ingestion": "/streamlearn.v1.Ingestion/",
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVED))
 def test_every_rpc_needs_credentials_and_the_right_role(secured: Secured, service: str) -> None:
-    running = secured.registry if service == "registry" else secured.inference
-    prefix = "/streamlearn.v1.ModelRegistry/" if service == "registry" else "/inference."
+    running = getattr(secured, service)
+    prefix = SERVED[service]
     methods = {m: s for m, s in shapes().items() if m.startswith(prefix)}
     assert methods and set(methods) <= set(roles.POLICY)
     anonymous = channel_for(running.address, secured.pki.client())
