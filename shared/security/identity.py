@@ -18,6 +18,9 @@ from shared.errors import PermissionDenied as PermissionDenied
 from shared.errors import Unauthenticated as Unauthenticated
 from shared.security.roles import unknown_roles
 
+# Actors the registry writes itself ("policy", "policy (reported by ...)").
+RESERVED_NAMES = frozenset({"policy"})
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -31,11 +34,15 @@ class Principal:
         """A principal whose name is set and whose roles are all known.
 
         Raises:
-            Unauthenticated: An empty name, no role, or a role streamlearn does not know.
+            Unauthenticated: An empty name, a reserved name, no role, or a role streamlearn
+                does not know.
 
         """
         if not name:
             raise Unauthenticated(f"{source} names no principal")
+        if name.split(" ", 1)[0] in RESERVED_NAMES:
+            # The audit trail names the registry's own decisions so: nobody may pose as it.
+            raise Unauthenticated(f"{source} names the reserved principal {name!r}")
         held = frozenset(roles)
         if not held:
             raise Unauthenticated(f"{source} of {name!r} carries no role")

@@ -190,6 +190,9 @@ def test_certificates_without_a_usable_identity_are_refused() -> None:
         principal_from_certificate(
             b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
         )
+    for reserved in ("policy", "policy (reported by x)"):  # the registry's own audit actor
+        with pytest.raises(Unauthenticated, match="reserved"):
+            principal_from_certificate(pki.issue(CA, reserved, client=True, roles=["admin"]).cert)
 
 
 def test_pki_refuses_roles_it_cannot_vouch_for() -> None:
