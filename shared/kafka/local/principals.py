@@ -143,7 +143,8 @@ def _reconcile_acls(
             _result(future, f"deleting {principal}'s stale ACLs", timeout)
 
 
-def _key(b: AclBinding) -> tuple[object, ...]:
+def _key(b: AclBinding) -> tuple[Any, ...]:
+    """A binding's fields in AclBinding's (and AclBindingFilter's) argument order."""
     return (
         b.restype,
         b.name,
@@ -156,15 +157,7 @@ def _key(b: AclBinding) -> tuple[object, ...]:
 
 
 def _exact(b: AclBinding) -> AclBindingFilter:
-    return AclBindingFilter(
-        b.restype,
-        b.name,
-        b.resource_pattern_type,
-        b.principal,
-        b.host,
-        b.operation,
-        b.permission_type,
-    )
+    return AclBindingFilter(*_key(b))
 
 
 def _result(future: Future[Any], what: str, timeout: float) -> Any:
