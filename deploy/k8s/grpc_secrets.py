@@ -13,8 +13,15 @@ no secret value and talks to no cluster:
   admin), to hand to people and programs; `token.key` signs tokens
   (`shared.security.tokens.mint`). Neither goes into the cluster.
 - with `--certificates` (the local overlay: no cert-manager), `<service>-grpc-tls/` with
-  `tls.crt`, `tls.key` and `ca.crt` for each service, valid for its Service's DNS names, and
-  `ca/` (keep `ca.key` offline; clients trust `ca.crt`).
+  `tls.crt`, `tls.key` and `ca.crt` for each service, valid for its Service's DNS names and
+  for client authentication (the registry takes mutual TLS only: the trainer's and
+  inference's certificates carry their role as the subject OU, the registry's own, without
+  a role, is what its health probes present); `ca/` (keep `ca.key` offline; clients trust
+  `ca.crt`); and `users/<role>.crt` / `.key`, a client certificate per user role (CN and OU
+  the role) for the registry's mutual TLS: a client sets `STREAMLEARN_SECURITY__TLS=true`,
+  `STREAMLEARN_SECURITY__CA_FILE` (`ca/ca.crt`), `STREAMLEARN_SECURITY__CERT_FILE` /
+  `STREAMLEARN_SECURITY__KEY_FILE` (its role's pair) and `STREAMLEARN_SECURITY__TOKEN` (its
+  role's token). Production issues the users' certificates with cert-manager.
 
 Rotation: run again into a new directory, replace the Secrets (`kubectl delete secret ...`
 then the printed commands), restart the workloads, hand out the new user tokens.
@@ -72,16 +79,28 @@ def write_tokens(out: Path) -> None:
 
 
 def write_certificates(out: Path, namespace: str) -> None:
-    """A CA and, per service, a certificate for its Service names (server and client)."""
+    """A CA, per service a certificate for its Service names, per user role a client one.
+
+    Every service certificate is for a server and a client: the registry requires a client
+    certificate of every caller (mutual TLS), so the callers' carry their role as subject OU
+    (the role they act with when they send no token), and the registry's own, with no role,
+    is what its probes present (health needs a certificate there, never a role).
+    """
     ca = pki.new_ca("streamlearn gRPC CA")
     pki.write_private(out / "ca" / "ca.crt", ca.cert)
     pki.write_private(out / "ca" / "ca.key", ca.key)
     for service in SERVICES:
-        pair = pki.issue(ca, service, hosts=dns_names(service, namespace), server=True, client=True)
+        roles = [service] if service in CALLERS else []
+        hosts = dns_names(service, namespace)
+        pair = pki.issue(ca, service, hosts=hosts, server=True, client=True, roles=roles)
         folder = out / tls_secret(service)
         pki.write_private(folder / "tls.crt", pair.cert)
         pki.write_private(folder / "tls.key", pair.key)
         pki.write_private(folder / "ca.crt", ca.cert)
+    for role in USER_ROLES:
+        pair = pki.issue(ca, role, client=True, roles=[role])
+        pki.write_private(out / "users" / f"{role}.crt", pair.cert)
+        pki.write_private(out / "users" / f"{role}.key", pair.key)
 
 
 def secret_folders(out: Path) -> list[Path]:
@@ -134,7 +153,25 @@ def main(argv: Iterable[str]) -> int:
     print(f"# credentials in {out} (0600); load them with:")
     for command in kubectl_commands(out, arguments.namespace):
         print(command)
+    for line in user_hints(out, certificates=arguments.certificates):
+        print(line)
     return 0
+
+
+def user_hints(out: Path, *, certificates: bool) -> list[str]:
+    """How a person or program of a user role reaches the services (paths, no value)."""
+    users = out / "users"
+    lines = ["# users: hand out a role's files; its client sets (the registry needs all four)"]
+    lines.append(f'#   STREAMLEARN_SECURITY__TOKEN="$(cat {users}/<role>.token)"')
+    lines.append("#   STREAMLEARN_SECURITY__TLS=true")
+    if certificates:
+        lines.append(f"#   STREAMLEARN_SECURITY__CA_FILE={out / 'ca' / 'ca.crt'}")
+        lines.append(f"#   STREAMLEARN_SECURITY__CERT_FILE={users}/<role>.crt")
+        lines.append(f"#   STREAMLEARN_SECURITY__KEY_FILE={users}/<role>.key")
+    else:
+        lines.append("#   STREAMLEARN_SECURITY__CA_FILE, __CERT_FILE, __KEY_FILE: the ca.crt,")
+        lines.append("#   tls.crt and tls.key of the role's cert-manager Secret <role>-grpc-client")
+    return lines
 
 
 if __name__ == "__main__":

@@ -132,20 +132,24 @@ def probe_target(env: dict[str, Any], probe: dict[str, Any], service: str) -> tu
     """(port, health service name) an exec probe of `shared.grpc.probe` checks.
 
     gRPC is TLS only, which Kubernetes' native gRPC probe cannot speak: the probe must trust
-    the CA the server is configured with and expect the name in the service's certificate.
+    the CA the server is configured with, expect the name in the service's certificate and
+    present the pod's own certificate (a server requiring mutual TLS takes no call without).
     """
     assert "grpc" not in probe, "a native gRPC probe cannot speak TLS"
     command = probe["exec"]["command"]
     assert command[:3] == ["python", "-m", "shared.grpc.probe"], command
-    options = dict(zip(command[-4::2], command[-3::2], strict=True))
+    options = dict(zip(command[-8::2], command[-7::2], strict=True))
+    prefix = f"{service.upper()}_SECURITY__"
     assert options == {
-        "--ca": env[f"{service.upper()}_SECURITY__CA_FILE"],
+        "--ca": env[prefix + "CA_FILE"],
+        "--cert": env[prefix + "CERT_FILE"],
+        "--key": env[prefix + "KEY_FILE"],
         "--server-name": service,
     }, command
     host, port = command[3].rsplit(":", 1)
     assert host == "127.0.0.1", command
-    health = command[4] if len(command) == 9 else ""
-    assert len(command) in (8, 9), command
+    health = command[4] if len(command) == 13 else ""
+    assert len(command) in (12, 13), command
     return int(port), health
 
 
@@ -314,22 +318,41 @@ def test_images_come_from_a_registry_and_pull_as_they_should(rendered: tuple[str
         assert {images[s] for s in ("inference", "ingestion", "registry")} == {"streamlearn:slim"}
 
 
+def mounted_config_map(docs: Docs, spec: dict[str, Any], volume: str) -> dict[str, str]:
+    """The files of the ConfigMap a pod mounts as `volume` (its data)."""
+    (source,) = [v["configMap"]["name"] for v in spec["volumes"] if v["name"] == volume]
+    data: dict[str, str] = docs[("ConfigMap", source)]["data"]
+    return data
+
+
+def properties(text: str) -> dict[str, str]:
+    """A Java properties file of `key=value` lines."""
+    return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+
+
 def test_the_local_broker_keeps_its_log_off_the_volume_root_with_its_own_cluster_id() -> None:
     docs = render("local")
     spec = docs[("StatefulSet", "kafka")]["spec"]["template"]["spec"]
     (broker,) = spec["containers"]
-    env = {e["name"]: e.get("value") for e in broker["env"]}
-    (data_mount,) = [m["mountPath"] for m in broker["volumeMounts"] if m["name"] == "data"]
-    log_dirs = env["KAFKA_LOG_DIRS"].split(",")
-    assert all(d.startswith(data_mount + "/") for d in log_dirs), log_dirs  # not the root
-    assert "CLUSTER_ID" not in env  # never a fixed id (the image's default is one)
     (init,) = spec["initContainers"]
+    server = properties(mounted_config_map(docs, spec, "config")["server.properties"])
+    (data_mount,) = [m["mountPath"] for m in broker["volumeMounts"] if m["name"] == "data"]
+    log_dirs = server["log.dirs"].split(",")
+    assert all(d.startswith(data_mount + "/") for d in log_dirs), log_dirs  # not the root
+    assert "CLUSTER_ID" not in {e["name"] for e in broker.get("env", [])}
     script = init["command"][-1]
     assert "random-uuid" in script and "mkdir -p " + log_dirs[0] in script
     id_file = shlex.split(script.split("f=", 1)[1].split("\n", 1)[0])[0]
     assert id_file.startswith(data_mount + "/")
-    assert f'CLUSTER_ID="$(cat {id_file})"' in broker["command"][-1]
-    assert broker["command"][-1].rstrip().endswith("exec /etc/kafka/docker/run")
+    assert '--cluster-id "$(cat "$f")"' in script  # the format takes that id
+    # The broker runs the server.properties the init container wrote, on a volume both mount.
+    assert broker["command"][0] == "/opt/kafka/bin/kafka-server-start.sh"
+    (rendered,) = broker["command"][1:]
+    assert f"> {rendered}" in script and f"--config {rendered}" in script
+    folder = rendered.rsplit("/", 1)[0]
+    for container in (init, broker):
+        (name,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == folder]
+        assert name == "runtime"
 
 
 def test_production_trains_on_a_gpu_with_secrets_out_of_config_maps(
