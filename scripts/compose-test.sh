@@ -10,10 +10,17 @@
 #     waits for every healthcheck, checks that no container has a network of its own;
 #  5. proves the loop from the host: samples in through the SDK, a served version and a
 #     prediction out over tritonclient (scripts/compose-loop.py);
-#  6. tears everything down: containers, volumes, networks, and the daemon if it started it.
+#  6. the same stack secured (docker-compose.secure.yml): makes its secrets
+#     (scripts/compose-secrets.py), brings it up, and proves the loop as the roles a user takes
+#     (the producer's SCRAM credentials over TLS, inference over TLS with a reader's token),
+#     a plaintext Kafka client and a token-less inference call refused, no secret in any
+#     container's log;
+#  7. tears everything down: containers, volumes, networks, the secrets, and the daemon if it
+#     started it.
 # Ports default to the compose file's; a taken one is replaced by a free one (or set
 # STREAMLEARN_KAFKA_PORT, STREAMLEARN_INFERENCE_PORT, ... yourself). KEEP=1 leaves the
 # stack running (and the daemon) for a look around; `scripts/compose-test.sh down` ends it.
+# `scripts/compose-test.sh secure` runs only the secured stack; SECURE=0 skips it.
 #
 # `scripts/compose-test.sh pytest [ARGS]` does steps 1-3, then runs `pytest --docker ARGS`:
 # pytest-docker starts and stops the same stack (the broker must get port 9092, which
@@ -25,6 +32,8 @@ CACHE="${STREAMLEARN_CACHE_DIR:-$HOME/.cache/streamlearn}"
 STATE="$CACHE/docker"
 PROJECT="${COMPOSE_PROJECT_NAME:-streamlearn-compose-test}"
 FILES=(-f docker-compose.yml -f docker-compose.local.yml -f docker-compose.host.yml)
+SECURED=(-f docker-compose.secure.yml)  # added to FILES for the secured stack
+SECRETS="$STATE/compose-secrets"  # scripts/compose-secrets.py's directory (removed by down)
 started=$SECONDS
 log() { printf 'compose-test [%4ds]: %s\n' $((SECONDS - started)) "$*" >&2; }
 mkdir -p "$STATE"
@@ -47,8 +56,10 @@ stop_daemon() {  # only the dockerd this script started (its pid file)
 down() {
   if docker info >/dev/null 2>&1; then
     log "tearing down: containers, volumes, networks"
+    # The plain files name every service but kafka-init, which goes as an orphan.
     compose down --volumes --remove-orphans --timeout 30 >&2 || true
   fi
+  rm -rf "$SECRETS"
   stop_daemon
 }
 
@@ -56,8 +67,8 @@ mode=${1:-run}
 case $mode in
   down) down; exit 0 ;;
   pytest) shift ;;
-  run) ;;
-  *) log "usage: $0 [run | pytest [PYTEST ARGS] | down]"; exit 2 ;;
+  run | secure) ;;
+  *) log "usage: $0 [run | secure | pytest [PYTEST ARGS] | down]"; exit 2 ;;
 esac
 
 # 1. What is missing.
@@ -126,38 +137,77 @@ if [ "$mode" = pytest ]; then
   exit $status
 fi
 
-# 4. The stack.
-compose down --volumes --remove-orphans >/dev/null 2>&1 || true
-log "docker compose up (waiting for every healthcheck)"
-t=$SECONDS
-compose up --detach --no-build --pull never --wait --wait-timeout 600 >&2 || {
-  log "error: the stack did not become healthy"
-  compose ps -a >&2
-  compose logs --tail 40 >&2
-  exit 1
+# 4. A stack: every healthcheck, host networking only.
+stack_up() {  # [compose arguments: the secure override]
+  local t=$SECONDS unhealthy net id
+  compose "$@" down --volumes --remove-orphans >/dev/null 2>&1 || true
+  log "docker compose up (waiting for every healthcheck)"
+  compose "$@" up --detach --no-build --pull never --wait --wait-timeout 600 >&2 || {
+    log "error: the stack did not become healthy"
+    compose "$@" ps -a >&2
+    compose "$@" logs --tail 40 >&2
+    exit 1
+  }
+  up_s=$((SECONDS - t))
+  compose "$@" ps --format 'table {{.Service}}\t{{.Status}}' >&2
+  unhealthy=$(compose "$@" ps --format '{{.Service}} {{.Health}}' | awk '$2 != "healthy"')
+  [ -z "$unhealthy" ] || { log "error: not healthy: $unhealthy"; exit 1; }
+  # Host networking only: no container address, no network of the project's.
+  for id in $(compose "$@" ps -a -q); do
+    net=$(docker inspect --format '{{.HostConfig.NetworkMode}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
+    [ "$net" = "host " ] || { log "error: container $id is on '$net', not the host network only"; exit 1; }
+  done
+  if docker network ls --format '{{.Name}}' | grep -q "^$PROJECT"; then
+    log "error: the project created a network"; exit 1
+  fi
 }
-up_s=$((SECONDS - t))
-compose ps --format 'table {{.Service}}\t{{.Status}}' >&2
-unhealthy=$(compose ps --format '{{.Service}} {{.Health}}' | awk '$2 != "healthy"')
-[ -z "$unhealthy" ] || { log "error: not healthy: $unhealthy"; exit 1; }
-# Host networking only: no container address, no network of the project's.
-for id in $(compose ps -q); do
-  net=$(docker inspect --format '{{.HostConfig.NetworkMode}} {{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$id")
-  [ "$net" = "host " ] || { log "error: container $id is on '$net', not the host network only"; exit 1; }
-done
-if docker network ls --format '{{.Name}}' | grep -q "^$PROJECT"; then
-  log "error: the project created a network"; exit 1
-fi
 
-# 5. The loop.
-t=$SECONDS
-.venv/bin/python scripts/compose-loop.py --kafka "127.0.0.1:$STREAMLEARN_KAFKA_PORT" \
-  --inference "127.0.0.1:$STREAMLEARN_INFERENCE_PORT" || {
-  compose logs --tail 60 >&2
-  exit 1
+# 5. The loop, from the host.
+loop() {  # [compose arguments] -- [compose-loop.py arguments]
+  local t=$SECONDS compose_args=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do compose_args+=("$1"); shift; done
+  shift
+  .venv/bin/python scripts/compose-loop.py --kafka "127.0.0.1:$STREAMLEARN_KAFKA_PORT" \
+    --inference "127.0.0.1:$STREAMLEARN_INFERENCE_PORT" "$@" || {
+    compose "${compose_args[@]}" logs --tail 60 >&2
+    exit 1
+  }
+  loop_s=$((SECONDS - t))
 }
-loop_s=$((SECONDS - t))
+
+# 6. Passwords and tokens stay in their files: none in any container's log.
+no_secret_in_logs() {
+  local logs file count=0
+  logs=$(compose "${SECURED[@]}" logs --no-color 2>&1)
+  for file in "$SECRETS"/secrets/kafka/*.password "$SECRETS"/secrets/grpc/token-*; do
+    count=$((count + 1))
+    if grep -qF -- "$(cat "$file")" <<<"$logs"; then
+      log "error: the secret of $file is in a container's log"; exit 1
+    fi
+  done
+  [ "$count" -ge 8 ] || { log "error: only $count secrets found in $SECRETS"; exit 1; }
+  log "no password or token (of $count) in any container's log"
+}
+
+summary=()
+if [ "$mode" = run ]; then
+  stack_up
+  loop --
+  summary+=("plain: up+healthy ${up_s}s, loop ${loop_s}s")
+fi
+if [ "$mode" = secure ] || [ "${SECURE:-1}" != 0 ]; then
+  log "secured stack: making its secrets into $SECRETS (scripts/compose-secrets.py)"
+  .venv/bin/python scripts/compose-secrets.py "$SECRETS" \
+    --kafka "127.0.0.1:$STREAMLEARN_KAFKA_PORT" --registry "127.0.0.1:$STREAMLEARN_REGISTRY_PORT" \
+    --inference "127.0.0.1:$STREAMLEARN_INFERENCE_PORT" >&2
+  export STREAMLEARN_COMPOSE_SECRETS="$SECRETS"
+  stack_up "${SECURED[@]}"
+  compose "${SECURED[@]}" logs --no-color kafka-init >&2
+  loop "${SECURED[@]}" -- --secrets "$SECRETS"
+  no_secret_in_logs
+  summary+=("secured: up+healthy ${up_s}s, loop ${loop_s}s")
+fi
 
 log "images:"
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep '^streamlearn' >&2 || true
-log "OK: images ${build_s}s, up+healthy ${up_s}s, loop ${loop_s}s, total $((SECONDS - started))s"
+log "OK: images ${build_s}s, $(printf '%s; ' "${summary[@]}")total $((SECONDS - started))s"

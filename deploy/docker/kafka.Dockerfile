@@ -1,6 +1,6 @@
 # A single-node Apache Kafka broker (KRaft) from the same Maven Central jars the project's own
 # local broker runs (deploy/local/kafka/pom.xml), for hosts where Docker Hub's apache/kafka
-# cannot be pulled. Built by scripts/compose-images.sh; docker-compose.local-kafka.yml selects
+# cannot be pulled. Built by scripts/compose-images.sh; docker-compose.local.yml selects
 # it. The entrypoint reads the apache/kafka image's environment convention (KAFKA_NODE_ID ->
 # node.id, ...), so the service definition of docker-compose.yml works unchanged.
 # Build context: libs/ (the jars) and kafka/ (this folder's kafka/ files).

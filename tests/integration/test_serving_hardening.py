@@ -187,7 +187,7 @@ def test_watchers_over_the_cap_are_refused_and_other_calls_keep_answering(
         service.close()
 
 
-def _watchers_admitted(stub: Any, count: int, timeout: float = 15.0) -> list[Any]:
+def _watchers_admitted(stub: Any, count: int, timeout: float = 30.0) -> list[Any]:
     """`count` Watch streams that each got an event, once the server freed enough slots."""
     deadline = time.monotonic() + timeout
     while True:
@@ -204,7 +204,9 @@ def _watchers_admitted(stub: Any, count: int, timeout: float = 15.0) -> list[Any
                 call.cancel()
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
             assert time.monotonic() < deadline, "cancelled watchers never freed their slots"
-            time.sleep(0.2)
+            # Longer than a watcher's wait for changes (1 s): the calls this round cancelled
+            # have let their slots go, so rounds do not keep colliding with their own leftovers.
+            time.sleep(1.5)
 
 
 def test_uploads_over_the_cap_are_cut_off_and_leave_nothing(

@@ -78,3 +78,24 @@ def test_every_volume_is_named_and_mounted_at_the_state_directory() -> None:
         if name != "kafka":
             env = COMPOSE["services"][name]["environment"]
             assert env[f"{name.upper()}_STATE_DIR"] == target
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_secure_override_sets_only_settings_fields(service: str) -> None:
+    """docker-compose.secure.yml: every variable is a field of the service's settings."""
+    secure = yaml.load((ROOT / "docker-compose.secure.yml").read_text(), Loader=_ResetLoader)
+    cls = settings_class(service)
+    prefix = cls.model_config["env_prefix"]
+    for name in secure["services"][service]["environment"]:
+        assert name.startswith(prefix), f"{service}: {name} lacks the {prefix} prefix"
+        assert resolves(cls, name.removeprefix(prefix).lower()), f"{service}: no setting for {name}"
+    # The values that are secrets are named by the env file the secrets script writes.
+    for field in ("kafka__sasl_password", "security__token"):
+        assert resolves(cls, field)
+
+
+class _ResetLoader(yaml.SafeLoader):
+    """Reads compose's `!reset` tag (the override files use it) as null."""
+
+
+_ResetLoader.add_constructor("!reset", lambda loader, node: None)
