@@ -7,10 +7,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from grpc import Server
 from grpc_health.v1 import health_pb2
@@ -22,13 +22,15 @@ from services.inference import stats
 from services.inference.engine import Engine
 from services.inference.follower import EventWatcher, FollowerFailed, VersionFollower
 from services.inference.names import SERVICE as SERVICE
+from services.inference.prediction_log import DROPPED, PredictionLog, Sink
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
 from shared.clients.registry import RegistryClient
+from shared.feedback import PredictionRecord, encode_prediction
 from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
-from shared.kafka.admin import ensure_topics, standard_topics
-from shared.kafka.config import consumer_config
+from shared.kafka.admin import TopicSpec, ensure_topics, standard_topics
+from shared.kafka.config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class InferenceApp:
     server: Server
     health: HealthServicer
     port: int
+    # Set with INFERENCE_LOG_PREDICTIONS: the log and the producer its sink writes with.
+    prediction_log: PredictionLog | None = None
+    log_producer: Producer | None = None
 
 
 def build(settings: InferenceSettings) -> InferenceApp:
@@ -83,7 +88,8 @@ def build(settings: InferenceSettings) -> InferenceApp:
         settings.resync_s,
         new_consumer=new_consumer,
     )
-    servicer = InferenceServicer(engine, settings.max_request_bytes)
+    prediction_log, log_producer = _prediction_log(settings)
+    servicer = InferenceServicer(engine, settings.max_request_bytes, prediction_log)
     binding = ServiceBinding(
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer,
@@ -98,7 +104,50 @@ def build(settings: InferenceSettings) -> InferenceApp:
         security=settings.security,
     )
     watcher.on_failure = health_reporter(health)
-    return InferenceApp(settings, engine, watcher, registry, server, health, port)
+    return InferenceApp(
+        settings, engine, watcher, registry, server, health, port, prediction_log, log_producer
+    )
+
+
+def _prediction_log(settings: InferenceSettings) -> tuple[PredictionLog | None, Producer | None]:
+    """The prediction log and its producer, when INFERENCE_LOG_PREDICTIONS asks for one."""
+    models = settings.logged_models()
+    if models == []:
+        return None, None
+    topics = settings.topics
+    ensure_topics(
+        AdminClient(settings.kafka.client_config()),
+        [
+            TopicSpec(
+                settings.prediction_log_topic,
+                topics.partitions,
+                topics.replication_factor,
+                {"retention.ms": str(topics.retention_ms)},
+            )
+        ],
+    )
+    producer = Producer(producer_config(settings.kafka))
+    log_ = PredictionLog(
+        kafka_sink(producer, settings.prediction_log_topic),
+        models,
+        settings.prediction_log_streams,
+        settings.prediction_log_queue,
+    )
+    return log_, producer
+
+
+def kafka_sink(producer: Producer, topic: str) -> Sink:
+    """Write records keyed by event id (feedback is keyed alike, so they co-partition)."""
+
+    def write(records: Sequence[PredictionRecord]) -> None:
+        for record in records:
+            try:
+                producer.produce(topic, encode_prediction(record), record.event_id.encode())
+            except BufferError:  # the producer's local queue is full: this one is dropped
+                DROPPED.labels(record.model, "producer_full").inc()
+        producer.poll(0)
+
+    return write
 
 
 def health_reporter(health: HealthServicer) -> Callable[[BaseException], None]:
@@ -186,6 +235,8 @@ def run(app: InferenceApp, stop: threading.Event) -> None:
     """
     if app.settings.metrics_port:
         start_http_server(app.settings.metrics_port)
+    if app.prediction_log is not None:
+        app.prediction_log.start()
     app.server.start()
     app.watcher.start()
     log.info("inference listening", extra={"port": app.port})
@@ -202,6 +253,10 @@ def run(app: InferenceApp, stop: threading.Event) -> None:
         drain(app, delay_s=app.settings.drain_delay_s if stop.is_set() else 0.0)
         app.watcher.stop()
         app.engine.close()
+        if app.prediction_log is not None:
+            app.prediction_log.close()
+        if app.log_producer is not None:
+            app.log_producer.flush(5.0)
         app.registry.close()
         log.info("inference stopped")
 

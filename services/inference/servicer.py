@@ -15,6 +15,7 @@ from services.inference import stats
 from services.inference.datatypes import V2_TO_CONFIG
 from services.inference.engine import Engine
 from services.inference.model import LoadedModel
+from services.inference.prediction_log import EVENT_ID, PredictionLog
 from services.inference.tensors import decode_inputs, encode_response, requested_outputs
 from shared.errors import InvalidArgument, ResourceExhausted, StreamlearnError
 from shared.grpc.status import abort_with, domain_errors, status_code_for
@@ -37,12 +38,35 @@ def _version(text: str) -> int:
     return int(text)
 
 
+def _log_prediction(
+    plog: PredictionLog,
+    request_id: str,
+    response: pb.ModelInferResponse,
+    model: LoadedModel,
+    feeds: dict[str, Any],
+    results: dict[str, Any],
+) -> None:
+    """Hand an answered request to the prediction log; the client learns its event id."""
+    try:
+        event_id = plog.event_id(request_id)
+        plog.submit(event_id, model.name, model.version, feeds, results)
+        response.parameters[EVENT_ID].string_param = event_id
+    except Exception:  # logging must never fail the request it logs
+        log.exception("prediction not logged", extra={"model": model.name})
+
+
 class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     """Answers tritonclient, perf_analyzer and any KServe V2 gRPC client."""
 
-    def __init__(self, engine: Engine, max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        max_request_bytes: int,
+        prediction_log: PredictionLog | None = None,
+    ) -> None:
         self._engine = engine
         self._max_request_bytes = max_request_bytes
+        self._prediction_log = prediction_log
         self.counters = {m.name: stats.ModelCounters() for m in engine.repository.all()}
 
     def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
@@ -179,6 +203,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             )
             rows = next(iter(feeds.values())).shape[0] if feeds else 0  # checked: rank >= 1
             response = encode_response(request, ran_on, results)
+            plog = self._prediction_log
+            if plog is not None and plog.logs(ran_on.name):
+                _log_prediction(plog, request.id, response, ran_on, feeds, results)
             ok = True
             return response
         finally:

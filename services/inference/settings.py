@@ -42,6 +42,20 @@ class InferenceSettings(ServiceSettings):
     # keeps the pod answering while Endpoints forget it, so a second is enough here too.
     drain_delay_s: float = Field(default=1.0, ge=0)
     drain_grace_s: float = Field(default=10.0, ge=0)
+    # The prediction log, for the joiner: every answered row to `prediction_log_topic`.
+    # Off by default; true: every served model; a JSON list: those models only.
+    log_predictions: bool | list[str] = False
+    prediction_log_topic: str = "streamlearn.predictions"
+    # The stream of each logged model (JSON object); a model not named: its own name.
+    prediction_log_streams: dict[str, str] = Field(default_factory=dict)
+    # Answered requests waiting for the log's writer; beyond it they are dropped (counted).
+    prediction_log_queue: int = Field(default=10_000, ge=1)
+
+    def logged_models(self) -> list[str] | None:
+        """The models whose predictions are logged: None for every one ([]: none)."""
+        if isinstance(self.log_predictions, bool):
+            return None if self.log_predictions else []
+        return list(self.log_predictions)
 
     def registry_client(self) -> GrpcSecurity:
         """The security of this service's registry client (see `registry_security`)."""
