@@ -32,6 +32,12 @@ Figures, per dataset:
   trainer does); River runs `predict_one` then `learn_one` per event. Compiled code is
   warmed up outside the timing.
 
+A second streamlearn column (`measure_unscaled`, after the figures above): the same default
+config with the input layer's standardisation off (`model.standardize: false`) and
+`optimizer: {name: normalized}` (Vowpal Wabbit's scale-free update, its default rate), so
+the raw values reach the linear layer unscaled; its prequential metric beside River's
+pipeline on the same events, scored as above.
+
 A dataset that cannot be loaded gives NaN figures whose name says why; none is left out.
 """
 
@@ -50,7 +56,7 @@ import torch
 from river import base, compose, datasets, linear_model, metrics, preprocessing
 
 from bench.core import BenchContext, Figure
-from services.trainer.config import ModelSpec, TrainerConfig
+from services.trainer.config import ModelSpec, OptimizerSpec, TrainerConfig
 from services.trainer.learner import Batch, Learner
 from shared.features import FeatureSpace, Featurizer, Value
 
@@ -122,7 +128,7 @@ class Outcome:
 def run(ctx: BenchContext) -> list[Figure]:
     """Every dataset: streamlearn's default learner vs River's pipeline, quality and speed."""
     limit = None if ctx.scale >= 1 else ctx.count(2000)
-    return measure(DATASETS, limit=limit, rounds=ROUNDS)
+    return measure(DATASETS, limit=limit, rounds=ROUNDS) + measure_unscaled(DATASETS, limit)
 
 
 def measure(
@@ -131,16 +137,42 @@ def measure(
     """Figures for `chosen`, each on its first `limit` events (all of them when None)."""
     figures: list[Figure] = []
     for dataset in chosen:
-        try:
-            events = list(islice(dataset.load(), limit))
-        except Exception as exc:  # whatever stops a dataset loading is reported, not raised
-            figures += _unmeasured(dataset, f"cannot load: {type(exc).__name__}: {exc}")
-            continue
-        if not events:
-            figures += _unmeasured(dataset, "no events")
+        events = _load(dataset, limit)
+        if isinstance(events, str):
+            figures += _unmeasured(dataset, events)
             continue
         figures += figures_of(compare(dataset, events, rounds))
     return figures
+
+
+def measure_unscaled(chosen: Sequence[Dataset], limit: int | None = None) -> list[Figure]:
+    """Per dataset, one quality figure: `unscaled_config` (raw values, `normalized`) vs River."""
+    figures: list[Figure] = []
+    for dataset in chosen:
+        events = _load(dataset, limit)
+        if isinstance(events, str):
+            figures.append(_unmeasured(dataset, events)[0])
+            continue
+        task = dataset.task
+        records = [record for record, _ in events]
+        space = infer_space(records)
+        classes = sorted({label for _, label in events}) if task == "multiclass" else []
+        config = unscaled_config(task, space, len(classes))
+        labels = _labels(task, events, classes)
+        scores, learner = _ours_quality(config, space, records, labels)
+        river = _river_pass(river_pipeline(task, space), task, events)
+        counters = (learner.skipped, learner.diverging)
+        figures.append(_quality_figure(dataset, len(events), _mean(scores), river, counters, True))
+    return figures
+
+
+def _load(dataset: Dataset, limit: int | None) -> list[Event] | str:
+    """The dataset's first `limit` events, or why there are none."""
+    try:
+        events = list(islice(dataset.load(), limit))
+    except Exception as exc:  # whatever stops a dataset loading is reported, not raised
+        return f"cannot load: {type(exc).__name__}: {exc}"
+    return events or "no events"
 
 
 def compare(dataset: Dataset, events: Sequence[Event], rounds: int = ROUNDS) -> Outcome:
@@ -222,6 +254,13 @@ def default_config(task: Task, space: FeatureSpace, classes: int) -> TrainerConf
     return TrainerConfig(model=ModelSpec(**spec))
 
 
+def unscaled_config(task: Task, space: FeatureSpace, classes: int) -> TrainerConfig:
+    """`default_config` learning raw values: no standardisation, VW's normalized update."""
+    config = default_config(task, space, classes)
+    model = config.model.model_copy(update={"standardize": False})
+    return config.model_copy(update={"model": model, "optimizer": OptimizerSpec(name="normalized")})
+
+
 def river_pipeline(task: Task, space: FeatureSpace) -> base.Estimator:
     """River's standard pipeline: scaled numbers (and one-hot text fields) -> linear model."""
     model = _RIVER_MODEL[task]()
@@ -237,24 +276,16 @@ def river_pipeline(task: Task, space: FeatureSpace) -> base.Estimator:
 
 def figures_of(outcome: Outcome) -> list[Figure]:
     """The quality figure (its name carrying the counters) and the speed figure."""
-    task, name = outcome.dataset.task, outcome.dataset.name
-    notes = [
-        f"{outcome.events} events",
-        f"skipped {outcome.skipped}",
-        f"diverging {outcome.diverging}",
-    ]
-    if task == "regression":
-        notes.append("diverged" if outcome.diverged else "did not diverge")
-    baseline = f"River StandardScaler | {_RIVER_MODEL[task].__name__}"
+    name = outcome.dataset.name
+    baseline = f"River StandardScaler | {_RIVER_MODEL[outcome.dataset.task].__name__}"
     return [
-        Figure(
-            f"{name}: prequential {outcome.metric_name}, default {_KIND[task]} "
-            f"({', '.join(notes)})",
+        _quality_figure(
+            outcome.dataset,
+            outcome.events,
             outcome.ours,
-            outcome.metric_name,
-            baseline,
             outcome.river,
-            higher_is_better=task != "regression",
+            (outcome.skipped, outcome.diverging),
+            False,
         ),
         Figure(
             f"{name}: test-then-train (median of {len(outcome.ours_rates)})",
@@ -264,6 +295,33 @@ def figures_of(outcome: Outcome) -> list[Figure]:
             statistics.median(outcome.river_rates),
         ),
     ]
+
+
+def _quality_figure(
+    dataset: Dataset,
+    events: int,
+    ours: float,
+    river: float,
+    counters: tuple[int, int],
+    unscaled: bool,
+) -> Figure:
+    """Ours vs River's prequential metric; the name carries the counters and the variant."""
+    task = dataset.task
+    skipped, diverging = counters
+    notes = [f"{events} events", f"skipped {skipped}", f"diverging {diverging}"]
+    if task == "regression":
+        finite = math.isfinite(ours) and ours <= DIVERGED_MAE
+        notes.append("did not diverge" if finite else "diverged")
+    variant = "unscaled + normalized" if unscaled else "default"
+    unit = "MAE" if task == "regression" else "accuracy"
+    return Figure(
+        f"{dataset.name}: prequential {unit}, {variant} {_KIND[task]} ({', '.join(notes)})",
+        ours,
+        unit,
+        f"River StandardScaler | {_RIVER_MODEL[task].__name__}",
+        river,
+        higher_is_better=task != "regression",
+    )
 
 
 def _unmeasured(dataset: Dataset, why: str) -> list[Figure]:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+NORMALIZED_LR = 0.5  # Vowpal Wabbit's default learning rate
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,9 +45,15 @@ class ModelSpec(_Frozen):
 
 
 class OptimizerSpec(_Frozen):
-    """Optimizer and learning-rate schedule."""
+    """Optimizer and learning-rate schedule.
 
-    name: Literal["sgd", "adam", "rmsprop", "adagrad"] = "sgd"
+    `normalized` is Vowpal Wabbit's default update (adaptive, normalised, importance-aware;
+    `normalized.py`): scale-free, so raw features learn without `model.standardize`. It
+    updates linear models (linear, logistic, softmax) only, takes no momentum or weight
+    decay, and its `lr` defaults to VW's 0.5 when not given.
+    """
+
+    name: Literal["sgd", "adam", "rmsprop", "adagrad", "normalized"] = "sgd"
     lr: float = Field(default=0.01, gt=0)
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -53,6 +61,20 @@ class OptimizerSpec(_Frozen):
     schedule: Literal["constant", "inv_sqrt", "exponential"] = "constant"
     schedule_scale: float = Field(default=1.0, gt=0)
     gamma: float = Field(default=0.999, gt=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalized_rate(cls, data: Any) -> Any:
+        # VW's learning rate is the default of its rule: 0.01 (SGD's) would barely move it
+        if isinstance(data, dict) and data.get("name") == "normalized" and "lr" not in data:
+            return {**data, "lr": NORMALIZED_LR}
+        return data
+
+    @model_validator(mode="after")
+    def _normalized_is_plain(self) -> OptimizerSpec:
+        if self.name == "normalized" and (self.momentum or self.weight_decay):
+            raise ValueError("the normalized optimizer takes no momentum or weight_decay")
+        return self
 
 
 class TrainerConfig(_Frozen):

@@ -2,11 +2,13 @@
 
 The same arithmetic as the torch path (`learner.py`: input standardisation, forward, loss,
 divergence guard, backward, optimizer step, LambdaLR) written out for one linear layer
-(plus, with plain SGD, one weight per hashed id), so a decoded Kafka batch is learned event
-by event without Python or dispatcher overhead per event. It reads and writes the torch
-parameters, buffers and optimizer state in place through `.numpy()` views, so checkpoints,
-exports and the torch path see exactly the same state. The running statistics use the
-torch path's float64 arithmetic operation for operation, so both hold identical values.
+(plus, with plain SGD or `normalized`, one weight per hashed id), so a decoded Kafka batch
+is learned event by event without Python or dispatcher overhead per event. It reads and
+writes the torch parameters, buffers and optimizer state in place through `.numpy()` views,
+so checkpoints, exports and the torch path see exactly the same state. The running
+statistics use the torch path's float64 arithmetic operation for operation, so both hold
+identical values. The `normalized` optimizer's update is `normalized.update_row`, the
+kernel the torch path runs too.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import math
 import numba
 import numpy as np
 
-# codes shared with the Python side
-SGD, ADAM, RMSPROP, ADAGRAD = 0, 1, 2, 3
-MSE, HUBER, BCE = 0, 1, 2
+from services.trainer.normalized import BCE, HUBER, MSE, update_row
+
+# codes shared with the Python side (the loss codes are `normalized`'s)
+SGD, ADAM, RMSPROP, ADAGRAD, NORMALIZED = 0, 1, 2, 3, 4
 CONSTANT, INV_SQRT, EXPONENTIAL = 0, 1, 2
 # per-row outcome
 INVALID, APPLIED, DIVERGING, REFUSED = 0, 1, 2, 3
@@ -159,6 +162,9 @@ def learn_events(
     s2w: np.ndarray,
     s2b: np.ndarray,
     step: np.ndarray,
+    g_emb: np.ndarray,
+    s_emb: np.ndarray,
+    norm: np.ndarray,
     optimizer: int,
     base_lr: float,
     momentum: float,
@@ -195,7 +201,9 @@ def learn_events(
     (N, K) and `emb` (buckets,) are the hashed ids and their weights (K = 0 without ids;
     plain SGD only).
     s1*/s2* are the optimizer's state (Adam exp_avg/exp_avg_sq, SGD and RMSprop momentum
-    buffers and square averages, Adagrad sums); `step` the optimizer's step counter.
+    buffers and square averages, Adagrad sums; `normalized`: the sums G of weight and bias,
+    the features' scales); `step` the optimizer's step counter. `g_emb`, `s_emb` and `norm`
+    are `normalized`'s sums and scales of the hashed buckets and its normaliser [N, T].
     `status` gets each row's outcome: INVALID, APPLIED, DIVERGING or REFUSED.
     """
     n, f = x.shape
@@ -209,6 +217,7 @@ def learn_events(
             stats[0, j], stats[1, j], stats[2, j] = x_count[j], x_mean[j], x_m2[j]
     regression = loss != BCE
     steps = 0
+    at = np.zeros(1)  # the score `normalized` takes its update at
     for i in range(n):
         status[i] = INVALID
         if not _valid(x, y, weight, ids, i, named, buckets):
@@ -219,6 +228,7 @@ def learn_events(
         # pipelines predict ...
         _standardise(x, i, stats, standardize, z)
         scored = _score(w, b, emb, z, ids, i)
+        at[0] = scored
         raw, grad = _loss_and_grad(loss, scored, y[i], delta)
         value = raw * weight[i]
         trained = value
@@ -229,7 +239,8 @@ def learn_events(
                 if not math.isnan(x[i, j]):
                     _welford(stats, j, np.float64(x[i, j]))
             _standardise(x, i, stats, standardize, z)
-            trained, grad = _loss_and_grad(loss, _score(w, b, emb, z, ids, i), y[i], delta)
+            at[0] = _score(w, b, emb, z, ids, i)
+            trained, grad = _loss_and_grad(loss, at[0], y[i], delta)
             trained *= weight[i]
         grad *= weight[i]
         norm2 = 1.0
@@ -240,7 +251,8 @@ def learn_events(
             if standardize:
                 stats[:, :] = saved
             continue
-        if not math.isfinite(abs(grad) * math.sqrt(norm2)):
+        # (normalized: its kernel refuses what it cannot learn, as on the torch path)
+        if optimizer != NORMALIZED and not math.isfinite(abs(grad) * math.sqrt(norm2)):
             if standardize:
                 stats[:, :] = saved
             continue
@@ -249,6 +261,14 @@ def learn_events(
             if standardize:
                 stats[:, :] = saved
             status[i] = DIVERGING
+            continue
+        lr = base_lr * _factor(schedule, float(epoch + steps), scale, gamma)
+        if optimizer == NORMALIZED and not update_row(
+            z, ids[i], at, np.float64(y[i]), np.float64(weight[i]), lr, loss, delta,
+            w, b, emb, s1w, s1b, g_emb, s2w, s_emb, norm,
+        ):  # fmt: skip
+            if standardize:
+                stats[:, :] = saved
             continue
         scale_clip = 1.0
         if clip > 0.0 and abs(grad) * math.sqrt(norm2) > clip:
@@ -260,8 +280,10 @@ def learn_events(
         guard[1] += 1.0
         rate = max(1.0 / guard[1], level_alpha)
         guard[0] = guard[0] + rate * (entering - guard[0])
-        lr = base_lr * _factor(schedule, float(epoch + steps), scale, gamma)
         step[0] += 1.0
+        if optimizer == NORMALIZED:
+            steps += 1
+            continue
         for j in range(f + 1):
             g = grad * scale_clip * (z[j] if j < f else 1.0)
             if j < f:

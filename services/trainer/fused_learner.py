@@ -10,6 +10,7 @@ import torch
 from services.trainer import fused
 from services.trainer.config import TrainerConfig
 from services.trainer.drift import LEVEL_ALPHA, LEVEL_GROWTH
+from services.trainer.normalized import BCE, HUBER, MSE, Normalized
 
 if TYPE_CHECKING:
     from services.trainer.learner import Batch, Learner
@@ -19,8 +20,9 @@ _OPTIMIZERS = {
     "adam": fused.ADAM,
     "rmsprop": fused.RMSPROP,
     "adagrad": fused.ADAGRAD,
+    "normalized": fused.NORMALIZED,
 }
-_LOSSES = {"mse": fused.MSE, "huber": fused.HUBER, "bce": fused.BCE}
+_LOSSES = {"mse": MSE, "huber": HUBER, "bce": BCE}
 _SCHEDULES = {
     "constant": fused.CONSTANT,
     "inv_sqrt": fused.INV_SQRT,
@@ -31,18 +33,20 @@ _SCHEDULES = {
 def compiled_path(config: TrainerConfig) -> bool:
     """Whether `config` is one the compiled path covers: per-event, one linear output.
 
-    Hashed ids are covered with plain SGD (no momentum, weight decay or clipping) only:
-    then the rows of ids an event lacks do not move, so updating just the event's rows is
-    exactly torch's dense update; other optimizers move every row and take the torch path.
+    Hashed ids are covered with plain SGD (no momentum, weight decay or clipping) and with
+    `normalized` only: then the rows of ids an event lacks do not move, so updating just
+    the event's rows is exactly torch's dense update; other optimizers move every row and
+    take the torch path.
     """
     o = config.optimizer
     plain_sgd = o.name == "sgd" and o.momentum == 0 and o.weight_decay == 0
+    sparse_ok = (plain_sgd and config.clip_norm is None) or o.name == "normalized"
     return (
         config.batch_size == 1
         and config.model.kind in ("linear", "logistic")
         and config.outputs == 1
         and config.resolved_loss in _LOSSES
-        and (config.model.sparse_buckets == 0 or (plain_sgd and config.clip_norm is None))
+        and (config.model.sparse_buckets == 0 or sparse_ok)
     )
 
 
@@ -56,6 +60,7 @@ def _view(tensor: torch.Tensor) -> np.ndarray:
 
 
 _NO_IDS = np.zeros((0, 0), dtype=np.int64)
+_DUMMY = np.zeros(1, np.float32)
 
 
 def set_epoch(learner: Learner, epoch: int) -> None:
@@ -104,6 +109,7 @@ class FusedUpdates:
             else batch.weights.numpy().astype(np.float32)
         )
         s1w, s1b, s2w, s2b, step = self._state()
+        g_emb, s_emb, norm = self._normalized_state()
         predictions, losses = np.zeros(n), np.zeros(n)
         status = np.zeros(n, dtype=np.int8)
         guard = learner.guard
@@ -125,6 +131,9 @@ class FusedUpdates:
             s2w,
             s2b,
             step,
+            g_emb,
+            s_emb,
+            norm,
             _OPTIMIZERS[o.name],
             float(learner.scheduler.base_lrs[0]),
             float(group.get("momentum", 0.0)),
@@ -152,11 +161,24 @@ class FusedUpdates:
             status,
         )
         self._sync(steps, step)
+        if isinstance(learner.optimizer, Normalized):
+            learner.optimizer.set_norm(norm)
         return predictions, losses, status
+
+    def _normalized_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`normalized`'s sums and scales of the hashed buckets and its normaliser."""
+        optimizer = self._learner.optimizer
+        if not isinstance(optimizer, Normalized):
+            return _DUMMY, _DUMMY, np.zeros(2)
+        views = optimizer.views()
+        return views[2], views[4], optimizer.norm()
 
     def _state(self) -> tuple[np.ndarray, ...]:
         """Views of the torch optimizer state, created in torch's own layout when missing."""
         optimizer, name = self._learner.optimizer, self._learner.config.optimizer.name
+        if isinstance(optimizer, Normalized):  # sums G of weight and bias, feature scales
+            kept = optimizer.views()
+            return kept[0], kept[1], kept[3], _DUMMY, np.array([0.0])
         group = optimizer.param_groups[0]
         states = [optimizer.state[p] for p in (self._layer.weight, self._layer.bias)]
         first, second = {
@@ -186,7 +208,7 @@ class FusedUpdates:
     def _sync(self, steps: int, step: np.ndarray) -> None:
         """Move the step counters and LambdaLR on as if torch had taken `steps` steps."""
         learner = self._learner
-        if learner.config.optimizer.name != "sgd":
+        if learner.config.optimizer.name not in ("sgd", "normalized"):
             for param in (self._layer.weight, self._layer.bias):
                 learner.optimizer.state[param]["step"].fill_(float(step[0]))
         set_epoch(learner, int(learner.scheduler.last_epoch) + steps)

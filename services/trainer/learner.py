@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from services.trainer import fused
+from services.trainer import fused, normalized
 from services.trainer.config import TrainerConfig
 from services.trainer.device import choose
 from services.trainer.drift import DriftWatch, Guard
@@ -35,8 +35,11 @@ from services.trainer.metrics import Prequential
 from services.trainer.model import build_model
 
 
-def _optimizer(config: TrainerConfig, params: Any) -> torch.optim.Optimizer:
+def _optimizer(config: TrainerConfig, network: nn.Module, device: str) -> torch.optim.Optimizer:
     o = config.optimizer
+    params = network.parameters()
+    if o.name == "normalized":
+        return normalized.build(config.model.kind, network, o.lr, device, config.clip_norm)
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
     if o.name == "adam":
@@ -127,7 +130,11 @@ class Learner:
         self.placement = placement
         self.device = torch.device(placement.device)
         self.network = build_model(config).to(self.device)
-        self.optimizer = _optimizer(config, self.network.parameters())
+        self.optimizer = _optimizer(config, self.network, self.device.type)
+        # VW's rule learns from the events themselves (`normalized.py`), not from gradients
+        self._normalized = (
+            self.optimizer if isinstance(self.optimizer, normalized.Normalized) else None
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
         self.loss_fn = _loss(config)
         self.metrics = Prequential(config.task, config.metrics_window)
@@ -206,7 +213,9 @@ class Learner:
         refused = self.guard.refuse(raw_seen, usable.cpu().numpy())
         diverging = torch.from_numpy(refused).to(self.device)
         usable &= ~diverging
-        if usable.any():
+        if usable.any() and self._normalized is not None:
+            usable = self._normalized_step(clean, scores.detach(), labels, usable)
+        elif usable.any():
             loss = torch.where(usable, per_event, 0.0).sum() / usable.sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -217,6 +226,31 @@ class Learner:
             scaler.observe(features[usable])
         self.guard.learned(raw_seen[usable.cpu().numpy()])
         self._account(scored, clean, scored_loss, usable, diverging)
+
+    def _normalized_step(
+        self, batch: Batch, scores: torch.Tensor, labels: torch.Tensor, usable: torch.Tensor
+    ) -> torch.Tensor:
+        """VW's update, row by row at each row's score; the rows it learned.
+
+        A mini-batch's rows all take the update at the scores of the weights it started
+        with; the schedule moves one step per batch, as for the other optimizers.
+        """
+        assert self._normalized is not None
+        with torch.no_grad():  # the linear layer's inputs, with the statistics of the update
+            z = self.network.scaler(batch.features.to(self.device))
+        learned = self._normalized.learn_rows(
+            z,
+            batch.sparse,
+            scores,
+            labels,
+            batch.weights,
+            usable,
+            self.config.resolved_loss,
+            self.config.huber_delta,
+        )
+        if learned.any():
+            set_epoch(self, int(self.scheduler.last_epoch) + 1)
+        return learned
 
     def _weighted(self, raw: torch.Tensor, batch: Batch) -> torch.Tensor:
         return raw if batch.weights is None else raw * batch.weights.to(self.device)

@@ -14,12 +14,20 @@ from services.trainer import checkpoint
 from services.trainer.config import ModelSpec, OptimizerSpec, TrainerConfig
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Batch, Learner
+from shared.errors import ConfigError
 from shared.features import FeatureSpace, Featurizer
 from shared.onnx_models import INPUT, OUTPUT
 from shared.ort import make_session
 
 F = 6
-RATES = {"sgd": 0.02, "momentum": 0.003, "adam": 0.01, "rmsprop": 0.005, "adagrad": 0.2}
+RATES = {
+    "sgd": 0.02,
+    "momentum": 0.003,
+    "adam": 0.01,
+    "rmsprop": 0.005,
+    "adagrad": 0.2,
+    "normalized": 0.5,
+}
 
 
 def optimizer(name: str, **kw: object) -> OptimizerSpec:
@@ -61,10 +69,16 @@ CASES = [
     ("softmax", "cross_entropy", "multiclass"),
     ("mlp", "cross_entropy", "multiclass"),
 ]
+# `normalized` (VW's rule) updates linear models only; an MLP refuses it (tested below)
+COMBINATIONS = [
+    (kind, loss, task, name)
+    for kind, loss, task in CASES
+    for name in OPTIMIZERS
+    if not (name == "normalized" and kind == "mlp")
+]
 
 
-@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
-@pytest.mark.parametrize(("kind", "loss", "task"), CASES)
+@pytest.mark.parametrize(("kind", "loss", "task", "optimizer_name"), COMBINATIONS)
 def test_every_combination_learns_its_task(
     kind: str, loss: str, task: str, optimizer_name: str
 ) -> None:
@@ -82,6 +96,22 @@ def test_every_combination_learns_its_task(
     else:
         assert final["accuracy"] > (0.8 if task == "binary" else 0.75), final
     assert learner.applied == 3000 and learner.skipped == 0
+
+
+@pytest.mark.parametrize("kind", ["mlp", "embedding_bag", "module"])
+def test_the_normalized_optimizer_refuses_non_linear_models_with_a_config_error(
+    kind: str,
+) -> None:
+    spec = ModelSpec(
+        kind=kind,  # type: ignore[arg-type]
+        features=F,
+        hidden=(16,),
+        sparse_buckets=50 if kind == "embedding_bag" else 0,
+        module="torch.nn.Identity",
+    )
+    config = TrainerConfig(model=spec, optimizer=optimizer("normalized"), loss="mse")
+    with pytest.raises(ConfigError, match="normalized updates linear models"):
+        Learner(config)
 
 
 def test_prequential_metrics_improve_as_the_model_learns() -> None:
