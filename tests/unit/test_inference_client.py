@@ -177,6 +177,8 @@ def fake_app(delay_s: float) -> tuple[Any, RecordingServer]:
         registry=nothing,
         engine=SimpleNamespace(repository=SimpleNamespace(ready=lambda: True), close=lambda: None),
         port=0,
+        prediction_log=None,  # INFERENCE_LOG_PREDICTIONS off
+        log_producer=None,
     )
     return app, server
 
