@@ -90,14 +90,9 @@ class LocalSystem:
         self, secrets: LocalSecrets, kafka: KafkaSettings, specs: list[ServiceSpec]
     ) -> None:
         """Principals, ACLs and topics (the services may not create any), the role files."""
-        from confluent_kafka.admin import AdminClient
-
-        from shared.kafka.admin import ensure_topics, standard_topics
-        from shared.settings import TopicSettings
         from streamlearn.system.secure import provision_kafka, write_env_files
 
         provision_kafka(secrets, kafka.bootstrap_servers)
-        ensure_topics(AdminClient(kafka.client_config()), standard_topics(TopicSettings()))
         address = {s.name: s.address for s in specs}
         write_env_files(secrets, kafka.bootstrap_servers, address["registry"], address["inference"])
 

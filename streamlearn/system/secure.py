@@ -181,15 +181,18 @@ def ensure(state_dir: Path) -> LocalSecrets:
     return found
 
 
-def provision_kafka(found: LocalSecrets, bootstrap: str) -> None:
-    """Create the topics' principals and their ACLs on the running broker, as its admin."""
-    from shared.kafka.local.principals import provision
-    from shared.security.kafka_acl import acl_table
+def provision_kafka(found: LocalSecrets, bootstrap: str) -> list[str]:
+    """The principals, their ACLs and the topics on the running broker, as its admin.
+
+    Returns:
+        The topics created now.
+
+    """
+    from shared.kafka.local.principals import provision_deployment
     from shared.settings import TopicSettings
 
-    provision(
-        found.kafka(found.broker.admin_user, bootstrap), found.kafka_dir, acl_table(TopicSettings())
-    )
+    admin = found.kafka(found.broker.admin_user, bootstrap)
+    return provision_deployment(admin, found.kafka_dir, TopicSettings())
 
 
 def write_env_files(found: LocalSecrets, bootstrap: str, registry: str, inference: str) -> None:

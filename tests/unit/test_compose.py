@@ -373,7 +373,8 @@ def test_kafka_init_provisions_principals_acls_and_topics_as_the_admin() -> None
     python, flag, code, bootstrap = init["command"]
     assert (python, flag) == ("python", "-c")
     compile(code, "kafka-init", "exec")  # a syntax error would only show at `up`
-    for call in ("provision_kafka(found, sys.argv[1])", "ensure_topics(", f'Path("{MOUNT}")'):
+    # provision_kafka creates the principals, their ACLs and the topics (provision_deployment)
+    for call in ("made = provision_kafka(found, sys.argv[1])", f'Path("{MOUNT}")'):
         assert call in code
     assert "$" not in code  # compose would interpolate it
     assert _expand(bootstrap) == "127.0.0.1:9092"

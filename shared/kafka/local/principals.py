@@ -32,11 +32,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from shared.errors import BrokerError, Unavailable
-from shared.kafka.admin import wait_for_broker
+from shared.kafka.admin import ensure_topics, standard_topics, wait_for_broker
 from shared.kafka.local.files import SCRAM_MECHANISM
 from shared.kafka.local.secure import password_file
-from shared.security.kafka_acl import ADMIN, Grant
-from shared.settings import KafkaSettings
+from shared.security.kafka_acl import ADMIN, Grant, acl_table
+from shared.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
 SCRAM_ITERATIONS = 8192  # Kafka accepts 4096 to 16384
@@ -90,6 +90,27 @@ def provision(
         )
         for name, password in passwords.items()
     }
+
+
+def provision_deployment(
+    admin: KafkaSettings, secrets_dir: Path, topics: TopicSettings, timeout: float = 30.0
+) -> list[str]:
+    """A secured deployment's principals and ACLs (`provision`), then its standard topics.
+
+    Every secured setup runs this as the admin (`up --secure`, compose's `kafka-init`, the
+    local Kubernetes overlay's Job): no other principal may create a topic.
+
+    Returns:
+        The topics created now.
+
+    Raises:
+        BrokerError: As `provision`.
+        Unavailable: As `provision`.
+        KafkaException: A topic could not be created.
+
+    """
+    provision(admin, secrets_dir, acl_table(topics), timeout)
+    return ensure_topics(AdminClient(admin.client_config()), standard_topics(topics), timeout)
 
 
 def binding(principal: str, grant: Grant) -> AclBinding:

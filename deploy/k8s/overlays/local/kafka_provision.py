@@ -9,8 +9,8 @@ the CLI's settings (`STREAMLEARN_KAFKA_BOOTSTRAP`, `..._SECURITY_PROTOCOL=SASL_S
 Secret `admin`, `..._SSL_CA_LOCATION`), it does what `streamlearn up --secure` does for the
 local broker: each principal of `shared.security.kafka_acl.acl_table` gets the SCRAM
 credential of `PASSWORDS_DIR/kafka-<name>.password` (the Secret `<name>`, key `password`,
-projected there) and exactly the table's ACLs (`shared.kafka.local.principals.provision`),
-then the standard topics are created (no service may create one). Idempotent: a rerun
+projected there) and exactly the table's ACLs, then the standard topics are created (no
+service may create one): `shared.kafka.local.principals.provision_deployment`. Idempotent: a rerun
 after a password rotation sets the new credentials.
 
 `provision` refuses a password file its group may read, and Kubernetes makes Secret files
@@ -27,13 +27,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 from shared.errors import ConfigError, StreamlearnError
-from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.local.files import SCRAM_MECHANISM
-from shared.kafka.local.principals import provision
+from shared.kafka.local.principals import provision_deployment
 from shared.logs import configure_logging
 from shared.security.kafka_acl import ADMIN, acl_table
 from shared.security.pki import write_private
@@ -102,14 +100,12 @@ def run(settings: CliSettings, passwords: Path, timeout: float) -> list[str]:
     """Provision the principals and create the missing topics; the topics created."""
     admin = admin_settings(settings)
     topics = TopicSettings()
-    table = acl_table(topics)
     with tempfile.TemporaryDirectory(prefix="kafka-provision-") as private:
-        private_copies(passwords, table, Path(private))
-        provision(admin, Path(private), table, timeout=timeout)
-    try:
-        return ensure_topics(AdminClient(admin.client_config()), standard_topics(topics), timeout)
-    except KafkaException as exc:
-        raise ConfigError(f"creating the topics failed: {exc.args[0].str()}") from exc
+        private_copies(passwords, acl_table(topics), Path(private))
+        try:
+            return provision_deployment(admin, Path(private), topics, timeout)
+        except KafkaException as exc:
+            raise ConfigError(f"creating the topics failed: {exc.args[0].str()}") from exc
 
 
 def _arguments(argv: Iterable[str]) -> argparse.Namespace:
