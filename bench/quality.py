@@ -128,42 +128,52 @@ class Outcome:
 def run(ctx: BenchContext) -> list[Figure]:
     """Every dataset: streamlearn's default learner vs River's pipeline, quality and speed."""
     limit = None if ctx.scale >= 1 else ctx.count(2000)
-    return measure(DATASETS, limit=limit, rounds=ROUNDS) + measure_unscaled(DATASETS, limit)
+    return measure(DATASETS, limit=limit, rounds=ROUNDS, unscaled=True)
 
 
 def measure(
-    chosen: Sequence[Dataset], limit: int | None = None, rounds: int = ROUNDS
+    chosen: Sequence[Dataset],
+    limit: int | None = None,
+    rounds: int = ROUNDS,
+    unscaled: bool = False,
 ) -> list[Figure]:
-    """Figures for `chosen`, each on its first `limit` events (all of them when None)."""
+    """Figures for `chosen`, each on its first `limit` events (all of them when None).
+
+    With `unscaled`, one more quality figure per dataset after all the others: raw values
+    learned by `unscaled_config` (`normalized`), against the same River pass.
+    """
     figures: list[Figure] = []
+    raw: list[Figure] = []
     for dataset in chosen:
         events = _load(dataset, limit)
         if isinstance(events, str):
             figures += _unmeasured(dataset, events)
+            raw += _unmeasured(dataset, events)[:1] if unscaled else []
             continue
-        figures += figures_of(compare(dataset, events, rounds))
-    return figures
+        outcome = compare(dataset, events, rounds)
+        figures += figures_of(outcome)
+        if unscaled:
+            raw.append(_unscaled_figure(outcome, events))
+    return figures + raw
 
 
-def measure_unscaled(chosen: Sequence[Dataset], limit: int | None = None) -> list[Figure]:
-    """Per dataset, one quality figure: `unscaled_config` (raw values, `normalized`) vs River."""
-    figures: list[Figure] = []
-    for dataset in chosen:
-        events = _load(dataset, limit)
-        if isinstance(events, str):
-            figures.append(_unmeasured(dataset, events)[0])
-            continue
-        task = dataset.task
-        records = [record for record, _ in events]
-        space = infer_space(records)
-        classes = sorted({label for _, label in events}) if task == "multiclass" else []
-        config = unscaled_config(task, space, len(classes))
-        labels = _labels(task, events, classes)
-        scores, learner = _ours_quality(config, space, records, labels)
-        river = _river_pass(river_pipeline(task, space), task, events)
-        counters = (learner.skipped, learner.diverging)
-        figures.append(_quality_figure(dataset, len(events), _mean(scores), river, counters, True))
-    return figures
+def _unscaled_figure(outcome: Outcome, events: Sequence[Event]) -> Figure:
+    """`unscaled_config` on the events `outcome` measured, against its River figure."""
+    task = outcome.dataset.task
+    records, classes, labels = _prepared(task, events)
+    config = unscaled_config(task, outcome.space, len(classes))
+    scores, learner = _ours_quality(config, outcome.space, records, labels)
+    counters = (learner.skipped, learner.diverging)
+    return _quality_figure(
+        outcome.dataset, outcome.events, _mean(scores), outcome.river, counters, True
+    )
+
+
+def _prepared(task: Task, events: Sequence[Event]) -> tuple[list[Record], list[Any], np.ndarray]:
+    """The records, the classes (multi-class) and the labels of `events`."""
+    records = [record for record, _ in events]
+    classes = sorted({label for _, label in events}) if task == "multiclass" else []
+    return records, classes, _labels(task, events, classes)
 
 
 def _load(dataset: Dataset, limit: int | None) -> list[Event] | str:
@@ -180,11 +190,9 @@ def compare(dataset: Dataset, events: Sequence[Event], rounds: int = ROUNDS) -> 
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
     task = dataset.task
-    records = [record for record, _ in events]
+    records, classes, labels = _prepared(task, events)
     space = infer_space(records)
-    classes = sorted({label for _, label in events}) if task == "multiclass" else []
     config = default_config(task, space, len(classes))
-    labels = _labels(task, events, classes)
     scores, learner = _ours_quality(config, space, records, labels)
     river = _river_pass(river_pipeline(task, space), task, events)
     ours_rates, river_rates, timed = _speeds(config, space, events, labels, rounds)
