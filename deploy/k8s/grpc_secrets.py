@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from shared.security import pki
+from shared.security.roles import CALLING_SERVICES as CALLERS
+from shared.security.roles import USER_ROLES
+from shared.security.secret_files import kubectl_commands, new_directory
 from shared.security.tokens import new_signing_key, new_static_token, token_digest
 
 AUTH_SECRET = "streamlearn-grpc-auth"
 SERVICES = ("registry", "ingestion", "trainer", "inference")
 # The services that call another one (the registry), each as the principal of its own role.
-CALLERS = ("trainer", "inference")
-USER_ROLES = ("producer", "reader", "promoter", "admin")
 # Services whose certificate also names another Service selecting the same pods.
 EXTRA_SERVICES = {"inference": ("inference-headless",)}
 
@@ -109,29 +109,12 @@ def secret_folders(out: Path) -> list[Path]:
     return [out / name for name in names if (out / name).is_dir()]
 
 
-def kubectl_commands(out: Path, namespace: str) -> list[str]:
-    """One `kubectl create secret generic` per folder: each file becomes a key."""
-    create = ["kubectl", "-n", namespace, "create", "secret", "generic"]
-    return [
-        shlex.join([*create, folder.name, f"--from-file={folder}"])
-        for folder in secret_folders(out)
-    ]
-
-
-def _empty_directory(text: str) -> Path:
-    """The path `text`, refused when it holds anything: credentials are never overwritten."""
-    path = Path(text)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise argparse.ArgumentTypeError(f"{path} is not a new or empty directory")
-    return path
-
-
 def _arguments(argv: Iterable[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="deploy/k8s/grpc_secrets.py",
         description="make the gRPC credentials of a Kubernetes deployment (no value printed)",
     )
-    parser.add_argument("out", type=_empty_directory, help="a new or empty directory")
+    parser.add_argument("out", type=new_directory, help="a new or empty directory")
     parser.add_argument("--namespace", default="streamlearn", help="the overlay's namespace")
     parser.add_argument(
         "--certificates",
@@ -151,7 +134,7 @@ def main(argv: Iterable[str]) -> int:
     if arguments.certificates:
         write_certificates(out, arguments.namespace)
     print(f"# credentials in {out} (0600); load them with:")
-    for command in kubectl_commands(out, arguments.namespace):
+    for command in kubectl_commands(secret_folders(out), arguments.namespace):
         print(command)
     for line in user_hints(out, certificates=arguments.certificates):
         print(line)

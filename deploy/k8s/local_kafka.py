@@ -25,7 +25,6 @@ KafkaUser). `kafka-ca/ca.key` stays offline. Rotation: see the local kustomizati
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,6 +35,7 @@ from shared.kafka.local.files import BrokerConfig, BrokerSecurity, server_proper
 from shared.kafka.local.secure import password_file
 from shared.security import pki
 from shared.security.kafka_acl import ADMIN, acl_table
+from shared.security.secret_files import kubectl_commands, new_directory
 from shared.settings import TopicSettings
 
 NAMESPACE = "streamlearn-local"  # the local overlay's
@@ -141,25 +141,11 @@ def write_secrets(out: Path, namespace: str) -> list[Path]:
     return folders
 
 
-def kubectl_commands(folders: Iterable[Path], namespace: str) -> list[str]:
-    """One `kubectl create secret generic` per folder: each file becomes a key."""
-    create = ["kubectl", "-n", namespace, "create", "secret", "generic"]
-    return [shlex.join([*create, folder.name, f"--from-file={folder}"]) for folder in folders]
-
-
 def write_config(folder: Path, namespace: str) -> None:
     """The ConfigMap files into `folder` (the overlay's `kafka/`)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in config_files(namespace).items():
         (folder / name).write_text(text)
-
-
-def _empty_directory(text: str) -> Path:
-    """The path `text`, refused when it holds anything: credentials are never overwritten."""
-    path = Path(text)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise argparse.ArgumentTypeError(f"{path} is not a new or empty directory")
-    return path
 
 
 def _arguments(argv: Iterable[str]) -> argparse.Namespace:
@@ -171,7 +157,7 @@ def _arguments(argv: Iterable[str]) -> argparse.Namespace:
     config = commands.add_parser("config", help="write the broker's ConfigMap files")
     config.add_argument("folder", type=Path, help="deploy/k8s/overlays/local/kafka")
     secrets = commands.add_parser("secrets", help="make the Kafka Secrets (no value printed)")
-    secrets.add_argument("out", type=_empty_directory, help="a new or empty directory")
+    secrets.add_argument("out", type=new_directory, help="a new or empty directory")
     for command in (config, secrets):
         command.add_argument("--namespace", default=NAMESPACE, help="the overlay's namespace")
     return parser.parse_args(list(argv))

@@ -28,6 +28,10 @@ INGESTION = "ingestion"
 ROLES: frozenset[str] = frozenset(
     {PRODUCER, READER, PROMOTER, ADMIN, TRAINER, INFERENCE, INGESTION}
 )
+# The roles people and client programs take (each gets its credentials from a setup).
+USER_ROLES = (PRODUCER, READER, PROMOTER, ADMIN)
+# The services that call another one (the registry), each as the principal of its own role.
+CALLING_SERVICES = (TRAINER, INFERENCE)
 
 # Readable without credentials, whatever the roles: whole services, and single methods.
 OPEN_SERVICES = (

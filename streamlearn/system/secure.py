@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.security.roles import CALLING_SERVICES as CALLERS
+from shared.security.roles import USER_ROLES as USER_ROLES  # each with its `<role>.env`
+
 # cryptography, pyjwt and confluent-kafka are imported by the functions that make secrets:
 # `streamlearn status` only asks whether a state directory is secured.
 if TYPE_CHECKING:
@@ -37,12 +40,8 @@ if TYPE_CHECKING:
 SECRETS = "secrets"
 MARKER = "secured"  # its presence: this state directory runs secured
 SERVICES = ("registry", "ingestion", "trainer", "inference")
-# The services that call another service (the registry), with the token of their own role.
-CALLERS = ("trainer", "inference")
 REGISTRY = "registry"  # serves mutual TLS only (see the module's docstring)
 PROBE = "probe"  # the client certificate of health probes: no role, health only
-# The roles a person or a client program takes, each with its `<role>.env`.
-USER_ROLES = ("producer", "reader", "promoter", "admin")
 # Kafka principal of each user role: the promoter acts through the registry only (reads
 # like a reader); the admin is the broker's super user.
 KAFKA_PRINCIPAL = {"producer": "producer", "reader": "reader", "promoter": "reader"}
