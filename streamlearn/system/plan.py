@@ -12,9 +12,8 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 # The services' names and settings modules, never their cores: the supervisor and
 # `streamlearn status` only start and probe processes (no torch, numba, onnxruntime, faust).
@@ -147,23 +146,23 @@ def _secured(spec: ServiceSpec, secrets: LocalSecrets, kafka: KafkaSettings) -> 
     own = secrets.kafka(spec.name, kafka.bootstrap_servers)
     grpc = secrets.server_security(spec.name)
     env = dict(spec.env)
-    env |= {
-        f"{prefix}KAFKA__SECURITY_PROTOCOL": own.security_protocol,
-        f"{prefix}KAFKA__SASL_MECHANISM": own.sasl_mechanism or "",
-        f"{prefix}KAFKA__SASL_USERNAME": own.sasl_username or "",
-        f"{prefix}KAFKA__SASL_PASSWORD": _secret(own.sasl_password),
-        f"{prefix}KAFKA__SSL_CA_LOCATION": str(own.ssl_ca_location),
-    }
-    for name in type(grpc).model_fields:  # every field set, none forgotten
-        value = getattr(grpc, name)
-        if value is not None:
-            text = _secret(value) if isinstance(value, SecretStr) else str(value)
-            env[f"{prefix}SECURITY__{name.upper()}"] = text
+    # The client id stays the service's own (its logs and the broker's quotas name it).
+    env |= _variables(f"{prefix}KAFKA__", own, skip=frozenset({"client_id"}))
+    env |= _variables(f"{prefix}SECURITY__", grpc)
     return replace(spec, env=env, probe=secrets.client_security())
 
 
-def _secret(value: Any) -> str:
-    return "" if value is None else str(value.get_secret_value())
+def _variables(
+    prefix: str, settings: BaseModel, skip: frozenset[str] | set[str] = frozenset()
+) -> dict[str, str]:
+    """The environment that sets every field of `settings` that is set: none forgotten."""
+    env = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is not None and name not in skip:
+            text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            env[f"{prefix}{name.upper()}"] = text
+    return env
 
 
 def _spec(
