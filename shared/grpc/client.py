@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -16,8 +17,16 @@ if TYPE_CHECKING:
 class GrpcClient:
     """Owns a channel to `address`; failed calls raise NotFound, Conflict, ... not RpcError."""
 
-    def __init__(self, address: str, timeout: float, security: GrpcSecurity | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout: float,
+        security: GrpcSecurity | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+    ) -> None:
         """Open a (lazy) channel: plaintext, or TLS with the credentials of `security`.
+
+        `options`: channel options replacing the default message limits (`channel_for`).
 
         Raises:
             ConfigError: `security` is inconsistent (see `channel_for`).
@@ -25,7 +34,7 @@ class GrpcClient:
         """
         self.address = address
         self.security = security
-        self._channel = channel_for(address, security)
+        self._channel = channel_for(address, security, options=options)
         self._timeout = timeout
 
     def close(self) -> None:

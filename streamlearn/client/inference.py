@@ -20,7 +20,6 @@ import numpy as np
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc
 from shared.errors import InvalidArgument
-from shared.grpc.channel import channel_for
 from shared.grpc.client import GrpcClient
 from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from shared.serving import CURRENT_REASON
@@ -57,10 +56,7 @@ class InferenceClient(GrpcClient):
         self, address: str, timeout: float = 10.0, security: GrpcSecurity | None = None
     ) -> None:
         """Open a (lazy) channel; `security`: TLS and credentials (None: plaintext)."""
-        super().__init__(address, timeout, security)
-        if balanced(address):  # the base class's channel never connected: channels are lazy
-            self._channel.close()
-            self._channel = channel_for(address, security, options=channel_options(address))
+        super().__init__(address, timeout, security, options=channel_options(address))
         self._stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._inputs: dict[str, str] = {}
 
