@@ -16,7 +16,7 @@ demo: setup  ## the whole system on embedded defaults: local Kafka, the services
 test: setup check-protos lint  ## everything CI runs: contracts current, lint, all test suites
 	@scripts/system-deps.sh --tests
 	@scripts/kustomize.sh >/dev/null
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@scripts/run-tests.sh $(PYTEST_ARGS)
 
 unit: setup  ## fast feedback: unit tests only (no broker)
 	@scripts/kustomize.sh >/dev/null

@@ -136,3 +136,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == 0 and _passed == 0:
         session.exitstatus = 1
         print("\nERROR: no test passed (all skipped or deselected): failing the run")
+
+
+# --- name the running test where scripts/run-tests.sh can read it after a native crash -----
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    progress = os.environ.get("STREAMLEARN_TEST_PROGRESS")
+    if progress:
+        Path(progress).write_text(nodeid)
