@@ -29,16 +29,30 @@ _BAD_MODEL = frozenset(
 _NOT_NOW = frozenset({"RuntimeException", "EPFail", "EngineError", "DeviceReset"})
 
 
-def session_error(name: str, version: int, exc: Exception) -> StreamlearnError:
+def session_error(name: str, version: int, exc: Exception, onnx_bytes: bytes) -> StreamlearnError:
     """The domain error for a session that could not be created from a version's bytes."""
     kind = type(exc).__name__
-    text = str(exc)
-    decode_failed = kind == "Fail" and ("Load model" in text or "InferenceError" in text)
-    if kind in _BAD_MODEL or decode_failed:
+    if kind in _BAD_MODEL or (kind == "Fail" and _malformed(onnx_bytes)):
         return InvalidArgument(f"{name} v{version} is not a loadable ONNX model: {exc}")
     if kind in _NOT_NOW or isinstance(exc, MemoryError):
         return Unavailable(f"{name} v{version} could not be loaded now: {kind}: {exc}")
     return StreamlearnError(f"{name} v{version}: ONNX Runtime failed to open it: {kind}: {exc}")
+
+
+def _malformed(onnx_bytes: bytes) -> bool:
+    """Whether the ONNX checker refuses the bytes.
+
+    ORT reports many defects of a model (a truncated file that lost its opset import, a
+    graph that fails shape inference) as its generic `Fail`, with texts that change between
+    releases; the checker tells a bad model from a runtime failure without reading them.
+    """
+    import onnx  # only on this error path: the checker is not needed to serve
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+    except Exception:  # any refusal (DecodeError, ValidationError, ...) means malformed
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -91,7 +105,7 @@ class LoadedModel:
         try:
             self.session = make_session(onnx_bytes, device, threads)
         except Exception as exc:  # ORT's own error types, said in our terms
-            raise session_error(name, version, exc) from exc
+            raise session_error(name, version, exc, onnx_bytes) from exc
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._inputs = {s.name: s for s in self.inputs}

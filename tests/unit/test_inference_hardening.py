@@ -440,6 +440,22 @@ def test_only_decode_and_graph_errors_call_a_model_unloadable(
     assert ("not a loadable ONNX model" in str(caught.value)) == (expected is InvalidArgument)
 
 
+def test_a_generic_failure_on_a_model_the_checker_accepts_is_internal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ORT's generic Fail means a bad model only when the ONNX checker refuses the bytes too.
+    def failing(*_a: Any) -> Any:
+        raise _ort_error("Fail")("something in the runtime")
+
+    monkeypatch.setattr(model_module, "make_session", failing)
+    good = linear_model(np.ones(3, dtype=np.float32), 0.0)
+    with pytest.raises(StreamlearnError) as caught:
+        LoadedModel("m", 3, good, device="cpu")
+    assert type(caught.value) is StreamlearnError
+    with pytest.raises(InvalidArgument, match="not a loadable ONNX model"):
+        LoadedModel("m", 3, good[: len(good) // 2], device="cpu")
+
+
 def test_an_unknown_session_failure_is_internal_not_a_bad_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
