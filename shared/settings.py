@@ -104,6 +104,11 @@ class TopicSettings(BaseModel):
     streams: str = "streamlearn.streams"
     metrics: str = "streamlearn.trainer.metrics"
     model_events: str = "streamlearn.model.events"
+    # Learning from production traffic: what inference served, what happened afterwards, and
+    # the joiner's state changelog. The three are co-partitioned by event id.
+    predictions: str = "streamlearn.predictions"
+    feedback: str = "streamlearn.feedback"
+    joiner_state: str = "streamlearn.joiner.state"
     partitions: int = Field(default=3, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Producer
@@ -22,14 +22,13 @@ from services.inference import stats
 from services.inference.engine import Engine
 from services.inference.follower import EventWatcher, FollowerFailed, VersionFollower
 from services.inference.names import SERVICE as SERVICE
-from services.inference.prediction_log import DROPPED, PredictionLog, Sink
+from services.inference.prediction_log import PredictionLog, kafka_sink
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
 from shared.clients.registry import RegistryClient
-from shared.feedback import PredictionRecord, encode_prediction
 from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
-from shared.kafka.admin import TopicSpec, ensure_topics, standard_topics
+from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import consumer_config, producer_config
 
 log = logging.getLogger(__name__)
@@ -114,40 +113,19 @@ def _prediction_log(settings: InferenceSettings) -> tuple[PredictionLog | None, 
     models = settings.logged_models()
     if models == []:
         return None, None
-    topics = settings.topics
+    topic = settings.topics.predictions
     ensure_topics(
         AdminClient(settings.kafka.client_config()),
-        [
-            TopicSpec(
-                settings.prediction_log_topic,
-                topics.partitions,
-                topics.replication_factor,
-                {"retention.ms": str(topics.retention_ms)},
-            )
-        ],
+        [t for t in standard_topics(settings.topics) if t.name == topic],
     )
     producer = Producer(producer_config(settings.kafka))
     log_ = PredictionLog(
-        kafka_sink(producer, settings.prediction_log_topic),
+        kafka_sink(producer, topic),
         models,
         settings.prediction_log_streams,
         settings.prediction_log_queue,
     )
     return log_, producer
-
-
-def kafka_sink(producer: Producer, topic: str) -> Sink:
-    """Write records keyed by event id (feedback is keyed alike, so they co-partition)."""
-
-    def write(records: Sequence[PredictionRecord]) -> None:
-        for record in records:
-            try:
-                producer.produce(topic, encode_prediction(record), record.event_id.encode())
-            except BufferError:  # the producer's local queue is full: this one is dropped
-                DROPPED.labels(record.model, "producer_full").inc()
-        producer.poll(0)
-
-    return write
 
 
 def health_reporter(health: HealthServicer) -> Callable[[BaseException], None]:

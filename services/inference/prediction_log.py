@@ -9,7 +9,9 @@ Logging never slows or fails a request: the request thread only puts a reference
 arrays it already has into a bounded queue; a full queue drops the entry, counted in
 `streamlearn_inference_prediction_log_dropped_total`. A writer thread builds the records
 and calls the sink (in the service, a Kafka producer; in tests, a list). A failing sink
-drops, counts and logs, and the writer carries on. Transport-free.
+drops, counts and logs, and the writer carries on. `kafka_sink` writes to Kafka through a
+confluent-kafka producer (the service's, or a test's fake with its `produce`/`poll`); a
+record the broker does not acknowledge is counted as dropped (cause `delivery_failed`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import Counter
 
-from shared.feedback import PredictionRecord
+from shared.feedback import PredictionRecord, encode_prediction
 from shared.onnx_models import INPUT
+
+if TYPE_CHECKING:  # only for types: the log itself needs no Kafka client
+    from confluent_kafka import KafkaError, Message, Producer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,8 @@ WRITTEN = Counter(
 )
 
 Sink = Callable[[Sequence[PredictionRecord]], None]
+
+Report = Callable[["KafkaError | None", "Message"], None]
 
 
 @dataclass(frozen=True)
@@ -224,3 +232,49 @@ def _per_row(array: np.ndarray | None, rows: int, dtype: type[np.generic]) -> np
         return np.empty((rows, 0), dtype=dtype)
     values = np.asarray(array, dtype=dtype)
     return values.reshape(rows, -1) if values.size else np.empty((rows, 0), dtype=dtype)
+
+
+def kafka_sink(producer: Producer, topic: str) -> Sink:
+    """Write records keyed by event id (feedback is keyed alike, so they co-partition).
+
+    Never blocks: a full local queue drops the record (`producer_full`), and a record the
+    broker refuses or that expires undelivered is dropped when its report arrives
+    (`delivery_failed`, on a later `poll`: the writer polls after every batch, the service
+    flushes on shutdown). One warning per run of failed deliveries, not one per record.
+    """
+    reports: dict[str, Report] = {}  # one callback per model, reused
+    failing = False  # from a failed delivery until the next acknowledged one
+
+    def report_for(model: str) -> Report:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            nonlocal failing
+            if err is None:
+                failing = False
+                return
+            DROPPED.labels(model, "delivery_failed").inc()
+            if not failing:
+                failing = True
+                log.warning(
+                    "prediction log records not delivered",
+                    extra={"topic": topic, "model": model, "error": err.str()},
+                )
+
+        return report
+
+    def write(records: Sequence[PredictionRecord]) -> None:
+        for record in records:
+            report = reports.get(record.model)
+            if report is None:
+                report = reports[record.model] = report_for(record.model)
+            try:
+                producer.produce(
+                    topic,
+                    encode_prediction(record),
+                    record.event_id.encode(),
+                    on_delivery=report,
+                )
+            except BufferError:  # the producer's local queue is full: this one is dropped
+                DROPPED.labels(record.model, "producer_full").inc()
+        producer.poll(0)
+
+    return write

@@ -42,10 +42,10 @@ class InferenceSettings(ServiceSettings):
     # keeps the pod answering while Endpoints forget it, so a second is enough here too.
     drain_delay_s: float = Field(default=1.0, ge=0)
     drain_grace_s: float = Field(default=10.0, ge=0)
-    # The prediction log, for the joiner: every answered row to `prediction_log_topic`.
-    # Off by default; true: every served model; a JSON list: those models only.
+    # The prediction log, for the joiner: every answered row to `topics.predictions`
+    # (INFERENCE_TOPICS__PREDICTIONS). Off by default; true: every served model; a JSON
+    # list: those models only.
     log_predictions: bool | list[str] = False
-    prediction_log_topic: str = "streamlearn.predictions"
     # The stream of each logged model (JSON object); a model not named: its own name.
     prediction_log_streams: dict[str, str] = Field(default_factory=dict)
     # Answered requests waiting for the log's writer; beyond it they are dropped (counted).

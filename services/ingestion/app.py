@@ -54,7 +54,7 @@ def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
     """Create missing topics, load the stream definitions and build the engine and server."""
     topics = settings.topics
     admin = AdminClient(settings.kafka.client_config())
-    wanted = (topics.raw, topics.train, topics.dlq, topics.streams)
+    wanted = (topics.raw, topics.train, topics.dlq, topics.streams, topics.feedback)
     ensure_topics(admin, [t for t in standard_topics(topics) if t.name in wanted])
     check_limits(admin, (topics.raw, topics.train, topics.dlq), settings.max_message_bytes)
     _match_partitions(admin, settings)
@@ -66,7 +66,7 @@ def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
     publisher = RawPublisher(Producer(config), topics.raw)
     binding = ServiceBinding(
         ingest_pb2_grpc.add_IngestionServicer_to_server,
-        IngestionServicer(router, publisher),
+        IngestionServicer(router, publisher, topics.feedback),
         SERVICE,
     )
     server, health, port = build_server(

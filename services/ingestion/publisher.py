@@ -1,8 +1,13 @@
-"""Publishing to the raw topic with acknowledgement per call (Kafka adapter of gRPC ingest)."""
+"""Publishing with acknowledgement per call (Kafka adapter of gRPC ingest).
+
+Samples go to the raw topic, feedback to the feedback topic; one call waits for every record
+it wrote, whichever topic it went to.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -42,21 +47,39 @@ class RawPublisher:
         )
         self._poller.start()
 
-    def publish(self, records: list[Record]) -> list[Message]:
-        """Write `records` in order; return their positions once the broker has all of them.
+    @property
+    def topic(self) -> str:
+        """The raw topic: where `publish` writes by default."""
+        return self._topic
+
+    def publish(self, records: list[Record], topic: str | None = None) -> list[Message]:
+        """Write `records` in order to `topic` (None: the raw topic); see `publish_to`.
 
         Raises:
             Unavailable: a record was refused or not acknowledged within the timeout.
 
         """
-        pending = _Pending(expected=len(records))
-        if not records:
+        return self.publish_to([(topic or self._topic, records)])
+
+    def publish_to(self, parts: Sequence[tuple[str, list[Record]]]) -> list[Message]:
+        """Write each part's records in order to its topic; return every record's position.
+
+        Answers once the broker has acknowledged all of them, of every part.
+
+        Raises:
+            Unavailable: a record was refused or not acknowledged within the timeout.
+
+        """
+        total = sum(len(records) for _, records in parts)
+        pending = _Pending(expected=total)
+        if not total:
             return []
-        for key, value, headers in records:
-            produce(self._producer, self._topic, value, key, headers=headers, on_delivery=pending)
+        for topic, records in parts:
+            for key, value, headers in records:
+                produce(self._producer, topic, value, key, headers=headers, on_delivery=pending)
         if not pending.done.wait(self._timeout_s):
             raise Unavailable(
-                f"the broker did not acknowledge {len(records)} record(s) in {self._timeout_s:.0f}s"
+                f"the broker did not acknowledge {total} record(s) in {self._timeout_s:.0f}s"
             )
         pending.raise_for_failures()
         return pending.written

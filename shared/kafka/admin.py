@@ -43,6 +43,13 @@ def standard_topics(topics: TopicSettings) -> list[TopicSpec]:
         # One partition: model events are totally ordered by registry sequence.
         spec(topics.model_events, 1, common),
         spec(topics.streams, 1, compacted),
+        # Learning from production traffic: predictions and feedback are both keyed by event
+        # id and have the same partition count, so they are co-partitioned (a prediction and
+        # its feedback land in the same partition number) and the joiner's changelog, keyed
+        # alike, holds each partition's state in the partition of the same number.
+        spec(topics.predictions, topics.partitions, common),
+        spec(topics.feedback, topics.partitions, common),
+        spec(topics.joiner_state, topics.partitions, compacted),
     ]
 
 

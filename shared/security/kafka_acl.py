@@ -7,18 +7,25 @@ delete or reconfigure anything; the admin is the broker's super user and needs n
 
 | principal   | topics                                     | groups, transactional ids   |
 |-------------|--------------------------------------------|-----------------------------|
-| `ingestion` | raw: read, write; train, dlq: write;       | its group, its transactional |
-|             | streams: read                              | ids, `streamlearn-catalog-*` |
+| `ingestion` | raw: read, write; train, dlq, feedback:    | its group, its transactional |
+|             | write; streams: read                       | ids, `streamlearn-catalog-*` |
 | `trainer`   | train: read; metrics: write; streams: read | `streamlearn-trainer-*`,    |
 |             |                                            | `streamlearn-catalog-*`     |
 | `registry`  | model events: write                        | -                           |
-| `inference` | model events: read                         | `inference-*`               |
-| `producer`  | raw: write                                 | -                           |
+| `inference` | model events: read; predictions: write     | `inference-*`               |
+| `joiner`    | predictions, feedback, streams: read;      | `streamlearn-joiner*` group |
+|             | train, dlq: write; joiner state: read,     | and transactional ids,      |
+|             | write                                      | `streamlearn-catalog-*`     |
+| `producer`  | raw, feedback: write; streams: read        | `streamlearn-catalog-*`     |
 | `reader`    | metrics, model events: read                | watch, status,              |
 |             |                                            | `streamlearn-reader-*`      |
 
 Kafka implies DESCRIBE from READ, WRITE, DELETE and ALTER, so a topic a principal reads or
-writes is also one it may list; every other topic is invisible to it.
+writes is also one it may list; every other topic is invisible to it. The same holds for
+transactional ids: WRITE on one lets a producer initialise, run and commit transactions under
+it (and DESCRIBE it). Since Kafka 3.0 a WRITE on a topic also allows idempotent writes to it,
+so no principal needs IDEMPOTENT_WRITE on the cluster, transactional ones included (the
+integration tests commit a transaction as `ingestion` and as `joiner` on a secured broker).
 """
 
 from __future__ import annotations
@@ -101,6 +108,10 @@ class AccessNames(BaseModel):
     # `streamlearn watch` / `status` read metrics under these; own tools use the prefix.
     reader_groups: tuple[str, ...] = ("streamlearn-watch", "streamlearn-status")
     reader_group_prefix: str = "streamlearn-reader-"
+    # The joiner: its consumer group(s) and transactional ids start with this (no dash: the
+    # group may be `streamlearn-joiner` itself).
+    joiner_group_prefix: str = "streamlearn-joiner"
+    joiner_transactional_prefix: str = "streamlearn-joiner"
 
 
 def acl_table(
@@ -128,6 +139,7 @@ def acl_table(
         topic(topics.raw, read, write, Operation.DESCRIBE_CONFIGS)  # gRPC Publish writes raw
         | topic(topics.train, write, Operation.DESCRIBE_CONFIGS)
         | topic(topics.dlq, write, Operation.DESCRIBE_CONFIGS)
+        | topic(topics.feedback, write)  # gRPC Ingest writes feedback
         | group(names.ingestion_group)
         | {
             Grant(Resource.TRANSACTIONAL_ID, names.ingestion_transactional_prefix, write, True),
@@ -142,6 +154,18 @@ def acl_table(
         | group(names.trainer_group_prefix, prefixed=True)
         | catalog
     )
+    joiner = (
+        topic(topics.predictions, read)
+        | topic(topics.feedback, read)
+        | topic(topics.train, write)
+        | topic(topics.dlq, write)
+        # Its changelog: written in its transactions, read back to restore its state.
+        | topic(topics.joiner_state, read, write)
+        | group(names.joiner_group_prefix, prefixed=True)
+        # Exactly-once: samples, dead letters, changelog and offsets in one transaction.
+        | {Grant(Resource.TRANSACTIONAL_ID, names.joiner_transactional_prefix, write, True)}
+        | catalog  # the streams' definitions (label kinds, classes)
+    )
     reader = (
         topic(topics.metrics, read)
         | topic(topics.model_events, read)
@@ -153,10 +177,14 @@ def acl_table(
         "trainer": frozenset(trainer),
         "registry": frozenset(topic(topics.model_events, write)),
         "inference": frozenset(
-            topic(topics.model_events, read) | group(names.inference_group_prefix, prefixed=True)
+            topic(topics.model_events, read)
+            | topic(topics.predictions, write)  # INFERENCE_LOG_PREDICTIONS
+            | group(names.inference_group_prefix, prefixed=True)
         ),
+        "joiner": frozenset(joiner),
         # The catalog too: `streamlearn produce` maps a file's columns by the stream's schema.
-        "producer": frozenset(topic(topics.raw, write) | catalog),
+        # Feedback: `SampleProducer.feedback`, outcomes of served predictions.
+        "producer": frozenset(topic(topics.raw, write) | topic(topics.feedback, write) | catalog),
         "reader": frozenset(reader),
     }
 

@@ -1,4 +1,7 @@
-"""`SampleProducer`: the Python front door that publishes training samples to the raw topic.
+"""`SampleProducer`: the Python front door for training samples and feedback.
+
+Samples go to the raw topic, the outcomes of served predictions (feedback) to the feedback
+topic.
 
 Idempotent and `acks=all` (a retry never duplicates or reorders), keyed by the sample key
 (per-key order is kept up to the trainer), batched by librdkafka. Every record's delivery
@@ -14,14 +17,17 @@ Example:
         producer.send({"key": "user-1", "features": [0.1, 0.2], "label": 1})
         producer.send({"key": "u7", "features": {"age": 31, "country": "FR"}, "label": 1})
         producer.send_columns(features, labels, keys=keys)   # the high-rate path
+        producer.feedback("3f2a", "clicks", label=1)  # what happened after prediction 3f2a
 
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -30,6 +36,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from shared import samples
 from shared.errors import InvalidArgument, Unavailable
 from shared.features import put_values
+from shared.feedback import Feedback, Label, encode_feedback
 from shared.kafka.config import dotted, producer_config
 from shared.kafka.outage import ConnectionLog
 from shared.kafka.producer import produce
@@ -50,6 +57,7 @@ class SampleProducer:
         *,
         stream: str = "",
         topic: str = TopicSettings().raw,
+        feedback_topic: str = TopicSettings().feedback,
         kafka: KafkaSettings | None = None,
         on_delivery: DeliveryCallback | None = None,
         **librdkafka: Any,
@@ -60,8 +68,10 @@ class SampleProducer:
             bootstrap_servers: Kafka brokers (ignored when `kafka` is given).
             stream: Default stream of samples that name none.
             topic: The raw topic ingestion reads.
+            feedback_topic: The topic `feedback` writes to (the joiner reads it).
             kafka: Full connection settings (SASL and so on).
-            on_delivery: Called once per record with an error text (or None) and its sample count.
+            on_delivery: Called once per record with an error text (or None) and its sample
+                count (0 for a feedback record).
             **librdkafka: Extra producer properties, dots written as underscores.
 
         """
@@ -74,8 +84,10 @@ class SampleProducer:
         self._producer = Producer(config)
         self._stream = stream
         self._topic = topic
+        self._feedback_topic = feedback_topic
         self._callback = on_delivery
         self.delivered = 0  # samples acknowledged by the broker
+        self.feedback_delivered = 0  # feedback records acknowledged by the broker
         self.failed: list[str] = []
 
     def send(self, sample: sample_pb2.Sample | Mapping[str, Any]) -> None:
@@ -97,6 +109,51 @@ class SampleProducer:
         if not message.stream:
             message.stream = self._stream
         self._produce(message.key.encode(), message.SerializeToString(), _SAMPLE_HEADERS, 1)
+
+    def feedback(
+        self,
+        event_id: str,
+        stream: str = "",
+        *,
+        label: FeedbackLabel,
+        event_time: float | datetime | None = None,
+        weight: float | None = None,
+    ) -> None:
+        """Queue the outcome of a served prediction, keyed by its event id.
+
+        The event id is the one inference answered with (its `event_id` response parameter;
+        row i of a request of several rows: `<id>/<i>`). The joiner pairs the two into a
+        training sample. Checked before anything is queued::
+
+            producer.feedback("3f2a", "clicks", label=1)            # a class (binary: 0/1)
+            producer.feedback("3f2a", "prices", label=12.5)         # a regression target
+            producer.feedback("3f2a", "tags", label=[0, 3])         # multi-label classes
+            producer.feedback("3f2a", label=0, event_time=t, weight=2.0)
+
+        Args:
+            event_id: The served prediction's event id.
+            stream: Its stream; empty: the producer's default stream.
+            label: An int (class index), a float (regression target), a list or tuple of
+                ints (the positive classes of a multi-label target), or a `Label`.
+            event_time: When the outcome happened: unix seconds or an aware datetime;
+                None: now.
+            weight: The sample's weight (positive); None: 1.
+
+        Raises:
+            InvalidArgument: an argument is not valid feedback (a `FeedbackProblem` whose
+                `reason` says which check failed); nothing was queued.
+
+        """
+        record = Feedback(
+            event_id=_text("event_id", event_id),
+            stream=_text("stream", stream) or self._stream,
+            label=feedback_label(label),
+            event_time_ms=_time_ms(event_time),
+            weight=1.0 if weight is None else _number("weight", weight),
+        )
+        self._produce(
+            record.event_id.encode(), encode_feedback(record), [], 0, self._feedback_topic
+        )
 
     def send_columns(
         self,
@@ -176,11 +233,19 @@ class SampleProducer:
         self.close()
 
     def _produce(
-        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]], rows: int
+        self,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+        rows: int,
+        topic: str | None = None,
     ) -> None:
+        """Queue one record on `topic` (the raw topic when None); rows 0: a feedback record."""
+
         def report(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 self.delivered += rows
+                self.feedback_delivered += 0 if rows else 1
                 self._connection.recovered()
             else:
                 self.failed.append(err.str())
@@ -188,8 +253,69 @@ class SampleProducer:
                 self._callback(None if err is None else err.str(), rows)
 
         produce(
-            self._producer, self._topic, value, key or None, headers=headers, on_delivery=report
+            self._producer,
+            topic or self._topic,
+            value,
+            key or None,
+            headers=headers,
+            on_delivery=report,
         )
+
+
+FeedbackLabel = Label | bool | int | float | np.integer | np.floating | Sequence[int]
+
+
+def feedback_label(label: FeedbackLabel) -> Label:
+    """The `Label` of a feedback `label` argument (see `SampleProducer.feedback`).
+
+    Raises:
+        InvalidArgument: a label of another type, a class index out of range, a non-finite
+            target, repeated classes.
+
+    """
+    if isinstance(label, Label):
+        return label
+    if isinstance(label, bool | int | np.integer):
+        return Label.class_index(int(label))
+    if isinstance(label, float | np.floating):
+        return Label.regression(float(label))
+    if isinstance(label, list | tuple | np.ndarray):
+        classes = list(label)
+        if not all(isinstance(c, int | np.integer) and not isinstance(c, bool) for c in classes):
+            raise InvalidArgument(f"multi-label classes must be ints, not {classes!r}"[:200])
+        return Label.multi_label([int(c) for c in classes])
+    raise InvalidArgument(
+        "label must be an int (class), a float (target) or a list of ints (multi-label), "
+        f"not {type(label).__name__}"
+    )
+
+
+def _text(what: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be text, not {type(value).__name__}")
+    return value
+
+
+def _number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidArgument(f"{what} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _time_ms(event_time: float | datetime | None) -> int:
+    """Unix milliseconds of `event_time` (unix seconds or an aware datetime; None: now)."""
+    if event_time is None:
+        return time.time_ns() // 1_000_000
+    if isinstance(event_time, datetime):
+        if event_time.tzinfo is None:
+            raise InvalidArgument("event_time: a datetime needs a time zone (e.g. UTC)")
+        seconds = event_time.timestamp()
+    else:
+        seconds = _number("event_time", event_time)
+    if not math.isfinite(seconds):
+        raise InvalidArgument(f"event_time {seconds} is not finite")
+    # Out of range for protobuf (1970-9999) is refused by Feedback with reason invalid_time.
+    return round(seconds * 1000) if abs(seconds) < 1e15 else -1
 
 
 def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:

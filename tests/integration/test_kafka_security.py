@@ -221,7 +221,8 @@ def test_only_granted_topics_are_visible(secure: SecureKafka) -> None:
         k: v for k, v in secure.principals["producer"].client_config().items() if k != "logger"
     }
     visible = set(AdminClient(config).list_topics(timeout=10).topics)
-    assert visible == {TOPICS.raw, TOPICS.streams}  # samples to write, definitions to read
+    # Samples and feedback to write, definitions to read.
+    assert visible == {TOPICS.raw, TOPICS.feedback, TOPICS.streams}
 
 
 def test_the_faust_worker_connects_with_the_same_settings(secure: SecureKafka) -> None:

@@ -185,19 +185,23 @@ def test_a_damaged_keystore_is_issued_anew(tmp_path: Path) -> None:
 # --- the ACL table ----------------------------------------------------------------------
 
 
-def test_the_producer_may_only_write_samples_and_read_stream_definitions() -> None:
+def test_the_producer_may_only_write_samples_and_feedback_and_read_stream_definitions() -> None:
     table = acl_table(TOPICS)
     assert table["producer"] == {
         Grant(TOPIC, TOPICS.raw, WRITE),
+        Grant(TOPIC, TOPICS.feedback, WRITE),  # `SampleProducer.feedback`
         Grant(TOPIC, TOPICS.streams, READ),  # `produce --file` maps columns by the schema
         Grant(GROUP, "streamlearn-catalog-", READ, True),
     }
     assert allowed(table, "producer", TOPIC, TOPICS.raw, WRITE)
-    for topic in (TOPICS.train, TOPICS.dlq, TOPICS.metrics, TOPICS.model_events, TOPICS.streams):
+    assert allowed(table, "producer", TOPIC, TOPICS.feedback, WRITE)
+    hidden = (TOPICS.train, TOPICS.dlq, TOPICS.metrics, TOPICS.model_events, TOPICS.predictions)
+    for topic in (*hidden, TOPICS.streams, TOPICS.joiner_state):
         assert not allowed(table, "producer", TOPIC, topic, WRITE)
-    for topic in (TOPICS.train, TOPICS.dlq, TOPICS.metrics, TOPICS.model_events):
+    for topic in (*hidden, TOPICS.joiner_state):
         assert not allowed(table, "producer", TOPIC, topic, DESCRIBE)
     assert not allowed(table, "producer", TOPIC, TOPICS.raw, READ)
+    assert not allowed(table, "producer", TOPIC, TOPICS.feedback, READ)
 
 
 def test_ingestion_reads_samples_and_writes_its_outputs_transactionally() -> None:
@@ -215,6 +219,11 @@ def test_ingestion_reads_samples_and_writes_its_outputs_transactionally() -> Non
     assert not allowed(table, "ingestion", TXN, "someone-else", WRITE)
     assert allowed(table, "ingestion", TOPIC, TOPICS.streams, READ)
     assert not allowed(table, "ingestion", TOPIC, TOPICS.metrics, WRITE)
+    # gRPC Ingest publishes feedback; the joiner's topics are none of its business.
+    assert allowed(table, "ingestion", TOPIC, TOPICS.feedback, WRITE)
+    assert not allowed(table, "ingestion", TOPIC, TOPICS.feedback, READ)
+    for topic in (TOPICS.predictions, TOPICS.joiner_state):
+        assert not allowed(table, "ingestion", TOPIC, topic, DESCRIBE)
 
 
 def test_ingestion_may_grow_its_outputs_only_when_configured() -> None:
@@ -240,19 +249,22 @@ def test_registry_inference_and_reader() -> None:
     assert table["registry"] == {Grant(TOPIC, TOPICS.model_events, WRITE)}
     assert table["inference"] == {
         Grant(TOPIC, TOPICS.model_events, READ),
+        Grant(TOPIC, TOPICS.predictions, WRITE),  # the prediction log
         Grant(GROUP, "inference-", READ, prefixed=True),
     }
     assert allowed(table, "reader", TOPIC, TOPICS.metrics, READ)
     assert allowed(table, "reader", TOPIC, TOPICS.model_events, READ)
     assert allowed(table, "reader", GROUP, "streamlearn-watch", READ)
     names = [v for v in TOPICS.model_dump().values() if isinstance(v, str)]
-    assert len(names) == 6
+    assert len(names) == 9
     assert not any(allowed(table, "reader", TOPIC, t, WRITE) for t in names)
 
 
 def test_no_principal_creates_deletes_or_administers() -> None:
     table = acl_table(TOPICS)
-    assert set(table) == {"ingestion", "trainer", "registry", "inference", "producer", "reader"}
+    assert set(table) == {
+        *("ingestion", "trainer", "registry", "inference", "joiner", "producer", "reader")
+    }
     operations = {g.operation for grants in table.values() for g in grants}
     assert operations <= {READ, WRITE, Operation.DESCRIBE_CONFIGS}
     assert all(

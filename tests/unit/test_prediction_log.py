@@ -11,10 +11,9 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from inference import grpc_service_pb2 as pb
-from services.inference.app import kafka_sink
 from services.inference.engine import Engine
 from services.inference.model import LoadedModel
-from services.inference.prediction_log import EVENT_ID, PredictionLog
+from services.inference.prediction_log import EVENT_ID, PredictionLog, kafka_sink
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
 from shared.fakes import FakeBroker, FakeProducer

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from streamlearn.v1 import feedback_pb2 as streamlearn_dot_v1_dot_feedback__pb2
 from streamlearn.v1 import sample_pb2 as streamlearn_dot_v1_dot_sample__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstreamlearn/v1/ingest.proto\x12\x0estreamlearn.v1\x1a\x1bstreamlearn/v1/sample.proto\"d\n\rIngestRequest\x12\'\n\x07samples\x18\x01 \x03(\x0b\x32\x16.streamlearn.v1.Sample\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.streamlearn.v1.SampleBatch\"B\n\x0eRecordPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"k\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x36\n\x0elast_positions\x18\x03 \x03(\x0b\x32\x1e.streamlearn.v1.RecordPosition2\xa5\x01\n\tIngestion\x12G\n\x06Ingest\x12\x1d.streamlearn.v1.IngestRequest\x1a\x1e.streamlearn.v1.IngestResponse\x12O\n\x0cIngestStream\x12\x1d.streamlearn.v1.IngestRequest\x1a\x1e.streamlearn.v1.IngestResponse(\x01\x42 P\x01Z\x1cstreamlearn/v1;streamlearnv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstreamlearn/v1/ingest.proto\x12\x0estreamlearn.v1\x1a\x1dstreamlearn/v1/feedback.proto\x1a\x1bstreamlearn/v1/sample.proto\"\x90\x01\n\rIngestRequest\x12\'\n\x07samples\x18\x01 \x03(\x0b\x32\x16.streamlearn.v1.Sample\x12*\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.streamlearn.v1.SampleBatch\x12*\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x03 \x03(\x0b\x32\x18.streamlearn.v1.Feedback\"B\n\x0eRecordPosition\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"}\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\x12\x0f\n\x07records\x18\x02 \x01(\x04\x12\x36\n\x0elast_positions\x18\x03 \x03(\x0b\x32\x1e.streamlearn.v1.RecordPosition\x12\x10\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x04 \x01(\x04\x32\xa5\x01\n\tIngestion\x12G\n\x06Ingest\x12\x1d.streamlearn.v1.IngestRequest\x1a\x1e.streamlearn.v1.IngestResponse\x12O\n\x0cIngestStream\x12\x1d.streamlearn.v1.IngestRequest\x1a\x1e.streamlearn.v1.IngestResponse(\x01\x42 P\x01Z\x1cstreamlearn/v1;streamlearnv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +34,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamlearn.v1.ingest_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z\034streamlearn/v1;streamlearnv1'
-  _globals['_INGESTREQUEST']._serialized_start=76
-  _globals['_INGESTREQUEST']._serialized_end=176
-  _globals['_RECORDPOSITION']._serialized_start=178
-  _globals['_RECORDPOSITION']._serialized_end=244
-  _globals['_INGESTRESPONSE']._serialized_start=246
-  _globals['_INGESTRESPONSE']._serialized_end=353
-  _globals['_INGESTION']._serialized_start=356
-  _globals['_INGESTION']._serialized_end=521
+  _globals['_INGESTREQUEST']._serialized_start=108
+  _globals['_INGESTREQUEST']._serialized_end=252
+  _globals['_RECORDPOSITION']._serialized_start=254
+  _globals['_RECORDPOSITION']._serialized_end=320
+  _globals['_INGESTRESPONSE']._serialized_start=322
+  _globals['_INGESTRESPONSE']._serialized_end=447
+  _globals['_INGESTION']._serialized_start=450
+  _globals['_INGESTION']._serialized_end=615
 # @@protoc_insertion_point(module_scope)

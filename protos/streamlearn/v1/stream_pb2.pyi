@@ -39,7 +39,7 @@ class FeatureSchema(_message.Message):
     def __init__(self, numeric: _Optional[_Iterable[str]] = ..., categorical: _Optional[_Iterable[str]] = ..., crosses: _Optional[_Iterable[_Union[FeatureCross, _Mapping]]] = ...) -> None: ...
 
 class StreamDefinition(_message.Message):
-    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description", "features")
+    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description", "features", "join")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DENSE_DIM_FIELD_NUMBER: _ClassVar[int]
     SPARSE_BUCKETS_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class StreamDefinition(_message.Message):
     REVISION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
     name: str
     dense_dim: int
     sparse_buckets: int
@@ -58,4 +59,15 @@ class StreamDefinition(_message.Message):
     revision: int
     description: str
     features: FeatureSchema
-    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ..., features: _Optional[_Union[FeatureSchema, _Mapping]] = ...) -> None: ...
+    join: JoinPolicy
+    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ..., features: _Optional[_Union[FeatureSchema, _Mapping]] = ..., join: _Optional[_Union[JoinPolicy, _Mapping]] = ...) -> None: ...
+
+class JoinPolicy(_message.Message):
+    __slots__ = ("window_s", "negative_after_s", "negative_value")
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    window_s: float
+    negative_after_s: float
+    negative_value: float
+    def __init__(self, window_s: _Optional[float] = ..., negative_after_s: _Optional[float] = ..., negative_value: _Optional[float] = ...) -> None: ...
