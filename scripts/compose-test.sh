@@ -108,7 +108,7 @@ free_port() { .venv/bin/python -c 'from shared.net import free_port; print(free_
 taken() { ss -Hltn "sport = :$1" | grep -q .; }
 for spec in KAFKA:9092 KAFKA_INTERNAL:19092 KAFKA_CONTROLLER:9093 INGESTION:50051 \
   REGISTRY:50052 TRAINER:50053 INFERENCE:8001 INGESTION_METRICS:9101 TRAINER_METRICS:9102 \
-  REGISTRY_METRICS:9103 INFERENCE_METRICS:8002; do
+  REGISTRY_METRICS:9103 INFERENCE_METRICS:8002 JOINER:50054 JOINER_METRICS:9104; do
   var="STREAMLEARN_${spec%%:*}_PORT"
   if [ -z "${!var:-}" ]; then
     port=${spec##*:}

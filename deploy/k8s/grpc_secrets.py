@@ -42,7 +42,7 @@ from shared.security.secret_files import kubectl_commands, new_directory
 from shared.security.tokens import new_signing_key, new_static_token, token_digest
 
 AUTH_SECRET = "streamlearn-grpc-auth"
-SERVICES = ("registry", "ingestion", "trainer", "inference")
+SERVICES = ("registry", "ingestion", "trainer", "joiner", "inference")
 # The services that call another one (the registry), each as the principal of its own role.
 # Services whose certificate also names another Service selecting the same pods.
 EXTRA_SERVICES = {"inference": ("inference-headless",)}

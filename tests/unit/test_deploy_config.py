@@ -11,7 +11,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
 def test_one_compose_service_per_service_folder_plus_kafka() -> None:
-    assert SERVICES == ["inference", "ingestion", "registry", "trainer"]
+    assert SERVICES == ["inference", "ingestion", "joiner", "registry", "trainer"]
     assert set(COMPOSE["services"]) == {*SERVICES, "kafka"}
 
 

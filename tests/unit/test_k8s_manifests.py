@@ -18,12 +18,17 @@ OVERLAYS = ("local", "production")
 WORKLOAD = {
     "inference": "Deployment",
     "ingestion": "Deployment",
+    "joiner": "StatefulSet",
     "registry": "StatefulSet",
     "trainer": "StatefulSet",
 }
 # Variables a container may set that are no streamlearn setting, each with why.
 PROCESS_VARIABLES = {
     "NUMBA_CACHE_DIR": "numba's cache of compiled functions: the sources are read-only",
+}
+# Variables set only to be expanded (`$(NAME)`) into a later setting's value, each with why.
+EXPANDED_VARIABLES = {
+    "POD_NAME": "the pod's name, prefixed into JOINER_TRANSACTIONAL_ID (a fieldRef has no prefix)",
 }
 Docs = dict[tuple[str, str], dict[str, Any]]
 
@@ -97,9 +102,24 @@ def test_every_variable_is_a_setting_of_its_service(
         if name in PROCESS_VARIABLES:
             assert value in mounts(docs, service), f"{name}={value} is no mounted volume"
             continue
+        if name in EXPANDED_VARIABLES:
+            assert expanded_into_settings(docs, service, name), f"{name} is expanded nowhere"
+            continue
         setting_of(name)  # fails naming the variable when no settings field matches
     container = pod(docs, service)["containers"][0]
     assert container["command"] == ["python", "-m", f"services.{service}"]
+
+
+def expanded_into_settings(docs: Docs, service: str, name: str) -> list[str]:
+    """The settings whose value expands `$(name)`, defined after it (Kubernetes expands
+    only references to variables defined earlier in the list)."""
+    env = pod(docs, service)["containers"][0].get("env", [])
+    names = [item["name"] for item in env]
+    after = env[names.index(name) + 1 :] if name in names else []
+    found = [i["name"] for i in after if f"$({name})" in str(i.get("value", ""))]
+    for setting in found:
+        setting_of(setting)
+    return found
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -315,7 +335,8 @@ def test_images_come_from_a_registry_and_pull_as_they_should(rendered: tuple[str
         assert images["trainer"].endswith("-cuda")
     else:
         assert images["trainer"] == "streamlearn:latest"  # what `docker compose build` tags
-        assert {images[s] for s in ("inference", "ingestion", "registry")} == {"streamlearn:slim"}
+        slim = ("inference", "ingestion", "joiner", "registry")
+        assert {images[s] for s in slim} == {"streamlearn:slim"}
 
 
 def mounted_config_map(docs: Docs, spec: dict[str, Any], volume: str) -> dict[str, str]:

@@ -607,6 +607,7 @@ def test_network_policies_open_only_the_flows_of_the_architecture(
         ("inference", "grpc"): {"a client"},
         ("registry", "grpc"): {"trainer", "inference", "an operator"},
         ("trainer", "grpc"): set(),  # health only, read by the exec probes from inside
+        ("joiner", "grpc"): set(),  # likewise
     } | {(service, "metrics"): {"prometheus"} for service in SERVICES}
     for (service, port), allowed in expected.items():
         for who, source in sources.items():
