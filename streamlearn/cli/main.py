@@ -21,7 +21,7 @@ class _Root(LazyGroup):
         "up": Lazy(
             "streamlearn.cli.system",
             "up",
-            "Start the broker and the four services; wait until ready.",
+            "Start the broker and the five services; wait until ready.",
         ),
         "status": Lazy(
             "streamlearn.cli.system",

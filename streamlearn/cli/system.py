@@ -23,7 +23,7 @@ def up(
         help="TLS, credentials and ACLs everywhere; clients source <state>/secrets/<role>.env.",
     ),
 ) -> None:
-    """Start the local broker and the four services; return once each reports SERVING."""
+    """Start the local broker and the five services; return once each reports SERVING."""
     from streamlearn.system.control import LocalSystem
     from streamlearn.system.status import collect
 

@@ -1,1 +1,1 @@
-"""The whole system on one machine: the four services supervised as local processes."""
+"""The whole system on one machine: the five services supervised as local processes."""

@@ -21,6 +21,8 @@ from services.inference.names import SERVICE as INFERENCE_HEALTH
 from services.inference.settings import InferenceSettings
 from services.ingestion.names import SERVICE as INGESTION_HEALTH
 from services.ingestion.settings import IngestionSettings
+from services.joiner.names import HEALTH_NAME as JOINER_HEALTH
+from services.joiner.settings import JoinerSettings
 from services.registry.names import SERVICE as REGISTRY_HEALTH
 from services.registry.settings import RegistrySettings
 from services.trainer.names import HEALTH_NAME as TRAINER_HEALTH
@@ -34,6 +36,7 @@ HEALTH_NAMES = {
     "registry": REGISTRY_HEALTH,
     "ingestion": INGESTION_HEALTH,
     "trainer": TRAINER_HEALTH,
+    "joiner": JOINER_HEALTH,
     "inference": INFERENCE_HEALTH,
 }
 
@@ -104,7 +107,7 @@ class Layout:
 def local_plan(
     state_dir: Path, kafka: KafkaSettings, secrets: LocalSecrets | None = None
 ) -> list[ServiceSpec]:
-    """Registry, ingestion, trainer, inference (start order) on loopback.
+    """Registry, ingestion, trainer, joiner, inference (start order) on loopback.
 
     With `secrets` (`streamlearn up --secure`), each service serves TLS, checks tokens, and
     reaches Kafka and the registry as its own principal.
@@ -113,6 +116,7 @@ def local_plan(
     registry_address = f"127.0.0.1:{registry.grpc_port}"
     ingestion = IngestionSettings(state_dir=state_dir, kafka=kafka)
     trainer = TrainerSettings(state_dir=state_dir, kafka=kafka)
+    joiner = JoinerSettings(state_dir=state_dir, kafka=kafka)
     inference = InferenceSettings(state_dir=state_dir, kafka=kafka)
     specs = [
         _spec("registry", registry, {}),
@@ -127,6 +131,12 @@ def local_plan(
             trainer,
             {"registry_address": registry_address},
             (trainer.consumer_group, trainer.topics.train),
+        ),
+        _spec(
+            "joiner",
+            joiner,
+            {},
+            (joiner.consumer_group, joiner.topics.predictions),
         ),
         replace(
             _spec("inference", inference, {"registry_address": registry_address}),

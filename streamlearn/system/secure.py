@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 SECRETS = "secrets"
 MARKER = "secured"  # its presence: this state directory runs secured
-SERVICES = ("registry", "ingestion", "trainer", "inference")
+SERVICES = ("registry", "ingestion", "trainer", "joiner", "inference")
 REGISTRY = "registry"  # serves mutual TLS only (see the module's docstring)
 PROBE = "probe"  # the client certificate of health probes: no role, health only
 # Kafka principal of each user role: the promoter acts through the registry only (reads

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from streamlearn.v1 import metrics_pb2
 
 SUPERVISOR_MODULE = "streamlearn.system"  # the marker in the supervisor's command line
-SERVICES = ("registry", "ingestion", "trainer", "inference")  # local_plan's order (tested)
+# local_plan's order (tested)
+SERVICES = ("registry", "ingestion", "trainer", "joiner", "inference")
 # CliSettings' defaults, restated so that `stopped()` needs no pydantic (tested equal).
 DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "streamlearn"
 DEFAULT_KAFKA_PORT = 9092

@@ -12,8 +12,11 @@ from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.system.control import LocalSystem
 from streamlearn.system.status import collect
 
-SERVICES = ("registry", "ingestion", "trainer", "inference")
-TOPIC_NAMES = ("raw", "train", "dlq", "streams", "metrics", "model_events")
+SERVICES = ("registry", "ingestion", "trainer", "joiner", "inference")
+TOPIC_NAMES = (
+    *("raw", "train", "dlq", "streams", "metrics", "model_events"),
+    *("predictions", "feedback", "joiner_state"),
+)
 
 
 def logistic_config(features: int) -> str:

@@ -27,7 +27,7 @@ def test_plan_starts_the_registry_first_and_follows_each_service_settings(
     monkeypatch.setenv("INFERENCE_GRPC_PORT", "9001")
     monkeypatch.setenv("REGISTRY_GRPC_PORT", "6000")
     specs = local_plan(tmp_path, KAFKA)
-    assert [s.name for s in specs] == ["registry", "ingestion", "trainer", "inference"]
+    assert [s.name for s in specs] == ["registry", "ingestion", "trainer", "joiner", "inference"]
     by_name = {s.name: s for s in specs}
     assert by_name["inference"].address == "127.0.0.1:9001"
     assert by_name["ingestion"].address == "127.0.0.1:50051"  # the service's own default
