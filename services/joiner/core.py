@@ -20,18 +20,34 @@ and feedback records interleave between two moves of the clock. Rules:
 - memory is bounded per stream: beyond `max_pending` the oldest open prediction expires
   (`Expired` with reason overflow), the oldest early feedback is `Unknown` (overflow).
 
-The state is a plain dict (`to_dict` / `from_dict`) for a table or a checkpoint; a
-restored joiner continues exactly as the original would have.
+The state is a plain dict (`to_dict` / `from_dict`) for a checkpoint, or a changelog
+(`changes` / `from_changelog`, entries of `changelog`) for a compacted topic: `changes`
+returns the entries changed since its last call (a tombstone for each id no longer held,
+and the clock entry when the clock or the counters moved). A joiner restored either way
+continues exactly as the original would have.
 """
 
 from __future__ import annotations
 
 import base64
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.joiner.changelog import (
+    CLOCK_KEY,
+    ChangelogError,
+    ClockEntry,
+    ClosedEntry,
+    EarlyEntry,
+    Entry,
+    OpenEntry,
+    decode_entry,
+    decode_key,
+    encode_value,
+    event_key,
+)
 from services.joiner.metrics import JoinMetrics
 from services.joiner.outputs import (
     OVERFLOW,
@@ -93,6 +109,8 @@ class _Stream:
     early_heap: list[tuple[int, str]] = field(default_factory=list)
     closed: dict[str, _Closed] = field(default_factory=dict)
     closed_heap: list[tuple[int, str]] = field(default_factory=list)
+    # Ids whose entry changed since the last `Joiner.changes` (every mutation adds its id).
+    touched: set[str] = field(default_factory=set)
 
     def empty(self) -> bool:
         """Whether nothing of this stream is held."""
@@ -100,18 +118,21 @@ class _Stream:
 
     def add_open(self, entry: _Open) -> None:
         self.open[entry.record.event_id] = entry
+        self.touched.add(entry.record.event_id)
         heapq.heappush(self.open_heap, (entry.close_ms, entry.record.event_id))
         if _mostly_dead(self.open_heap, self.open):
             self.open_heap[:] = _heap((e.close_ms, i) for i, e in self.open.items())
 
     def add_early(self, feedback: Feedback, until_ms: int) -> None:
         self.early[feedback.event_id] = (feedback, until_ms)
+        self.touched.add(feedback.event_id)
         heapq.heappush(self.early_heap, (until_ms, feedback.event_id))
         if _mostly_dead(self.early_heap, self.early):
             self.early_heap[:] = _heap((until, i) for i, (_, until) in self.early.items())
 
     def add_closed(self, event_id: str, closed: _Closed) -> None:
         self.closed[event_id] = closed
+        self.touched.add(event_id)
         heapq.heappush(self.closed_heap, (closed.forget_ms, event_id))
         if _mostly_dead(self.closed_heap, self.closed):
             self.closed_heap[:] = _heap((c.forget_ms, i) for i, c in self.closed.items())
@@ -127,6 +148,7 @@ class _Stream:
             if before_ms is not None and close_ms > before_ms:
                 return None
             heapq.heappop(self.open_heap)
+            self.touched.add(event_id)
             return self.open.pop(event_id)
         return None
 
@@ -141,6 +163,7 @@ class _Stream:
             if before_ms is not None and until_ms > before_ms:
                 return None
             heapq.heappop(self.early_heap)
+            self.touched.add(event_id)
             return self.early.pop(event_id)
         return None
 
@@ -156,8 +179,31 @@ class _Stream:
                 return False
             heapq.heappop(self.closed_heap)
             del self.closed[event_id]
+            self.touched.add(event_id)
             return True
         return False
+
+    def entry(self, event_id: str) -> Entry | None:
+        """The changelog entry of `event_id`; None when nothing of it is held."""
+        if (entry := self.open.get(event_id)) is not None:
+            return OpenEntry(entry.record, entry.close_ms, entry.feedback_seen)
+        if (early := self.early.get(event_id)) is not None:
+            return EarlyEntry(*early)
+        if (closed := self.closed.get(event_id)) is not None:
+            return ClosedEntry(
+                closed.outcome, closed.close_ms, closed.forget_ms, closed.feedback_seen
+            )
+        return None
+
+    def restore(self, event_id: str, entry: Entry) -> None:
+        """Hold `entry` for `event_id` (a changelog entry read back)."""
+        if isinstance(entry, OpenEntry):
+            self.add_open(_Open(entry.record, entry.close_ms, entry.feedback_seen))
+        elif isinstance(entry, EarlyEntry):
+            self.add_early(entry.feedback, entry.until_ms)
+        else:
+            closed = _Closed(entry.outcome, entry.close_ms, entry.forget_ms, entry.feedback_seen)
+            self.add_closed(event_id, closed)
 
 
 def _mostly_dead(heap: list[tuple[int, str]], live: Mapping[str, object]) -> bool:
@@ -193,6 +239,20 @@ class Joiner:
         self._streams: dict[str, _Stream] = {}
         self.watermark_ms = 0
         self.metrics = JoinMetrics()
+        # Changed ids of streams dropped (emptied) since the last `changes`.
+        self._dropped: dict[str, set[str]] = {}
+        self._last_clock: bytes | None = None  # the clock entry `changes` last returned
+
+    def set_policies(
+        self, policies: Mapping[str, StreamPolicy], default: StreamPolicy | None = None
+    ) -> None:
+        """Replace the policies (stream definitions changed).
+
+        What is held keeps the close time it was given; the new policies decide what comes
+        in from now on, and how windows that close from now on end.
+        """
+        self._policies = dict(policies)
+        self._default = default or StreamPolicy()
 
     def policy(self, stream: str) -> StreamPolicy:
         """The policy of `stream`."""
@@ -223,6 +283,7 @@ class Joiner:
             while state.pop_closed(now):
                 pass
             if state.empty():  # e.g. a stream named only by feedback that came to nothing
+                self._dropped.setdefault(name, set()).update(state.touched)
                 del self._streams[name]
         due.sort(key=lambda d: d[:3])
         return [d[3] for d in due]
@@ -238,6 +299,7 @@ class Joiner:
             return out
         entry = _Open(record, record.timestamp_ms + policy.close_after_ms)
         early = state.early.pop(event_id, None)
+        state.touched.add(event_id)
         if early is not None and early[0].event_time_ms <= entry.close_ms:
             out.append(self._join(entry, early[0], state, policy))
             return out
@@ -262,13 +324,16 @@ class Joiner:
         if entry is not None and not entry.feedback_seen:
             if feedback.event_time_ms <= entry.close_ms:
                 del state.open[event_id]  # its heap entry is skipped from now on
+                state.touched.add(event_id)
                 out.append(self._join(entry, feedback, state, policy))
             else:
                 entry.feedback_seen = True
+                state.touched.add(event_id)
                 self.metrics.late += 1
                 out.append(Late(feedback, entry.close_ms))
         elif closed is not None and closed.outcome != _JOINED and not closed.feedback_seen:
             closed.feedback_seen = True
+            state.touched.add(event_id)
             self.metrics.late += 1
             out.append(Late(feedback, closed.close_ms))
         elif entry is not None or closed is not None or event_id in state.early:
@@ -330,6 +395,81 @@ class Joiner:
         )
         while len(state.closed) > policy.max_closed and state.pop_closed(None):
             self.metrics.forgotten += 1
+
+    def changes(self) -> list[tuple[bytes, bytes | None]]:
+        """The changelog entries changed since the last call, as (key, value) records.
+
+        A value of None is a tombstone: the id is no longer held. The clock entry comes
+        last, when the clock or a counter moved. Ids by stream, then id.
+        """
+        touched = {name: set(ids) for name, ids in self._dropped.items()}
+        self._dropped.clear()
+        for name, state in self._streams.items():
+            if state.touched:
+                touched.setdefault(name, set()).update(state.touched)
+                state.touched.clear()
+        out: list[tuple[bytes, bytes | None]] = []
+        for name in sorted(touched):
+            held = self._streams.get(name)
+            for event_id in sorted(touched[name]):
+                entry = held.entry(event_id) if held is not None else None
+                value = None if entry is None else encode_value(entry)
+                out.append((event_key(name, event_id), value))
+        clock = encode_value(ClockEntry(self.watermark_ms, self.metrics))
+        if clock != self._last_clock:
+            out.append((CLOCK_KEY, clock))
+            self._last_clock = clock
+        return out
+
+    @classmethod
+    def from_changelog(
+        cls,
+        records: Iterable[tuple[bytes | None, bytes | None]],
+        policies: Mapping[str, StreamPolicy],
+        default: StreamPolicy | None = None,
+        on_error: Callable[[ChangelogError], None] | None = None,
+    ) -> Joiner:
+        """A joiner holding the state a changelog's (key, value) records describe, in order.
+
+        The last record of each key counts (a compacted topic may still hold older ones);
+        a tombstone (value None) removes the key. `changes` then returns nothing until the
+        joiner moves on.
+
+        Args:
+            records: The changelog's (key, value) records, oldest first.
+            policies: The policy of each stream by name.
+            default: The policy of any other stream.
+            on_error: Called with each record that is no state entry, which is then left
+                out (only that id's memory is lost); None: such a record raises.
+
+        Raises:
+            ChangelogError: A record is no state entry (its message names the key), and no
+                `on_error` was given.
+
+        """
+        latest: dict[bytes | None, bytes | None] = {}
+        for key, value in records:
+            latest[key] = value
+        joiner = cls(policies, default)
+        for key, value in latest.items():
+            try:
+                if value is None:
+                    decode_key(key)  # even a tombstone must have a state key
+                    continue
+                where, entry = decode_entry(key, value)
+            except ChangelogError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                continue
+            if isinstance(entry, ClockEntry):
+                joiner.watermark_ms, joiner.metrics = entry.watermark_ms, entry.metrics
+            elif where is not None:
+                joiner._state(where[0]).restore(where[1], entry)
+        for state in joiner._streams.values():
+            state.touched.clear()
+        joiner._last_clock = encode_value(ClockEntry(joiner.watermark_ms, joiner.metrics))
+        return joiner
 
     def to_dict(self) -> dict[str, Any]:
         """The whole state as plain, JSON-able values (records as base64 protobuf)."""

@@ -51,6 +51,8 @@ def _sample(
     seconds, rest = divmod(time_ms, 1000)
     sample.event_time.seconds, sample.event_time.nanos = seconds, rest * 1_000_000
     label.apply(sample)
+    if label.kind == "multi_label":  # no classes (a negative) still says which label it is
+        sample.multi_label.SetInParent()
     return sample
 
 
