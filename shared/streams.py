@@ -9,6 +9,7 @@ is never rejected as unknown.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -57,8 +58,28 @@ def check_definition(definition: Definition) -> None:
             )
     elif definition.features.crosses:
         problems.append("crosses need categorical features")
+    problems += _join_problems(definition)
     if problems:
         raise InvalidArgument(f"stream {definition.name!r}: " + "; ".join(problems))
+
+
+def _join_problems(definition: Definition) -> list[str]:
+    """What is wrong with the stream's join policy (all zero: the joiner's defaults)."""
+    join = definition.join
+    window, after, value = join.window_s, join.negative_after_s, join.negative_value
+    if not all(math.isfinite(v) for v in (window, after, value)):
+        return ["join: window_s, negative_after_s and negative_value must be finite"]
+    problems = []
+    if window < 0 or after < 0:
+        problems.append("join: window_s and negative_after_s must not be negative")
+    if window > 0 and after > window:
+        problems.append(f"join: negative_after_s {after} is after the window closes ({window})")
+    kinds = stream_pb2.LabelKind
+    if definition.label_kind in (kinds.LABEL_KIND_BINARY, kinds.LABEL_KIND_MULTICLASS):
+        classes = 2 if definition.label_kind == kinds.LABEL_KIND_BINARY else definition.num_classes
+        if value != int(value) or not 0 <= value < classes:
+            problems.append(f"join: negative_value {value} is not a class index below {classes}")
+    return problems
 
 
 class StreamCatalog:

@@ -17,24 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from shared.dead_letters import HEADER_OVERHEAD, RECORD_OVERHEAD, record_size
 from shared.errors import ConfigError
-from shared.samples import Headers
 
-# Record batch header (61 bytes) and the varints of one record (length, attributes,
-# timestamp and offset deltas, key and value lengths, header count), each at its maximum.
-RECORD_OVERHEAD = 61 + 5 + 1 + 10 + 5 + 5 + 5 + 5
-HEADER_OVERHEAD = 10  # the two length varints of one header
+# Re-exported: the size of a record is measured once, in shared (ingestion and the joiner).
+__all__ = [
+    "HEADER_OVERHEAD",
+    "MIN_LIMIT",
+    "RECORD_OVERHEAD",
+    "check_topic_limits",
+    "record_size",
+]
+
 MIN_LIMIT = 16 * 1024  # room for ingestion's own headers next to a truncated value
-
-
-def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
-    """An upper bound of the bytes one record takes in a batch of its own."""
-    return (
-        RECORD_OVERHEAD
-        + len(key or b"")
-        + len(value or b"")
-        + sum(HEADER_OVERHEAD + len(name.encode()) + len(data) for name, data in headers)
-    )
 
 
 def check_topic_limits(accepted: Mapping[str, int], limit: int) -> None:

@@ -32,7 +32,6 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from services.ingestion.dedup import PartitionMemory
-from services.ingestion.limits import record_size
 from services.ingestion.reasons import Reason, Rejection
 from services.ingestion.validation import (
     TimeLimits,
@@ -42,6 +41,7 @@ from services.ingestion.validation import (
     check_sample,
 )
 from shared import samples
+from shared.dead_letters import MIN_FIT_BYTES, bounded, fit, record_size
 from shared.errors import ConfigError, InvalidArgument
 from streamlearn.v1 import sample_pb2, stream_pb2
 
@@ -286,7 +286,7 @@ def _dead_row(
         _rows_header([row]),
         (samples.EVENT_ID, columns.event_ids[row].encode()),
         (samples.REASON, rejection.reason.value.encode()),
-        (samples.DETAIL, _bounded(rejection.detail.encode())),
+        (samples.DETAIL, bounded(rejection.detail.encode())),
     ]
     return Output(columns.keys[row].encode(), value, headers, rejection, columns.stream)
 
@@ -298,7 +298,7 @@ def _dead(record: RawRecord, rejection: Rejection, event_id: str = "", stream: s
         *kept,
         (samples.SOURCE, _source(record)),
         (samples.REASON, rejection.reason.value.encode()),
-        (samples.DETAIL, _bounded(rejection.detail.encode())),
+        (samples.DETAIL, bounded(rejection.detail.encode())),
     ]
     if event_id:
         headers.append((samples.EVENT_ID, event_id.encode()))
@@ -306,51 +306,13 @@ def _dead(record: RawRecord, rejection: Rejection, event_id: str = "", stream: s
 
 
 _OURS = "streamlearn-"
-_HEADER_MAX = 1024  # of a header (or key) ingestion keeps in a dead letter cut to fit
-_CUT = b" (value truncated to fit the limit)"
-# What the last step of `_fit` keeps can never exceed this (bounded key, source with a topic
-# name of at most 249 characters, reason, detail and the original length, with overheads).
-MIN_MAX_BYTES = 4096
-
-
-def _bounded(data: bytes, most: int = _HEADER_MAX) -> bytes:
-    return data if len(data) <= most else data[: most - 3] + b"..."
+MIN_MAX_BYTES = MIN_FIT_BYTES
 
 
 def _fit(output: Output, limit: int) -> Output:
-    """A dead letter cut to `limit` bytes, in steps until it fits.
+    """A dead letter cut to `limit` bytes (`shared.dead_letters.fit`).
 
-    1. the value is cut (header `streamlearn-truncated` holds its original length);
-    2. the sender's headers go, keeping ingestion's own (bounded) and one content type
-       (bounded; any further `content-type` header is the sender's);
-    3. only the source, reason, detail (all bounded) and original length stay, with the key
-       bounded: this always fits a limit of at least `MIN_MAX_BYTES`.
     Training outputs always fit (`Router._within_limit`).
     """
-    if record_size(output.key, output.value, output.headers) <= limit:
-        return output
-    ours: samples.Headers = []
-    theirs: samples.Headers = []
-    content_type_kept = False
-    for name, data in output.headers:
-        if name.startswith(_OURS):
-            if name == samples.DETAIL:
-                data = _bounded(data, _HEADER_MAX - len(_CUT)) + _CUT
-            ours.append((name, _bounded(data)))
-        elif name == samples.CONTENT_TYPE and not content_type_kept:
-            ours.append((name, _bounded(data)))
-            content_type_kept = True
-        else:
-            theirs.append((name, data))
-    marker = (samples.TRUNCATED, str(len(output.value)).encode())
-    for headers in ([*theirs, *ours, marker], [*ours, marker]):
-        room = limit - record_size(output.key, b"", headers)
-        if room >= 0:
-            return replace(output, value=output.value[:room], headers=headers)
-    essential = (samples.SOURCE, samples.REASON, samples.DETAIL)
-    headers = [*((k, v) for k, v in ours if k in essential), marker]
-    key = output.key[:_HEADER_MAX] if output.key else output.key
-    room = limit - record_size(key, b"", headers)
-    if room < 0:  # impossible for limit >= MIN_MAX_BYTES (checked by the Router)
-        raise AssertionError(f"a dead letter cannot be cut to {limit} bytes")
-    return replace(output, key=key, value=output.value[:room], headers=headers)
+    key, value, headers = fit(output.key, output.value, output.headers, limit)
+    return replace(output, key=key, value=value, headers=headers)

@@ -11,17 +11,19 @@ like ingestion's dead letters, so the same tools read both.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.joiner.definitions import check_label
 from services.joiner.outputs import Duplicate, Expired, Joined, Late, Negative, Output, Unknown
 from shared import samples
+from shared.dead_letters import fit, record_size
 from shared.feedback import FeedbackProblem, PredictionRecord, encode_feedback, encode_prediction
 from streamlearn.v1 import stream_pb2
 
 PREDICTION_TYPE = b"application/x-protobuf;type=streamlearn.v1.PredictionRecord"
 FEEDBACK_TYPE = b"application/x-protobuf;type=streamlearn.v1.Feedback"
 EMPTY = "empty"  # an input without a value (a tombstone) or with empty bytes
+OVERSIZED = "oversized"  # a sample larger than the joiner may write
 _DETAIL_MAX = 1024
 _OURS = "streamlearn-"
 Lookup = Callable[[str], stream_pb2.StreamDefinition | None]
@@ -65,6 +67,27 @@ def records_of(
 ) -> list[Record]:
     """The records of the core's outputs; `source`: the input that caused them, if any."""
     return [_record(output, topics, lookup, source) for output in outputs]
+
+
+def within(record: Record, topics: Topics, limit: int) -> Record:
+    """`record` as it can be written in `limit` bytes, so no output stops a partition.
+
+    A dead letter is cut to fit (`shared.dead_letters.fit`); a training sample that does not
+    fit becomes the dead letter `oversized` (cut to fit in turn).
+    """
+    size = record_size(record.key, record.value, record.headers)
+    if size <= limit:
+        return record
+    if record.reason is None:
+        detail = f"the joined sample takes {size} bytes, over the limit of {limit}"
+        headers = [
+            *record.headers,
+            (samples.REASON, OVERSIZED.encode()),
+            (samples.DETAIL, _bounded(detail)),
+        ]
+        record = Record(topics.dlq, record.key, record.value, headers, OVERSIZED, record.stream)
+    key, value, headers = fit(record.key, record.value, record.headers, limit)
+    return replace(record, key=key, value=value, headers=headers)
 
 
 def undecodable(

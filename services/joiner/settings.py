@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.joiner.policy import StreamPolicy
+from shared.dead_letters import MIN_FIT_BYTES
 from shared.settings import ServiceSettings
 
 
@@ -26,6 +27,10 @@ class JoinerSettings(ServiceSettings):
     commit_interval_ms: int = Field(default=100, ge=1)
     # How often the clock moves without input, so windows close in silence.
     clock_tick_ms: int = Field(default=200, ge=1)
+    # The largest record the joiner writes (librdkafka's `message.max.bytes`; the training and
+    # dead-letter topics must accept it): a larger dead letter is cut to fit, a larger
+    # sample is dead-lettered `oversized`, so no output can stop a partition.
+    max_message_bytes: int = Field(default=1_000_000, ge=MIN_FIT_BYTES)
     session_timeout_ms: int = Field(default=10_000, ge=6000)
     # The policy of streams whose definition leaves a field at 0 (and of unknown streams).
     window_s: float = Field(default=3600.0, gt=0)

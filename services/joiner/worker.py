@@ -39,7 +39,7 @@ from services.joiner.definitions import policy_of
 from services.joiner.metrics import JoinMetrics
 from services.joiner.outputs import Output
 from services.joiner.policy import StreamPolicy
-from services.joiner.records import Record, Source, Topics, records_of, undecodable
+from services.joiner.records import Record, Source, Topics, records_of, undecodable, within
 from services.joiner.restore import read_changelog
 from services.joiner.settings import JoinerSettings
 from shared import samples
@@ -83,6 +83,7 @@ class Worker:
                 settings.kafka,
                 transactional_id=settings.transactional_id,
                 transaction_timeout_ms=settings.transaction_timeout_ms,
+                message_max_bytes=settings.max_message_bytes,
             )
         )
         self._consumer = Consumer(
@@ -204,7 +205,8 @@ class Worker:
         return self._catalog.get(stream)
 
     def _emit(self, records: list[Record]) -> None:
-        for record in records:
+        for whole in records:
+            record = within(whole, self._topics, self._settings.max_message_bytes)
             self._produce(record.topic, record.key, record.value, -1, record.headers)
             if record.reason is None:
                 exposition.SAMPLES.labels(record.stream or "-").inc()

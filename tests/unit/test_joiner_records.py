@@ -12,16 +12,20 @@ from services.joiner.outputs import Duplicate, Expired, Joined, Late, Negative, 
 from services.joiner.policy import StreamPolicy
 from services.joiner.records import (
     FEEDBACK_TYPE,
+    OVERSIZED,
     PREDICTION_TYPE,
     Source,
     Topics,
     records_of,
     undecodable,
+    within,
 )
 from services.joiner.settings import JoinerSettings
 from shared import samples
-from shared.errors import ConfigError
+from shared.dead_letters import MIN_FIT_BYTES, record_size
+from shared.errors import ConfigError, InvalidArgument
 from shared.feedback import FeedbackProblem, Label, decode_feedback, decode_prediction
+from shared.streams import check_definition
 from streamlearn.v1 import sample_pb2, stream_pb2
 from tests.unit.test_joiner_core import T0, fb, pred
 
@@ -131,6 +135,29 @@ def test_samples_are_written_as_ingestion_writes_them() -> None:
     assert samples.header(clocked.headers, samples.SOURCE) is None
 
 
+def _size(record: object) -> int:
+    return record_size(record.key, record.value, record.headers)  # type: ignore[attr-defined]
+
+
+def test_no_output_is_larger_than_the_limit_so_none_can_stop_a_partition() -> None:
+    wide = pred("w", dense=tuple(float(i) for i in range(3000)))  # ~15 kB served features
+    joined, expired = Joined(wide, fb("w", T0 + 5), 5), Expired(wide)
+    sample, dead = records_of([joined, expired], TOPICS, lookup, SOURCE)
+    assert within(sample, TOPICS, _size(sample)) == sample  # what fits is left as it is
+    limit = MIN_FIT_BYTES
+    cut = within(dead, TOPICS, limit)
+    assert _size(cut) <= limit < _size(dead)
+    assert (cut.topic, cut.reason, cut.key) == ("dlq", dead.reason, dead.key)
+    assert samples.header(cut.headers, samples.TRUNCATED) == str(len(dead.value)).encode()
+    assert dead.value.startswith(cut.value)
+    # A joined sample over the limit is never written to the training topic: its dead letter.
+    refused = within(sample, TOPICS, limit)
+    assert (refused.topic, refused.reason) == ("dlq", OVERSIZED)
+    assert _size(refused) <= limit
+    assert samples.header(refused.headers, samples.REASON) == OVERSIZED.encode()
+    assert samples.header(refused.headers, samples.SOURCE) == b"predictions:2:17"
+
+
 def test_an_empty_multilabel_negative_still_says_its_label_kind() -> None:
     negative = Negative(pred("n", stream="tags"), Label.multi_label(()), T0 + 5)
     [record] = records_of([negative], TOPICS, lookup, None)
@@ -216,3 +243,30 @@ def test_prometheus_sees_each_partitions_counters_and_label_delays() -> None:
     assert 'streamlearn_joiner_label_delay_seconds_bucket{le="15.0",partition="1"} 2.0' in text
     assert 'streamlearn_joiner_label_delay_seconds_count{partition="1"} 2.0' in text
     assert 'streamlearn_joiner_label_delay_seconds_sum{partition="1"} 7.5' in text
+
+
+@pytest.mark.parametrize(
+    ("join", "problem"),
+    [
+        ({"window_s": 10.0, "negative_after_s": 20.0}, "after the window closes"),
+        ({"window_s": -1.0}, "must not be negative"),
+        ({"negative_after_s": float("nan")}, "must be finite"),
+        ({"negative_value": 2.0}, "not a class index below 2"),
+        ({"negative_value": 0.5}, "not a class index below 2"),
+    ],
+)
+def test_the_catalog_refuses_a_join_policy_no_joiner_could_follow(
+    join: dict[str, float], problem: str
+) -> None:
+    good = stream_pb2.StreamDefinition(
+        name="clicks", dense_dim=2, label_kind=KIND.LABEL_KIND_BINARY
+    )
+    good.join.window_s, good.join.negative_after_s = 30.0, 10.0
+    check_definition(good)  # a window with negatives after 10 s, class 0: fine
+    bad = stream_pb2.StreamDefinition()
+    bad.CopyFrom(good)
+    bad.join.Clear()
+    for name, value in join.items():
+        setattr(bad.join, name, value)
+    with pytest.raises(InvalidArgument, match=problem):
+        check_definition(bad)
