@@ -13,6 +13,11 @@ def producer_config(
 ) -> dict[str, Any]:
     """An idempotent producer: acks=all, no reordering or duplicates on retry.
 
+    Keyed records are partitioned as Java's client (and aiokafka, faust's) partitions them
+    (murmur2): the prediction log and feedback are co-partitioned by event id whoever
+    writes them, so feedback any Kafka client sends with the default partitioner reaches
+    the joiner that holds its prediction.
+
     Args:
         kafka: Connection settings.
         transactional_id: Set for exactly-once consume-transform-produce; must be stable
@@ -25,6 +30,7 @@ def producer_config(
         "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
+        "partitioner": "murmur2_random",
     }
     if transactional_id:
         config["transactional.id"] = transactional_id
