@@ -126,15 +126,29 @@ def create(
     classes: int = typer.Option(0, min=0, help="Number of classes (multiclass/multilabel)."),
     class_names: str = typer.Option("", help="Comma-separated class names."),
     description: str = typer.Option(""),
+    join_window: float = typer.Option(
+        0.0, min=0, help="Seconds a label may take after its prediction (0: the joiner's)."
+    ),
+    negative_after: float = typer.Option(
+        0.0, min=0, help="Silence after which a served prediction is a negative (0: never)."
+    ),
+    negative_value: float = typer.Option(
+        0.0, help="The label of a negative: a class index, or a regression target."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Change an existing stream."),
 ) -> None:
     """Create a stream (or change one with --replace); running services pick it up live.
 
     Positional: `--features 8`. Named: `--numeric age,income --categorical country,device
-    --cross country:device`; samples then carry a map of feature names to values.
+    --cross country:device`; samples then carry a map of feature names to values. Learning
+    from served traffic: `--join-window 3600 --negative-after 1800` (no click within 30
+    minutes of a prediction is a negative, class 0).
     """
     shape = Shape(features, numeric, categorical, tuple(cross), sparse_buckets)
     definition = definition_of(name, shape, label, classes, class_names, description)
+    definition.join.window_s = join_window
+    definition.join.negative_after_s = negative_after
+    definition.join.negative_value = negative_value
     kafka = kafka_for_cli(settings_of(ctx))
     stored = publish_definition(kafka, streams_topic(kafka), definition, replace=replace)
     console.print(f"stream [bold]{stored.name}[/] revision {stored.revision}")
@@ -175,6 +189,15 @@ def show(ctx: typer.Context, name: str) -> None:
     )
     for line in schema_lines(found) or ["positional features (no schema)"]:
         console.print(f"  {line}", markup=False, highlight=False)
+    join = found.join
+    if join.window_s or join.negative_after_s:
+        window = f"{join.window_s:g} s" if join.window_s else "the joiner's default"
+        negatives = (
+            f"negative ({join.negative_value:g}) after {join.negative_after_s:g} s of silence"
+            if join.negative_after_s
+            else "no negatives"
+        )
+        console.print(f"  join: window {window}, {negatives}")
     if found.description:
         console.print(f"  {found.description}")
 

@@ -138,6 +138,19 @@ def test_stream_create_refuses_features_and_numeric_at_once(
     assert published == []
 
 
+def test_stream_create_sets_the_join_policy_and_refuses_one_no_joiner_could_follow(
+    published: list[stream_pb2.StreamDefinition],
+) -> None:
+    base = ["stream", "create", "clicks", "--features", "2", "--label", "binary"]
+    result = runner.invoke(_typer_app, [*base, "--join-window", "60", "--negative-after", "30"])
+    assert result.exit_code == 0, result.output
+    [definition] = published
+    assert (definition.join.window_s, definition.join.negative_after_s) == (60.0, 30.0)
+    refused = runner.invoke(_typer_app, [*base, "--join-window", "60", "--negative-after", "90"])
+    assert refused.exit_code != 0 and "after the window closes" in str(refused.exception)
+    assert len(published) == 1
+
+
 def test_stream_show_and_list_display_the_schema(
     published: list[stream_pb2.StreamDefinition], monkeypatch: pytest.MonkeyPatch
 ) -> None:
