@@ -88,6 +88,7 @@ class InferenceClient(GrpcClient):
         output: str = "",
         *,
         records: Sequence[Mapping[str, Any]] | None = None,
+        request_id: str = "",
     ) -> tuple[np.ndarray, int]:
         """Run `features` (rows x columns) through the model's single input, or named records.
 
@@ -98,6 +99,8 @@ class InferenceClient(GrpcClient):
             output: The output to return (empty: the first).
             records: Instead of `features`, one mapping of field name -> value per row, for
                 a version trained on a stream with a feature schema; None or NaN: missing.
+            request_id: The request's `id`: with the prediction log on, the event id of its
+                row (`<id>/<i>` for row i of several) that feedback names later.
 
         Returns:
             The first (or named) output and the version that computed it.
@@ -107,7 +110,9 @@ class InferenceClient(GrpcClient):
                 not JSON-able, or one the server refuses.
 
         """
-        request = pb.ModelInferRequest(model_name=model, model_version=str(version or ""))
+        request = pb.ModelInferRequest(
+            model_name=model, model_version=str(version or ""), id=request_id
+        )
         if (features is None) == (records is None):
             raise InvalidArgument("predict takes either features or records")
         if records is not None:

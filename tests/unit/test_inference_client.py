@@ -85,11 +85,12 @@ def test_records_travel_as_one_bytes_input_of_json_objects() -> None:
         {"age": np.float32(31.5), "city": "paris", "n": np.int64(7)},
         {"age": math.nan, "city": None},
     ]
-    scores, version = client.predict("m", records=rows, version=3)
+    scores, version = client.predict("m", records=rows, version=3, request_id="imp-1")
     client.close()
     assert (scores.tolist(), version) == ([[0.0], [1.0]], 3)
     request = stub.requests[0]
     assert (request.model_version, len(request.inputs)) == ("3", 1)
+    assert request.id == "imp-1"  # the prediction log's event ids: imp-1/0, imp-1/1
     tensor = request.inputs[0]
     assert (tensor.name, tensor.datatype, list(tensor.shape)) == ("records", "BYTES", [2])
     decoded = [json.loads(e) for e in split_bytes(request.raw_input_contents[0])]
