@@ -28,16 +28,26 @@ Definition = stream_pb2.StreamDefinition
 _FOLLOW_EVERY_S = 0.05
 
 
+# The largest text a text stream may allow per sample (a record stays well within Kafka's
+# default 1 MB limit).
+MAX_TEXT_BYTES = 256 * 1024
+
+
 def check_definition(definition: Definition) -> None:
     """Raise InvalidArgument when a definition cannot describe any valid sample."""
     kinds = stream_pb2.LabelKind
     problems = []
     if not definition.name or len(definition.name) > 200:
         problems.append("a name of 1-200 characters is required")
-    if definition.dense_dim == 0 and definition.sparse_buckets == 0:
-        problems.append("dense_dim or sparse_buckets must be > 0")
-    if definition.label_kind == kinds.LABEL_KIND_UNSPECIFIED:
-        problems.append("label_kind is required")
+    # A text stream's samples carry text (language models learn its next bytes): features
+    # and a label are optional there.
+    text = definition.text.max_bytes > 0
+    if definition.text.max_bytes > MAX_TEXT_BYTES:
+        problems.append(f"text.max_bytes must be at most {MAX_TEXT_BYTES}")
+    if not text and definition.dense_dim == 0 and definition.sparse_buckets == 0:
+        problems.append("dense_dim or sparse_buckets must be > 0 (or text.max_bytes)")
+    if not text and definition.label_kind == kinds.LABEL_KIND_UNSPECIFIED:
+        problems.append("label_kind is required (except on a text stream)")
     needs_classes = definition.label_kind in (
         kinds.LABEL_KIND_MULTICLASS,
         kinds.LABEL_KIND_MULTILABEL,

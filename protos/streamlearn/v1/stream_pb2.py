@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstreamlearn/v1/stream.proto\x12\x0estreamlearn.v1\"+\n\x0c\x46\x65\x61tureCross\x12\x0c\n\x04left\x18\x01 \x01(\t\x12\r\n\x05right\x18\x02 \x01(\t\"d\n\rFeatureSchema\x12\x0f\n\x07numeric\x18\x01 \x03(\t\x12\x13\n\x0b\x63\x61tegorical\x18\x02 \x03(\t\x12-\n\x07\x63rosses\x18\x03 \x03(\x0b\x32\x1c.streamlearn.v1.FeatureCross\"\xa6\x02\n\x10StreamDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdense_dim\x18\x02 \x01(\r\x12\x16\n\x0esparse_buckets\x18\x03 \x01(\x04\x12-\n\nlabel_kind\x18\x04 \x01(\x0e\x32\x19.streamlearn.v1.LabelKind\x12\x13\n\x0bnum_classes\x18\x05 \x01(\r\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x10\n\x08revision\x18\x07 \x01(\x04\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\t \x01(\x0b\x32\x1d.streamlearn.v1.FeatureSchema\x12(\n\x04join\x18\n \x01(\x0b\x32\x1a.streamlearn.v1.JoinPolicy\"P\n\nJoinPolicy\x12\x10\n\x08window_s\x18\x01 \x01(\x01\x12\x18\n\x10negative_after_s\x18\x02 \x01(\x01\x12\x16\n\x0enegative_value\x18\x03 \x01(\x01*\x8f\x01\n\tLabelKind\x12\x1a\n\x16LABEL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15LABEL_KIND_REGRESSION\x10\x01\x12\x15\n\x11LABEL_KIND_BINARY\x10\x02\x12\x19\n\x15LABEL_KIND_MULTICLASS\x10\x03\x12\x19\n\x15LABEL_KIND_MULTILABEL\x10\x04\x42 P\x01Z\x1cstreamlearn/v1;streamlearnv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstreamlearn/v1/stream.proto\x12\x0estreamlearn.v1\"+\n\x0c\x46\x65\x61tureCross\x12\x0c\n\x04left\x18\x01 \x01(\t\x12\r\n\x05right\x18\x02 \x01(\t\"d\n\rFeatureSchema\x12\x0f\n\x07numeric\x18\x01 \x03(\t\x12\x13\n\x0b\x63\x61tegorical\x18\x02 \x03(\t\x12-\n\x07\x63rosses\x18\x03 \x03(\x0b\x32\x1c.streamlearn.v1.FeatureCross\"\xce\x02\n\x10StreamDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tdense_dim\x18\x02 \x01(\r\x12\x16\n\x0esparse_buckets\x18\x03 \x01(\x04\x12-\n\nlabel_kind\x18\x04 \x01(\x0e\x32\x19.streamlearn.v1.LabelKind\x12\x13\n\x0bnum_classes\x18\x05 \x01(\r\x12\x13\n\x0b\x63lass_names\x18\x06 \x03(\t\x12\x10\n\x08revision\x18\x07 \x01(\x04\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\t \x01(\x0b\x32\x1d.streamlearn.v1.FeatureSchema\x12(\n\x04join\x18\n \x01(\x0b\x32\x1a.streamlearn.v1.JoinPolicy\x12&\n\x04text\x18\x0b \x01(\x0b\x32\x18.streamlearn.v1.TextSpec\"\x1d\n\x08TextSpec\x12\x11\n\tmax_bytes\x18\x01 \x01(\r\"P\n\nJoinPolicy\x12\x10\n\x08window_s\x18\x01 \x01(\x01\x12\x18\n\x10negative_after_s\x18\x02 \x01(\x01\x12\x16\n\x0enegative_value\x18\x03 \x01(\x01*\x8f\x01\n\tLabelKind\x12\x1a\n\x16LABEL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15LABEL_KIND_REGRESSION\x10\x01\x12\x15\n\x11LABEL_KIND_BINARY\x10\x02\x12\x19\n\x15LABEL_KIND_MULTICLASS\x10\x03\x12\x19\n\x15LABEL_KIND_MULTILABEL\x10\x04\x42 P\x01Z\x1cstreamlearn/v1;streamlearnv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,14 +32,16 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamlearn.v1.stream_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z\034streamlearn/v1;streamlearnv1'
-  _globals['_LABELKIND']._serialized_start=574
-  _globals['_LABELKIND']._serialized_end=717
+  _globals['_LABELKIND']._serialized_start=645
+  _globals['_LABELKIND']._serialized_end=788
   _globals['_FEATURECROSS']._serialized_start=47
   _globals['_FEATURECROSS']._serialized_end=90
   _globals['_FEATURESCHEMA']._serialized_start=92
   _globals['_FEATURESCHEMA']._serialized_end=192
   _globals['_STREAMDEFINITION']._serialized_start=195
-  _globals['_STREAMDEFINITION']._serialized_end=489
-  _globals['_JOINPOLICY']._serialized_start=491
-  _globals['_JOINPOLICY']._serialized_end=571
+  _globals['_STREAMDEFINITION']._serialized_end=529
+  _globals['_TEXTSPEC']._serialized_start=531
+  _globals['_TEXTSPEC']._serialized_end=560
+  _globals['_JOINPOLICY']._serialized_start=562
+  _globals['_JOINPOLICY']._serialized_end=642
 # @@protoc_insertion_point(module_scope)

@@ -39,7 +39,7 @@ class FeatureSchema(_message.Message):
     def __init__(self, numeric: _Optional[_Iterable[str]] = ..., categorical: _Optional[_Iterable[str]] = ..., crosses: _Optional[_Iterable[_Union[FeatureCross, _Mapping]]] = ...) -> None: ...
 
 class StreamDefinition(_message.Message):
-    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description", "features", "join")
+    __slots__ = ("name", "dense_dim", "sparse_buckets", "label_kind", "num_classes", "class_names", "revision", "description", "features", "join", "text")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DENSE_DIM_FIELD_NUMBER: _ClassVar[int]
     SPARSE_BUCKETS_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class StreamDefinition(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     JOIN_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     name: str
     dense_dim: int
     sparse_buckets: int
@@ -60,7 +61,14 @@ class StreamDefinition(_message.Message):
     description: str
     features: FeatureSchema
     join: JoinPolicy
-    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ..., features: _Optional[_Union[FeatureSchema, _Mapping]] = ..., join: _Optional[_Union[JoinPolicy, _Mapping]] = ...) -> None: ...
+    text: TextSpec
+    def __init__(self, name: _Optional[str] = ..., dense_dim: _Optional[int] = ..., sparse_buckets: _Optional[int] = ..., label_kind: _Optional[_Union[LabelKind, str]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ..., description: _Optional[str] = ..., features: _Optional[_Union[FeatureSchema, _Mapping]] = ..., join: _Optional[_Union[JoinPolicy, _Mapping]] = ..., text: _Optional[_Union[TextSpec, _Mapping]] = ...) -> None: ...
+
+class TextSpec(_message.Message):
+    __slots__ = ("max_bytes",)
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_bytes: int
+    def __init__(self, max_bytes: _Optional[int] = ...) -> None: ...
 
 class JoinPolicy(_message.Message):
     __slots__ = ("window_s", "negative_after_s", "negative_value")
