@@ -17,6 +17,7 @@ Runner = Callable[[BenchContext], list[Figure]]
 NAMES = (
     "kafka",
     "ingestion",
+    "join",
     "registry",
     "inference",
     "trainer",

@@ -194,24 +194,30 @@ class BatchRouter:
         now: float,
     ) -> np.ndarray:
         """Which scanned rows pass every rule of their stream (array operations)."""
-        # Per stream (the last entry: none): dense dim, expected label, classes; -1 unknown.
-        table = np.full((len(names) + 1, 3), -1, dtype=np.int64)
+        # Per stream (the last entry: none): dense dim, expected label, classes, the text
+        # limit (0: not a text stream); -1 unknown.
+        table = np.full((len(names) + 1, 4), -1, dtype=np.int64)
         for name, code in names.items():
             definition = self._router.lookup(name.decode(), written)
-            if definition is not None and definition.label_kind in _EXPECTED:
+            expected = _expected_label(definition) if definition is not None else None
+            if definition is not None and expected is not None:
                 binary = definition.label_kind == KIND.LABEL_KIND_BINARY
                 classes = 2 if binary else definition.num_classes
-                table[code] = definition.dense_dim, _EXPECTED[definition.label_kind], classes
+                limit = definition.text.max_bytes
+                table[code] = definition.dense_dim, expected, classes, limit
         per_row = table[codes]
         limits, now_ms = self._router.limits, int(now * 1000)
         times = rows[:, Col.EVENT_MS]
         labels = rows[:, Col.LABEL]
+        dense, text, text_max = rows[:, Col.DENSE], rows[:, Col.TEXT], per_row[:, 3]
         return np.asarray(
             (rows[:, Col.SIMPLE] == 1)
             & (per_row[:, 1] >= 0)
             & (rows[:, Col.SCHEMA] <= 1)
             & (rows[:, Col.EVENT_ID_STOP] > rows[:, Col.EVENT_ID_START])
-            & (rows[:, Col.DENSE] == per_row[:, 0])
+            # A text stream's samples may have no features; they need text within its limit.
+            & ((dense == per_row[:, 0]) | ((text_max > 0) & (dense == 0)))
+            & ((text_max == 0) | ((text > 0) & (text <= text_max)))
             & (rows[:, Col.NON_FINITE] == 0)
             & (rows[:, Col.NEGATIVE_WEIGHT] == 0)
             & (labels == per_row[:, 1])
@@ -221,6 +227,13 @@ class BatchRouter:
                 | ((times <= now_ms + limits.max_future_ms) & (times >= now_ms - limits.max_age_ms))
             )
         )
+
+
+def _expected_label(definition: stream_pb2.StreamDefinition) -> int | None:
+    """The label the scan must find on the stream's samples; None: the router decides."""
+    if definition.label_kind == KIND.LABEL_KIND_UNSPECIFIED and definition.text.max_bytes > 0:
+        return scan.NO_LABEL  # a text stream without a label kind refuses labels
+    return _EXPECTED.get(definition.label_kind)
 
 
 def _sample_headers(headers: Sequence[tuple[str, bytes | None]]) -> bool:

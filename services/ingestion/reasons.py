@@ -17,6 +17,10 @@ class Reason(enum.StrEnum):
     UNKNOWN_STREAM = "unknown_stream"
     WRONG_DIMENSION = "wrong_dimension"
     NON_FINITE = "non_finite"
+    # Text streams (`text.max_bytes` > 0): each sample carries UTF-8 text.
+    MISSING_TEXT = "missing_text"  # a text stream's sample with empty text
+    OVERSIZED_TEXT = "oversized_text"  # more UTF-8 bytes than the stream's `text.max_bytes`
+    TEXT_NEEDS_SAMPLES = "text_needs_single_samples"  # a columnar batch: it has no text column
     # Named features (streams with a feature schema); the detail names the field.
     UNKNOWN_FEATURE = "unknown_feature"  # a field the stream's schema does not name
     WRONG_TYPE = "wrong_type"  # text for a numeric feature, or neither number nor text
@@ -24,6 +28,7 @@ class Reason(enum.StrEnum):
     NO_FEATURE_SCHEMA = "no_feature_schema"  # named features on a stream without a schema
     MIXED_FEATURES = "mixed_features"  # named features beside dense or sparse ones
     MISSING_LABEL = "missing_label"
+    UNEXPECTED_LABEL = "unexpected_label"  # a label on a text stream without a label kind
     LABEL_KIND = "label_kind_mismatch"
     LABEL_OUT_OF_RANGE = "label_out_of_range"
     INVALID_WEIGHT = "invalid_weight"

@@ -39,6 +39,7 @@ from services.ingestion.validation import (
     check_envelope,
     check_rows,
     check_sample,
+    invalid_utf8,
 )
 from shared import samples
 from shared.dead_letters import MIN_FIT_BYTES, bounded, fit, record_size
@@ -186,7 +187,7 @@ class Router:
         try:
             sample = sample_pb2.Sample.FromString(value)
         except DecodeError as exc:
-            return _Plan([_dead(record, Rejection(Reason.UNDECODABLE, f"not a Sample: {exc}"))])
+            return _Plan([_dead(record, _undecodable("Sample", value, exc))])
         definition = self._lookup(sample.stream, record.written_at)
         rejection = check_envelope(sample.schema_version, sample.stream, definition)
         if rejection is None and definition is not None:
@@ -207,7 +208,7 @@ class Router:
             batch = sample_pb2.SampleBatch.FromString(record.value or b"")
             columns = samples.decode_batch(batch)
         except (DecodeError, InvalidArgument) as exc:
-            rejection = Rejection(Reason.UNDECODABLE, f"not a SampleBatch: {exc}")
+            rejection = _undecodable("SampleBatch", record.value or b"", exc)
             return _Plan([_dead(record, rejection)])
         if not len(columns):
             return _Plan([_dead(record, Rejection(Reason.EMPTY, "the batch has no rows"))])
@@ -234,6 +235,17 @@ class Router:
         if good:
             plan.outputs.insert(0, _train_rows(record, columns, good))
         return plan
+
+
+def _undecodable(name: str, value: bytes, exc: Exception) -> Rejection:
+    """Why `value` is not a `name` (of sample.proto): which field is invalid UTF-8, if one is.
+
+    Protobuf says only "Error parsing message"; a producer that sent, say, Latin-1 text
+    needs to know which field to fix.
+    """
+    descriptor = sample_pb2.DESCRIPTOR.message_types_by_name[name]
+    field = invalid_utf8(descriptor, value) if isinstance(exc, DecodeError) else None
+    return Rejection(Reason.UNDECODABLE, f"not a {name}: {field or exc}")
 
 
 def _content_type(headers: samples.Headers) -> bytes | Rejection:

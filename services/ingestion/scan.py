@@ -6,7 +6,7 @@ the protobuf wire format in one compiled call, like the trainer's decoder
 (`services/trainer/wire.py`), into one row of integers per record (`Col` names the
 columns): the envelope (schema version, where the event id and stream are), the dense
 features (how many, whether any is NaN or infinite), the label (which, the class), whether
-the weight or regression label is unusable, and the event time.
+the weight or regression label is unusable, the event time and the length of the text.
 
 The scan serves a fast path that only *accepts*: a record it can read simply and that passes
 every rule goes to training at once; any other record (`Col.SIMPLE` 0) is routed by the
@@ -53,6 +53,7 @@ class Col(enum.IntEnum):
     CLASS = 9
     EVENT_MS = 10  # 0: unset
     NEGATIVE_WEIGHT = 11
+    TEXT = 12  # bytes of the text (the last one given, as the library keeps); ASCII only
 
 
 COLUMNS = len(Col)
@@ -189,6 +190,8 @@ def _scan_one(buf: np.ndarray, pos: int, end: int, row: np.ndarray) -> bool:
                     row[2], row[3] = pos, stop
                 elif field == 5:
                     row[4], row[5] = pos, stop
+                elif field == 12:
+                    row[12] = length
             elif field == 4:
                 times += 1
                 ok, millis = _timestamp(buf, pos, stop)

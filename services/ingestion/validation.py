@@ -11,6 +11,18 @@ field is valid (the trainer imputes a missing number; a missing category is no f
 Named features on a stream without a schema are `no_feature_schema`; named features beside
 `dense` or `sparse` ones `mixed_features`. Positional samples keep their rules on every
 stream. Valid samples are forwarded as they are: featurizing is the trainer's job.
+
+A text stream (`text.max_bytes` > 0) learns from the UTF-8 `text` of its samples: a sample
+needs non-empty text (`missing_text`) of at most `text.max_bytes` bytes (`oversized_text`).
+Its features are optional (none at all is valid; any given follow the rules above) and so
+is its label: a stream with a label kind requires one as every stream does, one without
+refuses a label (`unexpected_label`: nothing would learn from it). A columnar batch has no
+text column, so a text stream refuses batches (`text_needs_single_samples`). On any other
+stream text travels with the sample as before, bounded only by the record size limit:
+capping it there would newly refuse samples valid until now, for bytes no model reads.
+
+Text that is not UTF-8 never reaches these checks: protobuf refuses to parse it. The router
+calls such a record `undecodable`; `invalid_utf8` names the field for the detail.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from services.ingestion.reasons import Reason, Rejection
 from shared.errors import InvalidArgument
@@ -58,7 +71,7 @@ def check_sample(
     now_ms: int,
 ) -> Rejection | None:
     """The first rule `sample` breaks, or None when it is a valid sample of `definition`."""
-    for check in (_identity, _shape, _finite, _label):
+    for check in (_identity, _text, _shape, _finite, _label):
         rejection = check(sample, definition)
         if rejection:
             return rejection
@@ -85,7 +98,32 @@ def _identity(sample: sample_pb2.Sample, _: stream_pb2.StreamDefinition) -> Reje
     return None
 
 
+def is_text_stream(definition: stream_pb2.StreamDefinition) -> bool:
+    """Whether `definition` is a text stream: its samples carry text to learn from."""
+    return definition.text.max_bytes > 0
+
+
+def _text(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    if not is_text_stream(definition):
+        return None  # text travels with the sample, bounded by the record limit alone
+    if not sample.text:
+        return Rejection(Reason.MISSING_TEXT, f"text stream {definition.name!r} needs text")
+    size = len(sample.text.encode())  # parsed, so valid UTF-8: encoding cannot fail
+    limit = definition.text.max_bytes
+    if size > limit:
+        detail = f"text of {size} UTF-8 bytes, stream {definition.name!r} allows {limit}"
+        return Rejection(Reason.OVERSIZED_TEXT, detail)
+    return None
+
+
+def _featureless(sample: sample_pb2.Sample) -> bool:
+    """No dense, sparse or named feature at all."""
+    return not (sample.features or sample.dense or sample.sparse.indices or sample.sparse.values)
+
+
 def _shape(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
+    if is_text_stream(definition) and _featureless(sample):
+        return None  # the text is the input; features, when given, are checked as always
     if sample.features:
         return _named(sample, definition)
     if len(sample.dense) != definition.dense_dim:
@@ -175,6 +213,12 @@ def _finite(sample: sample_pb2.Sample, _: stream_pb2.StreamDefinition) -> Reject
 
 def _label(sample: sample_pb2.Sample, definition: stream_pb2.StreamDefinition) -> Rejection | None:
     which = sample.WhichOneof("label")
+    unlabelled = definition.label_kind == KIND.LABEL_KIND_UNSPECIFIED
+    if unlabelled and is_text_stream(definition):
+        if which is None:
+            return None
+        detail = f"{which} label on text stream {definition.name!r}, which has no label kind"
+        return Rejection(Reason.UNEXPECTED_LABEL, detail)
     if which is None:
         return Rejection(Reason.MISSING_LABEL, "the sample has no label")
     expected = _LABEL_FIELD.get(definition.label_kind)
@@ -217,7 +261,13 @@ def check_rows(
 
 
 def check_batch(columns: Columns, definition: stream_pb2.StreamDefinition) -> Rejection | None:
-    """Rules a batch breaks as a whole: its shape or its label column."""
+    """Rules a batch breaks as a whole: its stream's kind, its shape or its label column."""
+    if is_text_stream(definition):
+        return Rejection(
+            Reason.TEXT_NEEDS_SAMPLES,
+            f"stream {definition.name!r} is a text stream and a SampleBatch has no text: "
+            "send single Samples",
+        )
     dim = columns.dense.shape[1]
     if dim != definition.dense_dim:
         return Rejection(
@@ -260,3 +310,73 @@ def _row_masks(
             "event time is older than the max age",
         ),
     }
+
+
+_MAX_DEPTH = 8  # deeper than any of our messages nest: no input can make the walk recurse far
+
+
+def invalid_utf8(descriptor: Descriptor, data: bytes, depth: int = 0) -> str | None:
+    """The field of `data` (a serialized `descriptor` message) holding invalid UTF-8, or None.
+
+    Protobuf refuses such a message with a bare "Error parsing message"; this names the
+    field (nested ones by path, e.g. `attributes.value`) so a dead letter says what to fix.
+    Only asked of data that failed to parse: None also when the data is broken otherwise.
+    """
+    pos, end = 0, len(data)
+    while pos < end and depth < _MAX_DEPTH:
+        tag, pos = _varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if pos < 0 or wire not in _WIRE_SKIP:
+            return None
+        if wire == 0:
+            pos = _varint(data, pos)[1]
+            if pos < 0:
+                return None
+            continue
+        if wire != 2:
+            pos += _WIRE_SKIP[wire]
+            continue
+        length, pos = _varint(data, pos)
+        if pos < 0 or length > end - pos:
+            return None
+        found = _invalid_in(
+            descriptor.fields_by_number.get(number), data[pos : pos + length], depth
+        )
+        if found:
+            return found
+        pos += length
+    return None
+
+
+_WIRE_SKIP = {0: 0, 1: 8, 2: 0, 5: 4}  # bytes after the tag, besides varints and lengths
+
+
+def _invalid_in(field: FieldDescriptor | None, value: bytes, depth: int) -> str | None:
+    """The invalid field within one length-delimited `value` of `field`, or None."""
+    if field is None:
+        return None
+    if field.type == FieldDescriptor.TYPE_STRING:
+        try:
+            value.decode()
+        except UnicodeDecodeError as exc:
+            where = f"{exc.reason} at byte {exc.start}"
+            return f"{field.name} (field {field.number}) is not valid UTF-8 ({where})"
+        return None
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+        inner = invalid_utf8(field.message_type, value, depth + 1)
+        return f"{field.name}.{inner}" if inner else None
+    return None
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of the varint at `pos`; position -1 when it is cut or too long."""
+    result = 0
+    for shift in range(0, 70, 7):
+        if pos >= len(data):
+            return 0, -1
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+    return 0, -1

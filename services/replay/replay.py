@@ -19,6 +19,7 @@ import torch
 from confluent_kafka import Producer
 from pydantic import ValidationError
 
+from services.replay.delay import LabelDelay
 from services.replay.runs import Run, halving_points, prune
 from services.replay.scoring import Scored
 from services.replay.slices import Slice, SliceReader, read
@@ -61,7 +62,10 @@ def backtest(
     runs: Sequence[Run],
     progress: Progress = lambda _: None,
 ) -> list[Run]:
-    """Every run learns the whole slice, test-then-train (`source`: where to read it)."""
+    """Every run learns the whole slice (`source`: where to read it).
+
+    Test-then-train, or with each run's `label_delay` as `delayed.py` describes.
+    """
     _drive(source, piece, lambda: runs, progress)
     for run in runs:
         run.finish()
@@ -233,12 +237,14 @@ def grid(
     seed: int = 0,
     streams: frozenset[str] = frozenset(),
     definition: stream_pb2.StreamDefinition | None = None,
+    label_delay: LabelDelay | None = None,
 ) -> list[Run]:
     """Runs for every combination of `axes` (dotted paths), or `samples` random ones.
 
     Each run learns `streams` (empty: every record of the slice), featurizing named records
     with `definition`'s schema (`base` is reconciled with it first, so that the model's
-    inputs it fills are not taken for values the axes set).
+    inputs it fills are not taken for values the axes set), its labels arriving after
+    `label_delay` (None: at once).
     """
     base = reconcile(base, definition)
     names = list(axes)
@@ -250,7 +256,15 @@ def grid(
         changes = dict(zip(names, combo, strict=True))
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in changes.items())
         config = with_changes(base, changes)
-        runs.append(Run(label or "base", config, streams=streams, definition=definition))
+        runs.append(
+            Run(
+                label or "base",
+                config,
+                streams=streams,
+                definition=definition,
+                label_delay=label_delay,
+            )
+        )
     return runs
 
 

@@ -10,6 +10,10 @@ A run of a stream with a feature schema is given the stream's definition (from t
 at the time of the replay, or the one a version's lineage pinned): its config is reconciled
 with it and named records go through its featurizer, as in the trainer, so a replay of the
 trainer's slice with the trainer's config reproduces the trainer's weights bit for bit.
+
+A run given a `label_delay` serves each event before its label arrives (`delayed.py`): its
+headline metrics (`snapshot`, `score`, the curve) are then the "as served" ones, and the
+learner's own test-then-train metrics stay in the report as "immediate".
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from services.replay.delay import LabelDelay
+from services.replay.delayed import Delayed
 from services.trainer.batching import Batcher, StreamFilter
 from services.trainer.config import TrainerConfig
 from services.trainer.decode import decode
-from services.trainer.learner import Learner
+from services.trainer.learner import Batch, Learner
 from services.trainer.settings import reconcile
 from shared.features import FeatureSpace, Featurizer
 from streamlearn.v1 import stream_pb2
@@ -37,7 +43,8 @@ class Run:
     `streams` are the streams it learns, as a trainer does (other streams' records on the
     slice are skipped); empty: every record of the slice. `definition`: the stream's, whose
     schema featurizes named records (none: positional records only); `config` becomes the
-    config reconciled with it (ConfigError on a contradiction).
+    config reconciled with it (ConfigError on a contradiction). `label_delay`: when each
+    event's label arrives (None: at once, test-then-train; `delayed.py` says how).
     """
 
     name: str
@@ -45,11 +52,13 @@ class Run:
     every: int = 1000
     streams: frozenset[str] = frozenset()
     definition: stream_pb2.StreamDefinition | None = None
+    label_delay: LabelDelay | None = None
     learner: Learner = field(init=False)
     featurizer: Featurizer | None = field(init=False, default=None)
     curve: list[dict[str, float]] = field(default_factory=list)
     stopped_at: int | None = None  # events seen when successive halving stopped it
     _batcher: Batcher = field(init=False)
+    _delayed: Delayed | None = field(init=False, default=None)
     _next_point: int = 0
 
     def __post_init__(self) -> None:
@@ -60,6 +69,10 @@ class Run:
         self.learner = Learner(self.config, "cpu")
         self._batcher = Batcher(self.config.batch_size, stream_filter(self.streams))
         self._next_point = self.every
+        if self.label_delay is not None:
+            self._delayed = Delayed(
+                self.learner, self.label_delay, self.every, self.curve, self.featurizer
+            )
 
     @property
     def events(self) -> int:
@@ -72,46 +85,73 @@ class Run:
             batch, _ = decode(
                 segment, self.config.task, self.config.model.features, self.featurizer
             )
-            # Learn up to each curve point, so points fall on multiples of `every`; slices
-            # stay whole mini-batches, so the grouping is the live trainer's.
-            step, start = self.config.batch_size, 0
-            while start < len(batch):
-                room = max(self._next_point - self.events, 1)
-                stop = start + max(room // step, 1) * step
-                self.learner.learn(batch.slice(start, stop))
-                start = stop
-                if self.events >= self._next_point:
-                    self.curve.append(self.snapshot())
-                    while self._next_point <= self.events:
-                        self._next_point += self.every
+            if self._delayed is not None:
+                self._delayed.feed(segment, batch)
+            else:
+                self._learn(batch)
+
+    def _learn(self, batch: Batch) -> None:
+        """Test-then-train: learn every event of `batch` at once."""
+        # Learn up to each curve point, so points fall on multiples of `every`; slices
+        # stay whole mini-batches, so the grouping is the live trainer's.
+        step, start = self.config.batch_size, 0
+        while start < len(batch):
+            room = max(self._next_point - self.events, 1)
+            stop = start + max(room // step, 1) * step
+            self.learner.learn(batch.slice(start, stop))
+            start = stop
+            if self.events >= self._next_point:
+                self.curve.append(self.snapshot())
+                while self._next_point <= self.events:
+                    self._next_point += self.every
 
     def finish(self) -> None:
-        """Record the final point (held-back records of an unfinished mini-batch stay out)."""
-        if not self.curve or self.curve[-1]["events"] != self.events:
-            self.curve.append(self.snapshot())
+        """Learn the held events (with a label delay) and record the final point.
+
+        Held-back records of an unfinished mini-batch of the slice stay out, as in the
+        trainer (they are not events yet).
+        """
+        if self._delayed is not None:
+            self._delayed.finish()
+        final = self.snapshot()
+        if not self.curve or self.curve[-1]["events"] != final["events"]:
+            self.curve.append(final)
 
     def snapshot(self) -> dict[str, float]:
-        """Prequential metrics now, with the event count."""
+        """The headline metrics now, with the event count: as served with a label delay."""
+        if self._delayed is not None:
+            return self._delayed.snapshot()
+        return self.immediate()
+
+    def immediate(self) -> dict[str, float]:
+        """The learner's prequential (test-then-train) metrics now, with the event count."""
         return self.learner.metrics.snapshot() | {"events": float(self.events)}
 
     def score(self, metric: str) -> float:
-        """The run's current value of `metric` (inf when it has none yet)."""
-        value = self.learner.metrics.snapshot().get(metric)
+        """The run's current headline value of `metric` (inf when it has none yet)."""
+        metrics = self._delayed.served if self._delayed is not None else self.learner.metrics
+        value = metrics.snapshot().get(metric)
         return math.inf if value is None or math.isnan(value) else value
 
     def report(self) -> dict[str, Any]:
-        """The run as JSON-ready data."""
-        return {
+        """The run as JSON-ready data (`final`: the headline metrics)."""
+        out: dict[str, Any] = {
             "name": self.name,
             "config": self.config.model_dump(mode="json"),
             "config_hash": self.config.hash(),
             "applied": self.learner.applied,
             "skipped": self.learner.skipped,
             "stream_revision": self.definition.revision if self.definition is not None else None,
+            "label_delay": self.label_delay.describe() if self.label_delay else None,
             "final": self.snapshot(),
             "stopped_at": self.stopped_at,
             "curve": self.curve,
         }
+        if self._delayed is not None:
+            out["immediate"] = self.immediate()
+            out["held"] = self._delayed.held
+            out["bad_delays"] = self._delayed.bad_delays
+        return out
 
 
 def stream_filter(streams: frozenset[str]) -> StreamFilter | None:

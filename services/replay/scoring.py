@@ -10,6 +10,7 @@ import numpy as np
 from confluent_kafka import Message
 
 from services.trainer.batching import StreamFilter
+from services.trainer.config import TrainerConfig
 from services.trainer.decode import decode
 from services.trainer.metrics import Prequential
 from shared.features import Featurizer
@@ -80,7 +81,12 @@ class Scored:
 
 
 def _losses(task: str, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-event loss as the trainer counts it: squared error, log-loss, or -log p(label)."""
+    """Per-event loss as the trainer counts it: squared error, log-loss, or -log p(label).
+
+    In float64: float32 outputs would round 1 - 1e-12 back to 1, and a confident right
+    answer would score 0 * log(0), NaN.
+    """
+    predictions = predictions.astype(np.float64)
     if task == "regression":
         return np.asarray((predictions.reshape(-1) - labels) ** 2)
     if task == "binary":
@@ -88,3 +94,22 @@ def _losses(task: str, predictions: np.ndarray, labels: np.ndarray) -> np.ndarra
         return np.asarray(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
     picked = predictions[np.arange(len(labels)), labels.astype(int)]
     return np.asarray(-np.log(np.clip(picked, _EPS, 1.0)))
+
+
+def losses_of(
+    config: TrainerConfig,
+    predictions: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-event loss of served predictions as `config`'s learner counts it, times the weight.
+
+    Squared error, Huber (its `huber_delta`), log-loss or -log p(label).
+    """
+    if config.resolved_loss == "huber":
+        error = np.abs(predictions.reshape(-1).astype(np.float64) - labels)
+        delta = config.huber_delta
+        raw = np.where(error < delta, 0.5 * error**2, delta * (error - 0.5 * delta))
+    else:
+        raw = _losses(config.task, predictions, labels)
+    return np.asarray(raw if weights is None else raw * weights)

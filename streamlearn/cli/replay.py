@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from services.replay.delay import LabelDelay, parse_delay
 from services.replay.slices import Slice, SliceReader, SliceSpec
 from services.trainer.config import TrainerConfig
 from shared.clients.registry import RegistryClient
@@ -55,6 +56,13 @@ FROM_TIME = typer.Option("", help="Start time: ISO 8601 or unix ms.")
 TO_TIME = typer.Option("", help="End time (exclusive): ISO 8601 or unix ms.")
 REPORT = typer.Option(None, help="Write the JSON report here.")
 PLOT = typer.Option(None, "--plot", help="Write a PNG of the learning curves here.")
+LABEL_DELAY = typer.Option(
+    "",
+    "--label-delay",
+    help="Serve each event before its label arrives this long after it (30s, 5m, 2h, "
+    "250ms, plain seconds), or `recorded`: each joined sample's own delay. The headline "
+    "metrics are then the served predictions'; the test-then-train ones are `immediate`.",
+)
 
 
 @contextmanager
@@ -96,16 +104,23 @@ def _configs(
     every: int = 1000,
     streams: list[str] | None = None,
     definition: StreamDefinition | None = None,
+    label_delay: LabelDelay | None = None,
 ) -> list[Run]:
     from services.replay.runs import Run
 
     runs = []
     for path in paths:
         config = _config(path)
+        chosen = frozenset(streams or ())
         runs.append(
-            Run(path.stem, config, every, streams=frozenset(streams or ()), definition=definition)
+            Run(path.stem, config, every, chosen, definition=definition, label_delay=label_delay)
         )
     return runs
+
+
+def _label_delay(text: str) -> LabelDelay | None:
+    """`--label-delay`, parsed (None: not given); InvalidArgument in the usage error style."""
+    return parse_delay(text) if text.strip() else None
 
 
 def _config(path: Path) -> TrainerConfig:
@@ -153,21 +168,27 @@ def backtest(
     metric: str = typer.Option("loss", help="Metric to plot and rank by."),
     every: int = typer.Option(1000, min=10, help="Events between curve points."),
     stream: list[str] = STREAM,
+    label_delay: str = LABEL_DELAY,
     topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
     to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
     report: Path | None = REPORT, png: Path | None = PLOT,
 ) -> None:  # fmt: skip
-    """Run trainer configs through the slice, test-then-train, with the trainer's own code."""
+    """Run trainer configs through the slice, test-then-train, with the trainer's own code.
+
+    With --label-delay each event is predicted by the model as it was before the labels
+    still on their way arrived, and those predictions are scored (the headline).
+    """
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
-    for path in config:  # a bad config stops before the broker is asked
+    delay = _label_delay(label_delay)  # bad options stop before the broker is asked
+    for path in config:
         _config(path)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (kafka, reader, piece):
-        runs = _configs(config, every, stream, _definition(kafka, stream))
+        runs = _configs(config, every, stream, _definition(kafka, stream), delay)
         with _progress(len(piece)) as progress:
             replay.backtest(reader, piece, runs, progress)
-    _finish("backtest", piece, [r.report() for r in runs], metric, report, png)
+    _finish("backtest", piece, [r.report() for r in runs], metric, report, png, delay)
 
 
 @app.command()
@@ -208,19 +229,27 @@ def search(
     eta: int = typer.Option(3, min=2, help="Successive halving keeps 1/eta per rung."),
     register_as: str = typer.Option("", help="Register the winner under this model name."),
     stream: list[str] = STREAM,
+    label_delay: str = LABEL_DELAY,
     topic: str = TOPIC, partitions: str = PARTITIONS, from_offset: int | None = FROM_OFFSET,
     to_offset: int | None = TO_OFFSET, from_time: str = FROM_TIME, to_time: str = TO_TIME,
     report: Path | None = REPORT, png: Path | None = PLOT,
 ) -> None:  # fmt: skip
-    """Hyper-parameter search with successive halving; optionally register the winner."""
+    """Hyper-parameter search with successive halving; optionally register the winner.
+
+    With --label-delay the runs are ranked by their served metrics (see `backtest`).
+    """
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
+    delay = _label_delay(label_delay)
     base = _config(config)
     axes = dict(_axis(a) for a in axis)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (kafka, reader, piece):
         definition = _definition(kafka, stream)
-        runs = replay.grid(base, axes, samples, streams=frozenset(stream), definition=definition)
+        runs = replay.grid(
+            base, axes, samples, streams=frozenset(stream), definition=definition,
+            label_delay=delay,
+        )  # fmt: skip
         with _progress(len(piece)) as progress:
             ranked = replay.search(reader, piece, runs, metric, not higher_is_better, eta, progress)
     reports = [r.report() for r in ranked]
@@ -232,7 +261,7 @@ def search(
         ):
             version = replay.register(registry, register_as, ranked[0], piece)
         console.print(f"registered {register_as} v{version} as candidate ({ranked[0].name})")
-    _finish("search", piece, reports, metric, report, png)
+    _finish("search", piece, reports, metric, report, png, delay)
 
 
 def _axis(text: str) -> tuple[str, list[Any]]:
@@ -268,20 +297,31 @@ def redrive(
 
 
 def _finish(kind: str, piece: Slice, results: list[dict[str, Any]], metric: str,
-            report: Path | None, png: Path | None) -> None:  # fmt: skip
-    table = Table(title=f"{kind}: {piece.describe()}")
-    names = sorted({k for r in results for k in r["final"] if k != "events"})
+            report: Path | None, png: Path | None,
+            label_delay: LabelDelay | None = None) -> None:  # fmt: skip
+    title = f"{kind}: {piece.describe()}"
+    if label_delay is not None:
+        title += (
+            f"\nlabels delayed ({label_delay.describe()}): metrics of the predictions as "
+            "served; (immediate): test-then-train"
+        )
+    table = Table(title=title)
+    sets = [(r, r["final"], "") for r in results]
+    if label_delay is not None:  # each run's served metrics, then its immediate ones
+        sets = [row for r in results for row in ((r, r["final"], ""),
+                (r, r.get("immediate", {}), " (immediate)"))]  # fmt: skip
+    names = sorted({k for _, final, _ in sets for k in final if k not in ("events", "learned")})
     for column in ("name", "events", *names):
         table.add_column(column, justify="left" if column == "name" else "right")
-    for result in results:
-        final = result["final"]
+    for result, final, suffix in sets:
         stopped = f" (stopped at {result['stopped_at']:,})" if result.get("stopped_at") else ""
-        table.add_row(result["name"] + stopped, f"{final.get('events', 0):,.0f}",
+        table.add_row(result["name"] + suffix + stopped, f"{final.get('events', 0):,.0f}",
                       *(f"{final[n]:.4f}" if n in final else "-" for n in names))  # fmt: skip
     Console().print(table)
     document = {
         "kind": kind,
         "slice": {"topic": piece.topic, "ranges": piece.ranges},
+        "label_delay": label_delay.describe() if label_delay is not None else None,
         "results": results,
     }
     from services.replay.report import plot, write_json  # matplotlib, only to report

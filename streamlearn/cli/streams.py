@@ -13,7 +13,7 @@ from rich.table import Table
 from shared.errors import NotFound
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.settings import KafkaSettings, TopicSettings
-from shared.streams import load_definitions, publish_definition
+from shared.streams import MAX_TEXT_BYTES, load_definitions, publish_definition
 from streamlearn.cli.context import settings_of
 from streamlearn.cli.kafka_access import kafka_for_cli
 from streamlearn.v1 import stream_pb2
@@ -51,18 +51,26 @@ def definition_of(
     classes: int = 0,
     class_names: str = "",
     description: str = "",
+    text_max_bytes: int = 0,
 ) -> stream_pb2.StreamDefinition:
     """The definition `stream create` publishes (checked by `publish_definition`).
 
     Named features set `dense_dim` to the number of numeric ones; categorical features
-    without `--buckets` get `DEFAULT_BUCKETS`.
+    without `--buckets` get `DEFAULT_BUCKETS`. `text_max_bytes` > 0 makes a text stream,
+    whose label (`label` empty: none) and features are optional.
 
     Raises:
-        typer.BadParameter: an unknown label kind, `--features` beside named features, or a
-            cross that is not `left:right`.
+        typer.BadParameter: an unknown label kind, no label on a stream that is not a text
+            stream, `--features` beside named features, or a cross that is not `left:right`.
 
     """
-    if label not in KINDS:
+    if not label and not text_max_bytes:
+        raise typer.BadParameter(
+            f"required (choose from {', '.join(KINDS)}) unless the stream is a text stream "
+            "(--text-max-bytes N)",
+            param_hint="--label",
+        )
+    if label and label not in KINDS:
         raise typer.BadParameter(f"choose from {', '.join(KINDS)}", param_hint="--label")
     schema = stream_pb2.FeatureSchema(
         numeric=_names(shape.numeric),
@@ -80,13 +88,15 @@ def definition_of(
         name=name,
         dense_dim=len(schema.numeric) if named else shape.features,
         sparse_buckets=buckets,
-        label_kind=KINDS[label],  # type: ignore[arg-type]
+        label_kind=KINDS.get(label, 0),  # type: ignore[arg-type]
         num_classes=classes,
         class_names=_names(class_names),
         description=description,
     )
     if named:  # a positional stream's definition stays as it always was: no schema field
         definition.features.CopyFrom(schema)
+    if text_max_bytes:  # likewise, only a text stream's definition has the text field
+        definition.text.max_bytes = text_max_bytes
     return definition
 
 
@@ -122,7 +132,10 @@ def create(
         min=0,
         help=f"Size of the hashed sparse space (default {DEFAULT_BUCKETS} with categorical).",
     ),
-    label: str = typer.Option(..., help="regression | binary | multiclass | multilabel"),
+    label: str = typer.Option(
+        "",
+        help="regression | binary | multiclass | multilabel (optional on a text stream).",
+    ),
     classes: int = typer.Option(0, min=0, help="Number of classes (multiclass/multilabel)."),
     class_names: str = typer.Option("", help="Comma-separated class names."),
     description: str = typer.Option(""),
@@ -135,17 +148,28 @@ def create(
     negative_value: float = typer.Option(
         0.0, help="The label of a negative: a class index, or a regression target."
     ),
+    text_max_bytes: int = typer.Option(
+        0,
+        "--text-max-bytes",
+        min=0,
+        max=MAX_TEXT_BYTES,
+        help="Make a text stream: each sample carries UTF-8 text of at most this many bytes.",
+    ),
     replace: bool = typer.Option(False, "--replace", help="Change an existing stream."),
 ) -> None:
     """Create a stream (or change one with --replace); running services pick it up live.
 
     Positional: `--features 8`. Named: `--numeric age,income --categorical country,device
-    --cross country:device`; samples then carry a map of feature names to values. Learning
-    from served traffic: `--join-window 3600 --negative-after 1800` (no click within 30
-    minutes of a prediction is a negative, class 0).
+    --cross country:device`; samples then carry a map of feature names to values. Text (for
+    language models): `--text-max-bytes 4096`; samples then carry UTF-8 text, and features
+    and `--label` are optional. Learning from served traffic: `--join-window 3600
+    --negative-after 1800` (no click within 30 minutes of a prediction is a negative,
+    class 0).
     """
     shape = Shape(features, numeric, categorical, tuple(cross), sparse_buckets)
-    definition = definition_of(name, shape, label, classes, class_names, description)
+    definition = definition_of(
+        name, shape, label, classes, class_names, description, text_max_bytes
+    )
     definition.join.window_s = join_window
     definition.join.negative_after_s = negative_after
     definition.join.negative_value = negative_value
@@ -159,7 +183,15 @@ def list_(ctx: typer.Context) -> None:
     """Every defined stream."""
     kafka = kafka_for_cli(settings_of(ctx))
     table = Table(
-        "stream", "features", "sparse", "schema", "label", "classes", "revision", "description"
+        "stream",
+        "features",
+        "sparse",
+        "schema",
+        "text",
+        "label",
+        "classes",
+        "revision",
+        "description",
     )
     for d in load_definitions(kafka, streams_topic(kafka)):
         table.add_row(
@@ -167,6 +199,7 @@ def list_(ctx: typer.Context) -> None:
             str(d.dense_dim),
             str(d.sparse_buckets),
             escape("\n".join(schema_lines(d)) or "positional"),
+            f"{d.text.max_bytes} bytes" if d.text.max_bytes else "-",
             _kind(d),
             str(d.num_classes),
             str(d.revision),
@@ -189,6 +222,8 @@ def show(ctx: typer.Context, name: str) -> None:
     )
     for line in schema_lines(found) or ["positional features (no schema)"]:
         console.print(f"  {line}", markup=False, highlight=False)
+    if text := text_line(found):
+        console.print(f"  {text}", markup=False, highlight=False)
     join = found.join
     if join.window_s or join.negative_after_s:
         window = f"{join.window_s:g} s" if join.window_s else "the joiner's default"
@@ -215,5 +250,13 @@ def schema_lines(definition: stream_pb2.StreamDefinition) -> list[str]:
     return lines
 
 
+def text_line(definition: stream_pb2.StreamDefinition) -> str:
+    """What a text stream's samples carry; empty for any other stream."""
+    limit = definition.text.max_bytes
+    return f"text stream: UTF-8 text of 1-{limit} bytes per sample" if limit else ""
+
+
 def _kind(definition: stream_pb2.StreamDefinition) -> str:
+    if definition.label_kind == stream_pb2.LABEL_KIND_UNSPECIFIED:
+        return "none"  # only text streams may have no label kind
     return stream_pb2.LabelKind.Name(definition.label_kind).removeprefix("LABEL_KIND_").lower()

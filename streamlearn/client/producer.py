@@ -98,6 +98,7 @@ class SampleProducer:
 
             producer.send({"key": "u7", "features": {"age": 31, "country": "FR"}, "label": 1})
             producer.send({"key": "u7", "features": [0.3, 1.2], "label": 1})
+            producer.send({"key": "doc-1", "text": "The quick brown fox"})  # a text stream
 
         Raises:
             InvalidArgument: a dict `to_sample` refuses.
@@ -332,10 +333,14 @@ def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:
     numbers, the positional dense vector (as `dense`). Ingestion checks named values
     against the stream's schema; here only their types are checked.
 
+    `text` is a str, the input of a text stream (`{"key": "doc-1", "text": "..."}`: no
+    features, no label unless the stream has a label kind); ingestion checks its length
+    against the stream's limit. On other streams it travels with the sample.
+
     Raises:
         InvalidArgument: an unknown key, named features beside `dense`, features that are
             neither a dict nor a list of numbers, a feature value that is neither a number
-            nor text, or a label of another type.
+            nor text, a label of another type, or text that is not a str UTF-8 can encode.
 
     """
     unknown = set(fields) - _DICT_KEYS
@@ -349,7 +354,7 @@ def to_sample(fields: Mapping[str, Any], stream: str = "") -> sample_pb2.Sample:
         key=str(fields.get("key", "")),
         stream=str(fields.get("stream") or stream),
         weight=float(fields.get("weight", 0.0)),
-        text=str(fields.get("text", "")),
+        text=_sample_text(fields.get("text")),
         attributes={str(k): str(v) for k, v in dict(fields.get("attributes", {})).items()},
     )
     sample.event_time.FromMilliseconds(int(float(fields.get("event_time", time.time())) * 1000))
@@ -365,6 +370,19 @@ _DICT_KEYS = {
     "features", "dense", "label", "labels", "key", "event_id", "stream", "weight",
     "event_time", "sparse", "text", "attributes",
 }  # fmt: skip
+
+
+def _sample_text(text: object) -> str:
+    """A sample's `text` (None: none); a clear error instead of protobuf's for bad text."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):  # str() of bytes would send "b'...'" as the text
+        raise InvalidArgument(f"text must be a str, not {type(text).__name__}")
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 for it
+        raise InvalidArgument(f"text is not encodable as UTF-8: {exc.reason}") from exc
+    return text
 
 
 def _set_features(sample: sample_pb2.Sample, fields: Mapping[str, Any]) -> None:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from streamlearn.system.feed import Feed
+from streamlearn.system.feed import Feed, FeedbackFeed
 from streamlearn.system.status import drift_fields, drift_text
-from streamlearn.system.watch import Served, Snapshot
+from streamlearn.system.watch import Joins, Served, Snapshot
 from streamlearn.v1 import metrics_pb2
 
 BARS = "▁▂▃▄▅▆▇█"
@@ -29,6 +29,7 @@ class DemoResult:
     latest_version: int = 0
     trainer: metrics_pb2.TrainerMetrics = field(default_factory=metrics_pb2.TrainerMetrics)
     history: list[Served] = field(default_factory=list)
+    joins: Joins | None = None  # demo --feedback: what the joiner made of the traffic
 
 
 def sparkline(values: list[float], width: int = 60) -> str:
@@ -37,7 +38,9 @@ def sparkline(values: list[float], width: int = 60) -> str:
     return "".join(BARS[min(len(BARS) - 1, int(v * len(BARS)))] for v in tail)
 
 
-def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult) -> Table:
+def dashboard(
+    snapshot: Snapshot, feed: Feed | FeedbackFeed, started: float, result: DemoResult
+) -> Table:
     """One refresh of the live view."""
     elapsed = time.monotonic() - started
     trainer = snapshot.trainer
@@ -51,7 +54,14 @@ def dashboard(snapshot: Snapshot, feed: Feed, started: float, result: DemoResult
     concept = "flipped" if feed.drifted else "original"
     if result.start:
         table.add_row("model", result.start)
-    table.add_row("produced", f"{feed.sent:,} samples ({feed.sent / max(elapsed, 1e-9):,.0f}/s)")
+    rate = f"{feed.sent / max(elapsed, 1e-9):,.0f}/s"
+    if isinstance(feed, FeedbackFeed):
+        table.add_row("served", f"{feed.sent:,} predictions ({rate}), {feed.clicks:,} clicks")
+    else:
+        table.add_row("produced", f"{feed.sent:,} samples ({rate})")
+    if snapshot.joins is not None:
+        table.add_row("joined", join_text(snapshot.joins))
+        table.add_row("label delay", delay_text(snapshot.joins))
     table.add_row(
         "trained",
         f"{trainer.events_applied:,} events ({snapshot.trained_per_s:,.0f}/s, "
@@ -80,9 +90,11 @@ def summary(result: DemoResult) -> Table:
     table.add_column(style="bold")
     table.add_column()
     rate = result.delivered / max(result.elapsed_s, 1e-9)
-    table.add_row(
-        "samples delivered", f"{result.delivered:,} in {result.elapsed_s:.0f}s ({rate:,.0f}/s)"
-    )
+    what = "predictions served" if result.joins is not None else "samples delivered"
+    table.add_row(what, f"{result.delivered:,} in {result.elapsed_s:.0f}s ({rate:,.0f}/s)")
+    if result.joins is not None:
+        table.add_row("joined", join_text(result.joins))
+        table.add_row("label delay", delay_text(result.joins))
     if result.start:
         table.add_row("model", result.start)
     table.add_row("events trained", f"{result.trainer.events_applied:,}")
@@ -115,6 +127,23 @@ def summary(result: DemoResult) -> Table:
             )
     table.add_row("last served", f"v{last.version}: accuracy {last.accuracy:.3f}")
     return table
+
+
+def join_text(joins: Joins) -> str:
+    """Joined samples and negatives, the join rate, and labels that came to nothing."""
+    rate = joins.join_rate
+    text = f"{joins.joined:,} joined, {joins.negatives:,} negatives"
+    text += f" (join rate {rate:.1%})" if rate is not None else " (none closed yet)"
+    return text + f"; late {joins.late:,}, unknown {joins.unknown:,}, expired {joins.expired:,}"
+
+
+def delay_text(joins: Joins) -> str:
+    """The label delay of the recent joined samples."""
+    mean = joins.mean_delay_s
+    if mean is None:
+        return "-"
+    recent = joins.recent_delays_ms
+    return f"mean {mean:.2f}s, max {max(recent) / 1000:.2f}s (last {len(recent):,} joined)"
 
 
 def _metrics(trainer: metrics_pb2.TrainerMetrics) -> str:

@@ -13,16 +13,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from google.protobuf.message import DecodeError
 
+# The joiner's outputs module is its wire contract (attribute names, dead-letter reasons):
+# plain constants, no service code runs here.
+from services.joiner.outputs import EXPIRED, LABEL_DELAY_MS, LATE, OUTCOME, UNKNOWN
+from shared import samples
 from shared.clients.registry import RegistryClient
 from shared.errors import StreamlearnError
 from shared.kafka.config import consumer_config
 from shared.kafka.consumer import consume_ready, high_watermarks
 from shared.settings import KafkaSettings
 from streamlearn.client.inference import InferenceClient
-from streamlearn.v1 import metrics_pb2
+from streamlearn.v1 import metrics_pb2, sample_pb2
 
 
 @dataclass
@@ -34,6 +38,100 @@ class Served:
     accuracy: float
 
 
+# The outcomes the joiner marks its samples with (beside the attributes imported above).
+JOINED, NEGATIVE = "joined", "negative"
+RECENT_DELAYS = 1000
+
+
+@dataclass
+class Joins:
+    """What the joiner turned one stream's predictions and feedback into, since the watch began.
+
+    Read from what the trainer reads (the committed training samples the joiner marks with
+    their outcome and label delay) and from the dead letters, so it needs no metrics port.
+    """
+
+    joined: int = 0
+    negatives: int = 0
+    late: int = 0
+    unknown: int = 0
+    expired: int = 0
+    recent_delays_ms: list[int] = field(default_factory=list)  # of the last joined samples
+
+    @property
+    def join_rate(self) -> float | None:
+        """The share of closed predictions that got their label (None before any closed)."""
+        closed = self.joined + self.negatives + self.expired
+        return self.joined / closed if closed else None
+
+    @property
+    def mean_delay_s(self) -> float | None:
+        """Mean label delay of the recent joined samples, in seconds."""
+        delays = self.recent_delays_ms
+        return sum(delays) / len(delays) / 1000 if delays else None
+
+    def take_sample(self, sample: sample_pb2.Sample, stream: str) -> None:
+        """Count one training sample, if the joiner wrote it for `stream`."""
+        if sample.stream != stream:
+            return
+        outcome = sample.attributes.get(OUTCOME)
+        if outcome == NEGATIVE:
+            self.negatives += 1
+        elif outcome == JOINED:
+            self.joined += 1
+            with contextlib.suppress(ValueError):
+                self.recent_delays_ms.append(int(sample.attributes.get(LABEL_DELAY_MS, "")))
+                del self.recent_delays_ms[:-RECENT_DELAYS]
+
+    def take_dead_letter(self, reason: bytes | None) -> None:
+        """Count one dead letter by its reason (the joiner's reasons; others are ignored)."""
+        if reason == LATE.encode():
+            self.late += 1
+        elif reason == UNKNOWN.encode():
+            self.unknown += 1
+        elif reason == EXPIRED.encode():
+            self.expired += 1
+
+
+class JoinFollower:
+    """Counts the joiner's outputs of one stream, from the topics' ends onwards."""
+
+    def __init__(self, kafka: KafkaSettings, train: str, dlq: str, stream: str) -> None:
+        self._consumer = Consumer(consumer_config(kafka, "streamlearn-watch"))
+        assigned = [
+            TopicPartition(topic, p, end)
+            for topic in (train, dlq)
+            for p, end in high_watermarks(self._consumer, topic).items()
+        ]
+        self._consumer.assign(assigned)
+        self._train, self._stream = train, stream
+        self.joins = Joins()
+
+    def poll(self, timeout: float = 0.0, rounds: int = 20) -> None:
+        """Read what arrived since the last call (up to `rounds` batches)."""
+        for _ in range(rounds):
+            batch = consume_ready(self._consumer, 1000, timeout)
+            for msg in batch:
+                if msg.error() is None:
+                    self._take(msg)
+            if len(batch) < 1000:
+                return
+
+    def _take(self, msg: Message) -> None:
+        headers = samples.headers_of(msg)
+        if msg.topic() != self._train:
+            self.joins.take_dead_letter(samples.header(headers, samples.REASON))
+            return
+        if samples.header(headers, samples.CONTENT_TYPE) != samples.SAMPLE_TYPE:
+            return  # ingestion's batches: labelled samples, not joined ones
+        with contextlib.suppress(DecodeError):  # the topic is anyone's: skip what is no Sample
+            self.joins.take_sample(sample_pb2.Sample.FromString(msg.value() or b""), self._stream)
+
+    def close(self) -> None:
+        """Leave (no group offsets were ever committed)."""
+        self._consumer.close()
+
+
 @dataclass
 class Snapshot:
     """The latest of everything the dashboard shows."""
@@ -43,6 +141,7 @@ class Snapshot:
     latest_version: int = 0
     served: Served | None = None
     history: list[Served] = field(default_factory=list)
+    joins: Joins | None = None  # with a JoinFollower (demo --feedback)
 
 
 class TrainerMetricsFollower:
@@ -156,8 +255,10 @@ class Watch:
         model: str,
         holdout: Callable[[], tuple[np.ndarray, np.ndarray]],
         every_s: float = 0.5,
+        joins: JoinFollower | None = None,
     ) -> None:
-        self.snapshot = Snapshot()
+        self.snapshot = Snapshot(joins=None if joins is None else joins.joins)
+        self._joins = joins
         self._metrics, self._registry, self._inference = metrics, registry, inference
         self._model, self._holdout, self._every_s = model, holdout, every_s
         self._stop = threading.Event()
@@ -174,11 +275,15 @@ class Watch:
         self._stop.set()
         self._thread.join(10)
         self._metrics.close()
+        if self._joins is not None:
+            self._joins.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._metrics.poll(self._every_s)
             self._take_metrics(self._metrics.latest)
+            if self._joins is not None:
+                self._joins.poll()
             self.snapshot.latest_version = latest_version(self._registry, self._model)
             x, y = self._holdout()
             found = served_accuracy(self._inference, self._model, x, y)

@@ -25,12 +25,22 @@ def system_stream() -> str:
 
 
 @pytest.fixture
+def system_overrides() -> dict[str, str]:
+    """Environment set on top of `system_env` for the services; a test module may override it."""
+    return {}
+
+
+@pytest.fixture
 def system(
-    kafka: KafkaSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, system_stream: str
+    kafka: KafkaSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    system_stream: str,
+    system_overrides: dict[str, str],
 ) -> Iterator[tuple[LocalSystem, TopicSettings]]:
     """`streamlearn up` on the test broker; `down` (broker left running) afterwards."""
     env, topics = system_env(kafka, tmp_path, system_stream)
-    for name, value in env.items():
+    for name, value in (env | system_overrides).items():
         monkeypatch.setenv(name, value)
     local = LocalSystem(CliSettings())
     try:

@@ -47,6 +47,10 @@ def system_env(
         "INFERENCE_MAX_BATCH_SIZE": "4096",
         "INGESTION_CONSUMER_GROUP": f"e2e-ingestion-{suffix}",
         "TRAINER_CONSUMER_GROUP": f"e2e-trainer-{suffix}",
+        # Static membership and transactions go by these: a test's joiner shares them with
+        # no other test's.
+        "JOINER_CONSUMER_GROUP": f"e2e-joiner-{suffix}",
+        "JOINER_TRANSACTIONAL_ID": f"e2e-joiner-{suffix}",
     }
     for service in SERVICES:
         prefix = service.upper()

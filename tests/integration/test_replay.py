@@ -1,4 +1,5 @@
-"""`streamlearn replay` over real topic slices: determinism, drift, search, evaluate, redrive."""
+"""`streamlearn replay` over real topic slices: determinism, drift, search, evaluate, redrive,
+label delays."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.joiner.outputs import LABEL_DELAY_MS
 from services.replay import replay
+from services.replay.delay import LabelDelay
 from services.replay.runs import Run
 from services.replay.slices import SliceSpec, resolve
 from services.trainer import checkpoint
@@ -34,7 +37,7 @@ DRIFT_AT = 6_000
 def config(lr: float = 0.01, name: str = "sgd", window: int = 200) -> TrainerConfig:
     return TrainerConfig(
         model=ModelSpec(kind="logistic", features=FEATURES),
-        optimizer=OptimizerSpec(name=name, lr=lr),  # type: ignore[arg-type]
+        optimizer=OptimizerSpec(name=name, lr=lr),
         metrics_window=window,
     )
 
@@ -89,7 +92,7 @@ def test_replaying_with_the_live_trainers_config_reproduces_its_metrics(
     assert saved is not None
     piece = resolve(kafka, SliceSpec(drift_topic))
     [run] = replay.backtest(kafka, piece, [Run("replayed", live, streams=frozenset({"drift"}))])
-    assert run.learner.metrics.state() == saved["learner"]["metrics"]  # type: ignore[index]
+    assert run.learner.metrics.state() == saved["learner"]["metrics"]
     assert run.learner.metrics.snapshot()["loss"] > 0
 
 
@@ -172,3 +175,88 @@ def test_the_cli_reports_bad_requests_in_one_line_without_a_traceback(
     assert json.loads(report.read_text())["results"][0]["applied"] == 3000
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert np.isfinite(json.loads(report.read_text())["results"][0]["final"]["loss"])
+
+
+TIMED = 3_000
+T0_S = 1_700_000_000.0  # unix seconds: events 10 ms apart, 30 s in all
+
+
+@pytest.fixture
+def timed_topic(kafka: KafkaSettings, make_topic: Callable[..., str]) -> str:
+    """Two partitions of events whose label is their first feature's sign; event times set,
+    and a recorded label delay of an hour on every other one (as the joiner writes it)."""
+    topic = make_topic(2, "timed")
+    rng = np.random.default_rng(11)
+    with SampleProducer(kafka=kafka, topic=topic, stream="timed") as producer:
+        for i in range(TIMED):
+            label = int(rng.integers(0, 2))
+            producer.send({
+                "features": [2 * label - 1 + rng.normal(0, 0.3), rng.normal(), 1.0],
+                "label": label,
+                "key": f"k{i % 5}",
+                "event_time": T0_S + i / 100,
+                "attributes": {LABEL_DELAY_MS: "3600000" if i % 2 else "0"},
+            })  # fmt: skip
+    return topic
+
+
+def test_label_delays_on_a_real_slice(kafka: KafkaSettings, timed_topic: str) -> None:
+    piece = resolve(kafka, SliceSpec(timed_topic))
+    assert len(piece) == TIMED and len(piece.ranges) == 2
+    small = TrainerConfig(
+        model=ModelSpec(kind="logistic", features=3), optimizer=OptimizerSpec(lr=0.1)
+    )
+    delays = [None, LabelDelay(0), LabelDelay(2_000), LabelDelay(recorded=True)]
+    runs = [Run(str(d), small, every=500, label_delay=d) for d in delays]
+    today, zero, fixed, recorded = replay.backtest(kafka, piece, runs)
+    for run in runs:
+        assert run.learner.applied == TIMED
+    # no delay: the merged partitions learned exactly as test-then-train learns them
+    assert today.learner.metrics.state() == zero.learner.metrics.state()
+    assert zero.report()["final"]["loss"] == pytest.approx(today.report()["final"]["loss"], 1e-5)
+    # 2 s of labels still on their way (200 events): served predictions are a little worse
+    served = {r.name: r.report()["final"] for r in runs}
+    assert fixed.report()["label_delay"] == "2s"
+    assert served[str(delays[0])]["loss"] < served[str(delays[2])]["loss"]
+    # half the labels an hour late (after the slice): worse still, but learning from the rest
+    assert served[str(delays[2])]["loss"] < served[str(delays[3])]["loss"] < np.log(2)
+    assert recorded.report()["immediate"]["accuracy"] > 0.9
+
+
+def test_the_cli_backtests_and_searches_with_a_label_delay(
+    kafka: KafkaSettings, timed_topic: str, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(
+        TrainerConfig(
+            model=ModelSpec(kind="logistic", features=3), optimizer=OptimizerSpec(lr=0.1)
+        ).model_dump_json()
+    )
+    env = os.environ | {"STREAMLEARN_KAFKA_BOOTSTRAP": kafka.bootstrap_servers}
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [CLI, "replay", "backtest", "--topic", timed_topic, "--config", str(good),
+         "--label-delay", "1h", "--report", str(report)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "labels delayed (1h)" in done.stdout and "good (immediate)" in done.stdout
+    document = json.loads(report.read_text())
+    [result] = document["results"]
+    assert document["label_delay"] == result["label_delay"] == "1h"
+    # every label arrives after the slice: each event was served by the fresh model
+    assert result["final"]["loss"] == pytest.approx(np.log(2))
+    assert result["final"]["events"] == TIMED and result["applied"] == TIMED
+    assert result["immediate"]["accuracy"] > 0.9
+
+    done = subprocess.run(
+        [CLI, "replay", "search", "--topic", timed_topic, "--config", str(good),
+         "--axis", "optimizer.lr=0.0001,0.1,1.0", "--label-delay", "250ms",
+         "--report", str(report)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = json.loads(report.read_text())["results"]
+    assert [r["label_delay"] for r in results] == ["250ms"] * 3
+    assert results[0]["config"]["optimizer"]["lr"] != 0.0001  # ranked by served loss
+    assert results[0]["final"]["loss"] < results[-1]["final"]["loss"]

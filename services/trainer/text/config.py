@@ -1,0 +1,101 @@
+"""What a byte-level language model is and how it learns (hashed into lineage like TrainerConfig).
+
+The default is a small causal transformer: 2 pre-norm layers of width 128, 4 heads, a context
+of 128 bytes, trained with AdamW after a short linear warm-up:
+
+    model: {layers: 2, width: 128, heads: 4, context: 128}
+    optimizer: {name: adamw, lr: 0.003, warmup_steps: 20}
+
+The trainer's `OptimizerSpec` is not reused: it has no AdamW and no warm-up, and its
+`normalized` rule only updates linear models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VOCAB = 256  # every byte value is a token: no tokenizer, nothing to download
+STEP_BYTES = 1 << 20  # most text one optimiser step may take (batch_size x max_text_bytes)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TextOptimizerSpec(_Frozen):
+    """Optimizer, gradient clipping and a linear learning-rate warm-up.
+
+    The rate ramps linearly from lr / warmup_steps at the first step to lr at step
+    `warmup_steps`, then stays there (0: no warm-up).
+    """
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=3e-3, gt=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    momentum: float = Field(default=0.0, ge=0, lt=1)  # sgd only
+    warmup_steps: int = Field(default=20, ge=0, le=1_000_000)
+    # Transformers take the odd huge gradient early on; None switches clipping off.
+    clip_norm: float | None = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _momentum_is_sgd(self) -> TextOptimizerSpec:
+        if self.momentum and self.name != "sgd":
+            raise ValueError(f"momentum applies to sgd only, not {self.name}")
+        return self
+
+
+class TextModelConfig(_Frozen):
+    """A byte-level causal transformer and how it learns from a stream of texts.
+
+    The bounds keep every allowed model trainable event by event on a couple of CPU cores;
+    the largest (12 x 768, context 1024) is GPT-2 small's shape with a 256-byte vocabulary.
+    """
+
+    layers: int = Field(default=2, ge=1, le=12)
+    width: int = Field(default=128, ge=8, le=768)
+    heads: int = Field(default=4, ge=1, le=16)
+    context: int = Field(default=128, ge=2, le=1024)  # bytes a prediction may look back on
+    mlp_ratio: int = Field(default=4, ge=1, le=8)
+    dropout: float = Field(default=0.0, ge=0, le=0.5)
+    tie_embeddings: bool = True  # the 256-way head reuses the byte embedding
+    optimizer: TextOptimizerSpec = TextOptimizerSpec()
+    # 1: one optimiser step per event; N: one step per N events of a `learn` call.
+    batch_size: int = Field(default=1, ge=1, le=256)
+    # Longer texts are not learned (counted as skipped) and refused by predict / generate:
+    # one hostile event must not be able to take the trainer's memory.
+    max_text_bytes: int = Field(default=8192, ge=2, le=1 << 16)
+    metrics_window: int = Field(default=1000, ge=10)  # events in the recent-window metrics
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TextModelConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        return self
+
+    @model_validator(mode="after")
+    def _step_fits_memory(self) -> TextModelConfig:
+        # a step's logits alone are 1 KiB per byte (256 float32): keep a step under ~1 GiB
+        if self.batch_size * self.max_text_bytes > STEP_BYTES:
+            raise ValueError(
+                f"batch_size x max_text_bytes = {self.batch_size * self.max_text_bytes} "
+                f"exceeds {STEP_BYTES} bytes of text per step"
+            )
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.width // self.heads
+
+    def hash(self) -> str:
+        """A stable digest of the config, recorded in lineage and checked on restore."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """The config as JSON, for lineage and reproduction."""
+        return json.dumps(self.model_dump(), sort_keys=True)

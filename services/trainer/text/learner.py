@@ -1,0 +1,335 @@
+"""The online learner of a byte-level language model: test-then-train on each event's bytes.
+
+`learn(texts)` takes events in order, `batch_size` per optimiser step. Each step first
+scores its events with the weights as they were before it (bits per byte, next-byte
+accuracy: `metrics.py`), then learns from them: the mean cross-entropy of every predicted
+byte of the step's windows (`windows.py`). With dropout 0 one forward pass serves both.
+
+Events are counted once each: `events` (learned), `skipped` (fewer than 2 bytes, so nothing
+to predict, or more than `max_text_bytes`) or `refused` (a non-finite loss or gradient:
+no step is taken and their scores stay out of the metrics).
+
+Crash-exact: `state()` holds the weights, optimizer, schedule, metrics, counters and the
+dropout random stream, so a learner restored after event k and fed events k+1.. in the same
+`learn` calls ends bit-identical to one that never stopped (mini-batches are formed within
+each call, as the tabular learner's are).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812  # torch's own convention
+
+from services.trainer.text.config import VOCAB, TextModelConfig, TextOptimizerSpec
+from services.trainer.text.generate import Decoding, Sampling, continue_bytes
+from services.trainer.text.metrics import TextPrequential
+from services.trainer.text.model import ByteTransformer, build
+from services.trainer.text.windows import (
+    Windows,
+    check_texts,
+    input_chunks,
+    pad,
+    training_windows,
+)
+from shared.errors import ConfigError, IntegrityError, InvalidArgument
+
+_LN2 = math.log(2.0)
+
+
+def _optimizer(spec: TextOptimizerSpec, network: ByteTransformer) -> torch.optim.Optimizer:
+    params = network.parameters()
+    if spec.name == "adamw":
+        return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(
+        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+    )
+
+
+def _warmup(steps: int) -> Any:
+    """The LambdaLR factor: (step + 1) / steps during the warm-up, then 1."""
+    if steps == 0:
+        return lambda step: 1.0
+    return lambda step: min(1.0, (step + 1) / steps)
+
+
+class TextLearner:
+    """A byte transformer, its optimizer and warm-up, and prequential bits per byte."""
+
+    def __init__(self, config: TextModelConfig, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, not {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device cuda was asked for, but no GPU is available")
+        self.config = config
+        self.device = torch.device(device)
+        self.network, self.optimizer, self.scheduler = self._components()
+        self.metrics = TextPrequential(config.metrics_window)
+        self.events = 0  # events learned from
+        self.skipped = 0  # events with nothing to predict, or too long
+        self.refused = 0  # events whose loss or gradient was not finite
+        self.steps = 0  # optimiser steps taken
+        with self._devices_rng():
+            torch.manual_seed(config.seed)  # dropout's own stream, saved in checkpoints
+            self._rng = self._capture_rng()
+
+    def _components(
+        self,
+    ) -> tuple[ByteTransformer, torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        network = build(self.config).to(self.device).eval()
+        optimizer = _optimizer(self.config.optimizer, network)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _warmup(self.config.optimizer.warmup_steps)
+        )
+        return network, optimizer, scheduler
+
+    # -- learning -------------------------------------------------------------------------
+
+    def learn(self, texts: Sequence[bytes | bytearray]) -> None:
+        """Score, then learn from, every text in order (`batch_size` per optimiser step).
+
+        Raises:
+            InvalidArgument: `texts` is not a list of bytes (nothing is learned then).
+
+        """
+        checked = check_texts(texts)
+        size = self.config.batch_size
+        for start in range(0, len(checked), size):
+            self._step(checked[start : start + size])
+
+    def _step(self, chunk: list[bytes]) -> None:
+        usable = [t for t in chunk if 2 <= len(t) <= self.config.max_text_bytes]
+        self.skipped += len(chunk) - len(usable)
+        if not usable:
+            return
+        windows = training_windows(usable, self.config.context).to(self.device)
+        with self._dropout_rng():
+            scored, logits = self._forward(windows.inputs)
+            nll = _nll(logits, windows.targets)
+            # with dropout the scored forward differs from the training one
+            scored_nll = _nll(scored, windows.targets) if self.config.dropout else nll.detach()
+            bits, nbytes, hits = _per_event(scored, scored_nll, windows, len(usable))
+            loss = torch.where(windows.mask, nll, 0.0).sum() / windows.mask.sum()
+            if not (bool(torch.isfinite(loss)) and np.isfinite(bits).all() and self._apply(loss)):
+                self.refused += len(usable)
+                return
+        self.events += len(usable)
+        self.metrics.update(bits, nbytes, hits)
+
+    def _forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scored logits, training logits): one pass when no dropout makes them differ."""
+        if not self.config.dropout:
+            logits = self.network(inputs)
+            return logits.detach(), logits
+        with torch.no_grad():
+            scored = self.network(inputs)
+        self.network.train()
+        try:
+            return scored, self.network(inputs)
+        finally:
+            self.network.eval()
+
+    def _apply(self, loss: torch.Tensor) -> bool:
+        """Backward, clip and step; False (no step) when a gradient is not finite."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        grads = [p.grad for p in self.network.parameters() if p.grad is not None]
+        if not all(bool(torch.isfinite(g).all()) for g in grads):
+            return False
+        if self.config.optimizer.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(
+                self.network.parameters(), self.config.optimizer.clip_norm
+            )
+        self.optimizer.step()
+        self.scheduler.step()
+        self.steps += 1
+        return True
+
+    # -- predicting -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_logprobs(self, texts: Sequence[bytes | bytearray]) -> list[np.ndarray]:
+        """Per text, (len, 256) float32 natural-log probabilities of the byte after each byte.
+
+        Row t is the distribution of byte t + 1 given the bytes of t's context-sized chunk
+        up to t (the windows `learn` scores); the last row predicts the byte after the text.
+        Nothing is learned.
+
+        Raises:
+            InvalidArgument: not a list of bytes, or a text longer than `max_text_bytes`.
+
+        """
+        checked = check_texts(texts)
+        for i, text in enumerate(checked):
+            self._check_length(f"text {i}", text)
+        out: list[np.ndarray] = []
+        for group in _groups(checked, self.config.batch_size * self.config.max_text_bytes):
+            out.extend(self._logprobs(group))
+        return out
+
+    def _logprobs(self, texts: list[bytes]) -> list[np.ndarray]:
+        chunks = [input_chunks(t, self.config.context) for t in texts]
+        flat = [c for per_text in chunks for c in per_text]
+        if not flat:  # only empty texts
+            return [np.zeros((0, VOCAB), dtype=np.float32) for _ in texts]
+        batch, lengths = pad(flat)
+        logprobs = torch.log_softmax(self.network(batch.to(self.device)).float(), dim=-1)
+        rows = logprobs.cpu().numpy()
+        out, row = [], 0
+        for per_text in chunks:
+            parts = [rows[row + i, : lengths[row + i]] for i in range(len(per_text))]
+            row += len(per_text)
+            out.append(np.concatenate(parts) if parts else np.zeros((0, VOCAB), np.float32))
+        return out
+
+    def generate(
+        self,
+        prompt: bytes,
+        max_new: int,
+        *,
+        sampling: Sampling = "greedy",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+    ) -> bytes:
+        """The `max_new` bytes that follow `prompt` (`generate.Decoding` says how).
+
+        Raises:
+            InvalidArgument: an empty or too long prompt, max_new outside
+                [0, max_text_bytes], or decoding settings that make no sense.
+
+        """
+        if not isinstance(prompt, (bytes, bytearray)):
+            raise InvalidArgument(f"prompt must be bytes, not {type(prompt).__name__}")
+        if not prompt:
+            raise InvalidArgument("prompt must hold at least one byte (there is no start token)")
+        self._check_length("prompt", prompt)
+        limit = self.config.max_text_bytes
+        if isinstance(max_new, bool) or not isinstance(max_new, int) or not 0 <= max_new <= limit:
+            raise InvalidArgument(f"max_new must be an integer in [0, {limit}], not {max_new!r}")
+        decoding = Decoding(sampling, temperature, top_k, seed)
+        decoding.check()
+        return continue_bytes(self.network, bytes(prompt), max_new, decoding)
+
+    def _check_length(self, what: str, text: bytes) -> None:
+        if len(text) > self.config.max_text_bytes:
+            raise InvalidArgument(
+                f"{what} has {len(text)} bytes, more than max_text_bytes "
+                f"{self.config.max_text_bytes}"
+            )
+
+    def snapshot(self) -> dict[str, float]:
+        """Prequential metrics and counters, for the trainer's metrics topic."""
+        counts = {"skipped": self.skipped, "refused": self.refused, "steps": self.steps}
+        return self.metrics.snapshot() | {k: float(v) for k, v in counts.items()}
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly here: plain types and tensors only."""
+        return {
+            "config": self.config.hash(),
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "metrics": self.metrics.state(),
+            "counts": [self.events, self.skipped, self.refused, self.steps],
+            "rng": list(self._rng),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from `state()`; on any error this learner is left as it was.
+
+        Raises:
+            ConfigError: the state was saved by a learner of another config.
+            IntegrityError: the state is malformed.
+
+        """
+        if not isinstance(state, dict) or state.get("config") != self.config.hash():
+            raise ConfigError("the checkpoint was saved with another text model config")
+        network, optimizer, scheduler = self._components()
+        metrics = TextPrequential(self.config.metrics_window)
+        try:
+            network.load_state_dict(state["network"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            metrics.restore(state["metrics"])
+            events, skipped, refused, steps = (int(c) for c in state["counts"])
+            rng = tuple(torch.as_tensor(s, dtype=torch.uint8).clone() for s in state["rng"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed text learner checkpoint: {exc}") from exc
+        if len(rng) != len(self._rng):
+            raise IntegrityError("the checkpoint's random state is for another device")
+        self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
+        self.metrics = metrics
+        self.events, self.skipped, self.refused, self.steps = events, skipped, refused, steps
+        self._rng = rng
+
+    # -- dropout's random stream ----------------------------------------------------------
+
+    def _devices_rng(self) -> contextlib.AbstractContextManager[None]:
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=cuda)
+
+    def _capture_rng(self) -> tuple[torch.Tensor, ...]:
+        if self.device.type == "cuda":
+            return torch.get_rng_state(), torch.cuda.get_rng_state(self.device)
+        return (torch.get_rng_state(),)
+
+    @contextlib.contextmanager
+    def _dropout_rng(self) -> Iterator[None]:
+        """Run with the learner's own random stream, which then moves on.
+
+        The global stream is left as it was: nothing else drawing from it can break
+        crash-exactness.
+        """
+        with self._devices_rng():
+            torch.set_rng_state(self._rng[0])
+            if self.device.type == "cuda":
+                torch.cuda.set_rng_state(self._rng[1], self.device)
+            yield
+            self._rng = self._capture_rng()
+
+
+def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy in nats of each target (N, T) under logits (N, T, 256)."""
+    flat = F.cross_entropy(logits.float().reshape(-1, VOCAB), targets.reshape(-1), reduction="none")
+    return flat.reshape(targets.shape)
+
+
+def _per_event(
+    logits: torch.Tensor, nll: torch.Tensor, windows: Windows, events: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bits (float64), predicted bytes and right argmax guesses of each event."""
+    mask = windows.mask
+    window_bits = torch.where(mask, nll, 0.0).double().sum(dim=1) / _LN2
+    window_hits = ((logits.argmax(dim=-1) == windows.targets) & mask).sum(dim=1)
+    owner = windows.owner
+    bits = torch.zeros(events, dtype=torch.float64, device=owner.device)
+    nbytes = torch.zeros(events, dtype=torch.int64, device=owner.device)
+    hits = torch.zeros(events, dtype=torch.int64, device=owner.device)
+    bits.index_add_(0, owner, window_bits)
+    nbytes.index_add_(0, owner, mask.sum(dim=1))
+    hits.index_add_(0, owner, window_hits)
+    return bits.cpu().numpy(), nbytes.cpu().numpy(), hits.cpu().numpy()
+
+
+def _groups(texts: list[bytes], budget: int) -> Iterator[list[bytes]]:
+    """Consecutive texts in groups of at most `budget` bytes (a longer text goes alone)."""
+    group: list[bytes] = []
+    size = 0
+    for text in texts:
+        if group and size + len(text) > budget:
+            yield group
+            group, size = [], 0
+        group.append(text)
+        size += len(text)
+    if group:
+        yield group
