@@ -166,7 +166,7 @@ class Delayed:
             if last - first + 1 == len(index) and index == list(range(first, last + 1)):
                 pieces.append(self._parts[part].slice(first, last + 1))  # the usual case
             else:
-                pieces.append(_take(self._parts[part], torch.tensor(index)))
+                pieces.append(self._parts[part].take(torch.tensor(index)))
             self._left[part] -= len(index)
             if self._left[part] == 0:
                 del self._parts[part], self._left[part]
@@ -178,7 +178,7 @@ class Delayed:
             return
         rows = batch.slice(start, stop)
         if not ok[start:stop].all():
-            rows = _take(rows, torch.from_numpy(np.flatnonzero(ok[start:stop])))
+            rows = rows.take(torch.from_numpy(np.flatnonzero(ok[start:stop])))
         predictions = self.learner.predict(rows)
         labels = rows.labels.numpy()
         weights = rows.weights.numpy() if rows.weights is not None else None
@@ -218,19 +218,6 @@ def usable(batch: Batch, learner: Learner) -> np.ndarray:
         buckets = config.model.sparse_buckets
         ok &= ((batch.sparse >= 0) & (batch.sparse < buckets)).all(dim=1)
     return np.asarray(ok.numpy(), dtype=bool)
-
-
-def _take(batch: Batch, index: torch.Tensor) -> Batch:
-    def part(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[index]
-
-    return Batch(
-        batch.features[index],
-        batch.labels[index],
-        part(batch.weights),
-        part(batch.sparse),
-        batch.named,
-    )
 
 
 def _concat(pieces: list[Batch]) -> Batch:

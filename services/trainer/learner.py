@@ -97,13 +97,15 @@ class Batch:
             ok = torch.isfinite(self.features).all(dim=1)
         ok &= torch.isfinite(self.labels.float())
         index = torch.nonzero(ok).flatten()[:limit]
-        return self._pick(index)
+        return self.take(index)
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows [start, stop)."""
-        return self._pick(slice(start, stop))
+        return self.take(slice(start, stop))
 
-    def _pick(self, index: torch.Tensor | builtins.slice) -> Batch:
+    def take(self, index: torch.Tensor | builtins.slice) -> Batch:
+        """The rows at `index` (a tensor of row numbers or a slice), in that order."""
+
         def part(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[index]
 

@@ -38,11 +38,11 @@ from shared.streams import publish_definition
 from streamlearn.system.control import LocalSystem
 from streamlearn.v1 import ingest_pb2, ingest_pb2_grpc, sample_pb2
 from tests import adversarial
-from tests.e2e.system import logistic_config, restarts, service_state
+from tests.e2e.system import SERVICES, logistic_config, restarts, service_state
 from tests.helpers import read_to_end, record_count, wait_until
 
 STREAMS = ("adv-a", "adv-b")
-NO_RESTARTS = {"registry": 0, "ingestion": 0, "trainer": 0, "inference": 0}
+NO_RESTARTS = dict.fromkeys(SERVICES, 0)
 
 
 @pytest.fixture
