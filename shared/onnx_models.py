@@ -10,8 +10,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-INPUT = "features"
-OUTPUT = "score"
+from shared.serving import INPUT, OUTPUT
+
+__all__ = ["INPUT", "OUTPUT", "linear_model"]
 
 
 def linear_model(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# The served graph's numeric input and its output (P(1), class probabilities or the value):
+# the names every exported version uses, read by clients, the prediction log and the joiner.
+INPUT = "features"
+OUTPUT = "score"
+
 # The RepositoryIndex `reason` of the loaded version that answers requests naming no version
 # (Triton leaves `reason` free text; the other loaded versions carry an empty one).
 CURRENT_REASON = "serving"

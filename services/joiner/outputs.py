@@ -1,8 +1,8 @@
 """What the joiner emits: training samples (joined, negative) and dead letters with a reason.
 
 Every output is a frozen, hashable value, so runs can be compared as multisets. Samples
-carry their lineage in `attributes`: the model and version that served the prediction, the
-outcome and the label delay.
+carry their lineage in `attributes` (the model and version that served the prediction, the
+outcome and the label delay) and the served output in `served_score`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.feedback import Feedback, Label, PredictionRecord
+from shared.serving import OUTPUT
 from streamlearn.v1 import sample_pb2
 
 # Dead-letter reasons (stable codes, like ingestion's `Reason`).
@@ -45,6 +46,9 @@ def _sample(
             LABEL_DELAY_MS: str(delay),
         },
     )
+    served = dict(record.outputs).get(OUTPUT)
+    if served is not None:  # the trainer scores what production answered (`served.py`)
+        sample.served_score[:] = served
     if record.sparse_ids:
         sample.sparse.indices[:] = record.sparse_ids
         sample.sparse.values[:] = [1.0] * len(record.sparse_ids)

@@ -186,7 +186,7 @@ def register(
         # The stream it learned, when it learned one (evaluate scores a version on it).
         stream=next(iter(run.streams)) if len(run.streams) == 1 else "",
         events_seen=run.learner.applied,
-        metrics=run.learner.metrics.snapshot(),
+        metrics=run.learner.scores(),
         config_hash=run.config.hash(),
         config_json=run.config.to_json(),
         trainer_id=f"replay-search:{run.name}",

@@ -82,8 +82,13 @@ class Run:
     def feed(self, records: Sequence[Message]) -> None:
         """Learn from the next records of the slice, in order."""
         for segment in self._batcher.add(records):
+            config = self.config
             batch, _ = decode(
-                segment, self.config.task, self.config.model.features, self.featurizer
+                segment,
+                config.task,
+                config.model.features,
+                self.featurizer,
+                outputs=config.outputs,
             )
             if self._delayed is not None:
                 self._delayed.feed(segment, batch)
@@ -125,7 +130,7 @@ class Run:
 
     def immediate(self) -> dict[str, float]:
         """The learner's prequential (test-then-train) metrics now, with the event count."""
-        return self.learner.metrics.snapshot() | {"events": float(self.events)}
+        return self.learner.scores() | {"events": float(self.events)}
 
     def score(self, metric: str) -> float:
         """The run's current headline value of `metric` (inf when it has none yet)."""

@@ -51,6 +51,7 @@ def decode(
     featurizer: Featurizer | None = None,
     *,
     resolve: Resolve | None = None,
+    outputs: int = 1,
 ) -> tuple[Batch, int]:
     """Decode records in order; returns the batch and how many records were unusable.
 
@@ -64,6 +65,9 @@ def decode(
     With a `featurizer` (the stream's pinned schema) the batch is `named`: NaN features are
     missing values, and `sparse` holds each row's hashed ids (zeros for positional rows).
     Without one, named records are unusable; `resolve` is asked for a featurizer first.
+
+    `Batch.served` holds the rows' `served_score` (the joiner's samples) when some row has
+    `outputs` of them (the model's output width), NaN for the other rows.
 
     Raises:
         ConfigError: the featurizer's dense width is not `features`.
@@ -79,7 +83,8 @@ def decode(
     w = np.ones(n, dtype=np.float32)
     status = np.zeros(n, dtype=np.int8)
     named = np.zeros(n, dtype=np.uint8)
-    wire.decode_rows(buf, ends - lengths, ends, x, y, w, status, named)
+    served = np.full((n, outputs), np.nan, dtype=np.float32)
+    wire.decode_rows(buf, ends - lengths, ends, x, y, w, status, named, served)
     if featurizer is None and resolve is not None and named.any():
         featurizer = resolve()
     if featurizer is not None and featurizer.dense_dim != features:
@@ -93,18 +98,19 @@ def decode(
         if samples.is_batch(samples.headers_of(messages[i])):
             batches[i], status[i] = _columns(values[i], messages[i], features)
         else:
-            row = _Row(x, y, w, ids, i)
+            row = _Row(x, y, w, ids, served, i)
             status[i] = _decode_slowly(values[i], messages[i], row, featurizer)
     bad = np.flatnonzero(status != wire.OK)
-    x[bad], y[bad], ids[bad] = np.nan, np.nan, 0
+    x[bad], y[bad], ids[bad], served[bad] = np.nan, np.nan, 0, np.nan
     if batches:
-        x, y, w, ids = _expand(x, y, w, ids, batches)
+        x, y, w, ids, served = _expand(x, y, w, ids, served, batches)
     batch = Batch(
         torch.from_numpy(x),
         _labels(y, task),
         torch.from_numpy(w),
         torch.from_numpy(ids) if slots else None,
         named=featurizer is not None,
+        served=torch.from_numpy(served) if np.isfinite(served).any() else None,
     )
     return batch, len(bad)
 
@@ -129,42 +135,60 @@ def _expand(
     y: np.ndarray,
     w: np.ndarray,
     ids: np.ndarray,
+    served: np.ndarray,
     batches: dict[int, samples.Columns],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """Replace the row of each batch record by the batch's rows, keeping record order.
 
-    Batch records are positional: their rows have no hashed ids (all 0, i.e. missing).
+    Batch records are positional: their rows have no hashed ids (all 0, i.e. missing) and
+    no served prediction (NaN).
     """
-    xs, ys, ws, idss, start = [], [], [], [], 0
+    arrays = (x, y, w, ids, served)
+    parts: list[list[np.ndarray]] = [[] for _ in arrays]
+    start = 0
     for i in sorted(batches):
         columns = batches[i]
-        xs += [x[start:i], columns.dense.astype(np.float32)]
-        ys += [y[start:i], columns.labels.astype(np.float64)]
-        ws += [w[start:i], columns.weights.astype(np.float32)]
-        idss += [ids[start:i], np.zeros((len(columns), ids.shape[1]), dtype=np.int64)]
-        if not len(columns):  # an unusable batch record: keep its NaN row, so it is counted
-            xs[-1], ys[-1], ws[-1], idss[-1] = (a[i : i + 1] for a in (x, y, w, ids))
+        rows = len(columns)
+        filled: tuple[np.ndarray, ...] = (
+            columns.dense.astype(np.float32),
+            columns.labels.astype(np.float64),
+            columns.weights.astype(np.float32),
+            np.zeros((rows, ids.shape[1]), dtype=np.int64),
+            np.full((rows, served.shape[1]), np.nan, dtype=np.float32),
+        )
+        for part, array, rows_of_batch in zip(parts, arrays, filled, strict=True):
+            # an unusable batch record keeps its NaN row, so it is counted
+            part += [array[start:i], rows_of_batch if rows else array[i : i + 1]]
         start = i + 1
-    xs, ys, ws = [*xs, x[start:]], [*ys, y[start:]], [*ws, w[start:]]
-    idss = [*idss, ids[start:]]
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ws), np.concatenate(idss)
+    return tuple(
+        np.concatenate([*part, array[start:]]) for part, array in zip(parts, arrays, strict=True)
+    )
 
 
 class _Row:
     """Where the slow path writes one record: its row of each output array."""
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, w: np.ndarray, ids: np.ndarray, index: int
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        w: np.ndarray,
+        ids: np.ndarray,
+        served: np.ndarray,
+        index: int,
     ) -> None:
         self.x, self.y, self.w, self.ids, self.index = x, y, w, ids, index
+        self.served = served
 
     def label(self, sample: sample_pb2.Sample) -> None:
-        """The label (NaN when there is none the trainer learns) and the weight."""
+        """The label (NaN when there is none the trainer learns), weight and served score."""
         label = sample.WhichOneof("label")
         self.y[self.index] = (
             getattr(sample, label) if label in ("regression", "class_index") else np.nan
         )
         self.w[self.index] = sample.weight or 1.0
+        served = sample.served_score
+        self.served[self.index] = served if len(served) == self.served.shape[1] else np.nan
 
 
 def _decode_slowly(value: bytes, msg: Message, row: _Row, featurizer: Featurizer | None) -> int:

@@ -33,6 +33,7 @@ from services.trainer.drift import DriftWatch, Guard
 from services.trainer.fused_learner import FusedUpdates, eligible, set_epoch
 from services.trainer.metrics import Prequential
 from services.trainer.model import build_model
+from services.trainer.served import ServedScores
 
 
 def _optimizer(config: TrainerConfig, network: nn.Module, device: str) -> torch.optim.Optimizer:
@@ -85,6 +86,7 @@ class Batch:
     weights: torch.Tensor | None = None
     sparse: torch.Tensor | None = None
     named: bool = False
+    served: torch.Tensor | None = None  # (N, outputs): what production answered, NaN: nothing
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -115,6 +117,7 @@ class Batch:
             part(self.weights),
             part(self.sparse),
             self.named,
+            part(self.served),
         )
 
 
@@ -140,6 +143,9 @@ class Learner:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
         self.loss_fn = _loss(config)
         self.metrics = Prequential(config.task, config.metrics_window)
+        self.served = ServedScores(
+            config.task, config.metrics_window, config.resolved_loss, config.huber_delta
+        )
         self.guard = Guard(
             config.divergence_ratio,
             config.divergence_warmup,
@@ -167,6 +173,7 @@ class Learner:
     def learn(self, batch: Batch) -> None:
         """Predict then learn every event of `batch`, in order."""
         applied_before = self.applied
+        self.served.update(batch.served, batch.labels)
         if self._fused is not None:
             predictions, losses, status = self._fused.learn(batch)
             self._count_categories(batch.sparse, status != fused.INVALID)
@@ -182,6 +189,10 @@ class Learner:
             for start in range(0, len(batch), size):
                 self._step(batch.slice(start, start + size))
         self._watch(applied_before)
+
+    def scores(self) -> dict[str, float]:
+        """The prequential metrics, and beside them those of the served predictions."""
+        return self.metrics.snapshot() | self.served.snapshot()
 
     def predict(self, batch: Batch) -> np.ndarray:
         """Predictions (post-activation) without learning (the statistics do not move)."""
@@ -376,6 +387,7 @@ class Learner:
             "skipped": self.skipped,
             "diverging": self.diverging,
             "metrics": self.metrics.state(),
+            "served": self.served.state(),
             "guard": self.guard.state(),
             "drift": self.drift.state(),
             "drifts": self.drifts,
@@ -391,6 +403,8 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.applied, self.skipped = state["applied"], state["skipped"]
         self.metrics.restore(state["metrics"])
+        if "served" in state:
+            self.served.restore(state["served"])
         self.diverging = int(state.get("diverging", 0))
         if "guard" in state:
             self.guard.restore(state["guard"])

@@ -252,7 +252,12 @@ class TrainerLoop:
         config = self.learner.config
         pinned = self.pinned
         batch, _ = decode(
-            applying, config.task, config.model.features, pinned.featurizer, resolve=pinned.resolve
+            applying,
+            config.task,
+            config.model.features,
+            pinned.featurizer,
+            resolve=pinned.resolve,
+            outputs=config.outputs,
         )
         before = (self.learner.applied, self.learner.skipped)
         self.learner.learn(batch)
@@ -281,7 +286,7 @@ class TrainerLoop:
             self._version_every.reset()
 
     def _publish_metrics(self) -> None:
-        snapshot = self.learner.metrics.snapshot()
+        snapshot = self.learner.scores()
         for name, value in snapshot.items():
             METRIC.labels(name).set(value)
         if self._metrics_producer is None or self._publisher is None:

@@ -62,7 +62,7 @@ class VersionPublisher:
         lineage = registry_pb2.Lineage(
             stream=self.stream,
             events_seen=self._learner.applied,
-            metrics=self._learner.metrics.snapshot(),
+            metrics=self._learner.scores(),
             config_hash=self._learner.config.hash(),
             config_json=self._learner.config.to_json(),
             parent_version=self.last_version,

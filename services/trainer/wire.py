@@ -3,8 +3,9 @@
 Decoding each record into a protobuf object, then copying its repeated floats into numpy,
 costs more than learning from it. This scanner reads the few fields the trainer needs
 straight from the protobuf wire format (packed `dense` floats, `regression`, `class_index`,
-`weight`) and skips every other field by its wire type, as any protobuf parser must. Rows it
-cannot read are flagged, and the caller decodes them with the protobuf library instead; so
+`weight`, the joiner's `served_score`) and skips every other field by its wire type, as any
+protobuf parser must. Rows it cannot read are flagged, and the caller decodes them with the
+protobuf library instead; so
 are rows carrying named `features` (a map the scanner does not read: the featurizer does).
 Field numbers are those of protos/streamlearn/v1/sample.proto (checked by the tests).
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-DENSE, REGRESSION, CLASS_INDEX, WEIGHT, FEATURES = 6, 8, 9, 11, 14
+DENSE, REGRESSION, CLASS_INDEX, WEIGHT, FEATURES, SERVED = 6, 8, 9, 11, 14, 15
 SAMPLE_STREAM, BATCH_STREAM = 5, 2  # `stream` of a Sample, of a SampleBatch
 OK, MALFORMED, WRONG_SHAPE = 0, 1, 2
 FOREIGN, UNREADABLE = -1, -2  # match_streams: another stream; no stream could be read
@@ -47,10 +48,11 @@ def _decode_one(
     labels: np.ndarray,
     weights: np.ndarray,
     named: np.ndarray,
+    served: np.ndarray,
     row: int,
 ) -> int:
-    features = x.shape[1]
-    count, seen = 0, 0  # seen: which label of the oneof arrived (1 regression, 2 class)
+    features, outputs = x.shape[1], served.shape[1]
+    count, seen, scores = 0, 0, 0  # seen: which label of the oneof arrived (1 regression, 2 class)
     regression, klass, weight = 0.0, 0, 0.0
     scratch = np.empty(8, np.uint8)
     while pos < end:
@@ -84,6 +86,10 @@ def _decode_one(
                 if count < features:
                     x[row, count] = value32
                 count += 1
+            elif field == SERVED:
+                if scores < outputs:
+                    served[row, scores] = value32
+                scores += 1
             pos += 4
         elif wire == 2:
             length, pos = _varint(buf, pos, end)
@@ -102,9 +108,19 @@ def _decode_one(
                         scratch[:4] = buf[pos + 4 * k : pos + 4 * k + 4]
                         x[row, count] = scratch[:4].view(np.float32)[0]
                     count += 1
+            if field == SERVED:
+                if length % 4:
+                    return MALFORMED
+                for k in range(length // 4):
+                    if scores < outputs:
+                        scratch[:4] = buf[pos + 4 * k : pos + 4 * k + 4]
+                        served[row, scores] = scratch[:4].view(np.float32)[0]
+                    scores += 1
             pos += length
         else:
             return MALFORMED  # groups (wire types 3, 4) are not in this schema
+    if scores != outputs:  # none, or not the model's outputs: nothing served to score
+        served[row, :] = np.nan
     if count != features:
         return WRONG_SHAPE
     # No label at all: NaN, which the learner's guard refuses and counts.
@@ -125,7 +141,8 @@ def decode_samples(
 ) -> None:
     """Decode record i (buf[starts[i]:ends[i]]) into row i; status[i] says how it went."""
     named = np.zeros(len(starts), np.uint8)
-    decode_rows(buf, starts, ends, x, labels, weights, status, named)
+    served = np.full((len(starts), 1), np.nan, np.float32)
+    decode_rows(buf, starts, ends, x, labels, weights, status, named, served)
 
 
 @numba.njit(cache=True)
@@ -138,14 +155,17 @@ def decode_rows(
     weights: np.ndarray,
     status: np.ndarray,
     named: np.ndarray,
+    served: np.ndarray,
 ) -> None:
     """`decode_samples`, also setting named[i] to 1 when record i carries named `features`.
 
     Such a record is the featurizer's to read: its status says only how the positional
     reading went (WRONG_SHAPE when it has no `dense`, as a named sample should not).
+    served[i] (one column per model output, NaN beforehand) gets record i's `served_score`
+    when it has exactly that many values, and stays NaN otherwise.
     """
     for i in range(len(starts)):
-        status[i] = _decode_one(buf, starts[i], ends[i], x, labels, weights, named, i)
+        status[i] = _decode_one(buf, starts[i], ends[i], x, labels, weights, named, served, i)
 
 
 @numba.njit(cache=True)

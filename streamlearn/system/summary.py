@@ -68,6 +68,8 @@ def dashboard(
         f"skipped {trainer.events_skipped:,})",
     )
     table.add_row("prequential", _metrics(trainer))
+    if served_metrics(trainer) is not None:
+        table.add_row("as served", served_metrics(trainer))
     table.add_row("drift", trainer_drift(trainer))
     served = snapshot.served
     table.add_row(
@@ -99,6 +101,8 @@ def summary(result: DemoResult) -> Table:
         table.add_row("model", result.start)
     table.add_row("events trained", f"{result.trainer.events_applied:,}")
     table.add_row("prequential (last window)", _metrics(result.trainer))
+    if served_metrics(result.trainer) is not None:
+        table.add_row("as served (last window)", served_metrics(result.trainer))
     table.add_row("drift", trainer_drift(result.trainer))
     history = result.history
     if not history:
@@ -146,10 +150,26 @@ def delay_text(joins: Joins) -> str:
     return f"mean {mean:.2f}s, max {max(recent) / 1000:.2f}s (last {len(recent):,} joined)"
 
 
-def _metrics(trainer: metrics_pb2.TrainerMetrics) -> str:
+def _metrics(trainer: metrics_pb2.TrainerMetrics, prefix: str = "") -> str:
     shown = ("logloss", "accuracy", "auc")
-    found = [f"{name} {trainer.metrics[name]:.3f}" for name in shown if name in trainer.metrics]
+    found = [
+        f"{name} {trainer.metrics[prefix + name]:.3f}"
+        for name in shown
+        if prefix + name in trainer.metrics
+    ]
     return ", ".join(found) or "-"
+
+
+def served_metrics(trainer: metrics_pb2.TrainerMetrics) -> str | None:
+    """The served predictions' scores on their joined labels (None: no joined samples yet).
+
+    The prequential row judges the trainer's current weights; this one the versions that
+    answered, at the time they answered.
+    """
+    if "served_events" not in trainer.metrics:
+        return None
+    events = int(trainer.metrics["served_events"])
+    return f"{_metrics(trainer, 'served_')} ({events:,} joined predictions)"
 
 
 def trainer_drift(trainer: metrics_pb2.TrainerMetrics) -> str:

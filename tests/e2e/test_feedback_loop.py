@@ -68,6 +68,7 @@ class Traffic:
     labels: dict[str, int]  # the feedback each id gets (the rest stays silent)
     early: set[str]  # feedback sent before its request
     versions: set[int] = field(default_factory=set)
+    scores: dict[str, float] = field(default_factory=dict)  # what inference answered
 
 
 def test_predictions_and_feedback_are_joined_exactly_once_and_learned(
@@ -115,6 +116,9 @@ def test_predictions_and_feedback_are_joined_exactly_once_and_learned(
         )
         newest = registry.get_version(STREAM)
         assert newest.lineage.events_seen == learned  # nothing lost, nothing twice
+        # Every joiner sample carried its served score, and the trainer scored each once.
+        assert newest.lineage.metrics["served_events"] == learned - BOOTSTRAP
+        assert 0.0 <= newest.lineage.metrics["served_accuracy"] <= 1.0
         assert newest.lineage.stream == STREAM and newest.version > first
         wait_until(lambda: client.served()[STREAM] >= newest.version, 60, pause=0.2)
         answer = client.predict_logged(STREAM, x[:1], "after")
@@ -158,6 +162,7 @@ def _send(
         answer = client.predict_logged(STREAM, x[row : row + 1], event_id)
         assert answer.event_ids == (event_id,)
         traffic.versions.add(answer.version)
+        traffic.scores[event_id] = float(answer.scores.reshape(-1)[0])
         if event_id in traffic.labels and event_id not in traffic.early:
             heapq.heappush(due, (time.monotonic() + rng.uniform(0.0, MAX_DELAY_S), event_id))
         _give(producer, traffic, due, time.monotonic())
@@ -222,6 +227,7 @@ def _check_calm(kafka: KafkaSettings, topics: TopicSettings, traffic: Traffic, f
         assert sample.attributes[MODEL] == STREAM
         assert int(sample.attributes[VERSION]) in traffic.versions
         assert int(sample.attributes[VERSION]) >= first
+        assert list(sample.served_score) == [traffic.scores[sample.event_id]]  # as answered
     delays = {i: int(s.attributes[LABEL_DELAY_MS]) for i, s in joined.items()}
     assert all(delays[i] == 0 for i in traffic.early)  # feedback first: no delay
     assert all(0 <= d <= 1000 * NEGATIVE_AFTER_S for d in delays.values())

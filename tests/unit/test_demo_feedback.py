@@ -8,10 +8,10 @@ import pytest
 from shared.errors import InvalidArgument
 from streamlearn.client.datasets import Synthetic
 from streamlearn.system.clicks import SimulatedUser
-from streamlearn.system.summary import delay_text, join_text
+from streamlearn.system.summary import delay_text, join_text, served_metrics
 from streamlearn.system.traffic import row_ids
 from streamlearn.system.watch import Joins
-from streamlearn.v1 import sample_pb2
+from streamlearn.v1 import metrics_pb2, sample_pb2
 
 
 def _rows(n: int, features: int = 8, seed: int = 5) -> np.ndarray:
@@ -121,3 +121,10 @@ def test_joins_count_the_joiners_outcomes_of_one_stream_and_the_label_delay() ->
         "3 joined, 5 negatives (join rate 33.3%); late 1, unknown 2, expired 1"
     )
     assert delay_text(joins) == "mean 2.00s, max 3.00s (last 2 joined)"
+
+
+def test_the_dashboard_shows_the_served_scores_once_joined_samples_arrive() -> None:
+    trainer = metrics_pb2.TrainerMetrics(metrics={"accuracy": 0.9, "logloss": 0.3})
+    assert served_metrics(trainer) is None  # nothing joined yet: no row
+    trainer.metrics.update({"served_accuracy": 0.75, "served_logloss": 0.5, "served_events": 1200})
+    assert served_metrics(trainer) == "logloss 0.500, accuracy 0.750 (1,200 joined predictions)"

@@ -52,6 +52,7 @@ def valid_sample(draw: st.DrawFn) -> bytes:
         stream=draw(st.sampled_from(["demo", "other", ""])),
         dense=dense,
         weight=draw(st.floats(width=32)),
+        served_score=draw(st.lists(st.floats(width=32), max_size=3)),
         **label,
     ).SerializeToString()
 
@@ -121,9 +122,13 @@ def messages(records: list[tuple[bytes, object]]) -> list[FakeMessage]:
     return [FakeMessage("t", 0, i, b"k", v, h) for i, (v, h) in enumerate(records)]  # type: ignore[arg-type]
 
 
-def check_decodes(records: list[tuple[bytes, object]], task: str, features: int) -> None:
-    batch, bad = decode(messages(records), task, features)  # type: ignore[arg-type]
+def check_decodes(
+    records: list[tuple[bytes, object]], task: str, features: int, outputs: int = 1
+) -> None:
+    batch, bad = decode(messages(records), task, features, outputs=outputs)  # type: ignore[arg-type]
     total = sum(len(v) for v, _ in records)
+    if batch.served is not None:
+        assert batch.served.shape == (len(batch), outputs)
     assert 0 <= bad <= len(records)
     assert len(records) <= len(batch) <= len(records) + total  # rows bounded by the bytes
     assert batch.features.shape == (len(batch), features)
@@ -135,11 +140,12 @@ def check_decodes(records: list[tuple[bytes, object]], task: str, features: int)
     st.lists(record_strategy, min_size=1, max_size=8),
     st.sampled_from(TASKS),
     st.integers(1, 6),
+    st.integers(1, 3),
 )
 def test_any_records_decode_to_rows_or_counted_skips(
-    records: list[tuple[bytes, object]], task: str, features: int
+    records: list[tuple[bytes, object]], task: str, features: int, outputs: int
 ) -> None:
-    check_decodes(records, task, features)
+    check_decodes(records, task, features, outputs)
 
 
 @FUZZ

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstreamlearn/v1/sample.proto\x12\x0estreamlearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n\x0eSparseFeatures\x12\x0f\n\x07indices\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x1d\n\nMultiLabel\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\x05\"_\n\x0c\x46\x65\x61tureValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x12\x11\n\x07integer\x18\x03 \x01(\x12H\x00\x12\x0e\n\x04\x66lag\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xbb\x04\n\x06Sample\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x05 \x01(\t\x12\r\n\x05\x64\x65nse\x18\x06 \x03(\x02\x12.\n\x06sparse\x18\x07 \x01(\x0b\x32\x1e.streamlearn.v1.SparseFeatures\x12\x14\n\nregression\x18\x08 \x01(\x01H\x00\x12\x15\n\x0b\x63lass_index\x18\t \x01(\x05H\x00\x12\x31\n\x0bmulti_label\x18\n \x01(\x0b\x32\x1a.streamlearn.v1.MultiLabelH\x00\x12\x0e\n\x06weight\x18\x0b \x01(\x02\x12\x0c\n\x04text\x18\x0c \x01(\t\x12:\n\nattributes\x18\r \x03(\x0b\x32&.streamlearn.v1.Sample.AttributesEntry\x12\x36\n\x08\x66\x65\x61tures\x18\x0e \x03(\x0b\x32$.streamlearn.v1.Sample.FeaturesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aM\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.streamlearn.v1.FeatureValue:\x02\x38\x01\x42\x07\n\x05label\"\xdc\x01\n\x0bSampleBatch\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x11\n\tdense_dim\x18\x03 \x01(\r\x12\x11\n\tevent_ids\x18\x04 \x03(\t\x12\x0c\n\x04keys\x18\x05 \x03(\t\x12\x1a\n\x12\x65vent_time_unix_ms\x18\x06 \x03(\x03\x12\r\n\x05\x64\x65nse\x18\x07 \x01(\x0c\x12\x14\n\nregression\x18\x08 \x01(\x0cH\x00\x12\x15\n\x0b\x63lass_index\x18\t \x01(\x0cH\x00\x12\x0f\n\x07weights\x18\n \x01(\x0c\x42\x08\n\x06labels*E\n\rSchemaVersion\x12\x1e\n\x1aSCHEMA_VERSION_UNSPECIFIED\x10\x00\x12\x14\n\x10SCHEMA_VERSION_1\x10\x01\x42 P\x01Z\x1cstreamlearn/v1;streamlearnv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bstreamlearn/v1/sample.proto\x12\x0estreamlearn.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n\x0eSparseFeatures\x12\x0f\n\x07indices\x18\x01 \x03(\x03\x12\x0e\n\x06values\x18\x02 \x03(\x02\"\x1d\n\nMultiLabel\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\x05\"_\n\x0c\x46\x65\x61tureValue\x12\x10\n\x06number\x18\x01 \x01(\x01H\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x12\x11\n\x07integer\x18\x03 \x01(\x12H\x00\x12\x0e\n\x04\x66lag\x18\x04 \x01(\x08H\x00\x42\x06\n\x04kind\"\xd1\x04\n\x06Sample\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12.\n\nevent_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x05 \x01(\t\x12\r\n\x05\x64\x65nse\x18\x06 \x03(\x02\x12.\n\x06sparse\x18\x07 \x01(\x0b\x32\x1e.streamlearn.v1.SparseFeatures\x12\x14\n\nregression\x18\x08 \x01(\x01H\x00\x12\x15\n\x0b\x63lass_index\x18\t \x01(\x05H\x00\x12\x31\n\x0bmulti_label\x18\n \x01(\x0b\x32\x1a.streamlearn.v1.MultiLabelH\x00\x12\x0e\n\x06weight\x18\x0b \x01(\x02\x12\x0c\n\x04text\x18\x0c \x01(\t\x12:\n\nattributes\x18\r \x03(\x0b\x32&.streamlearn.v1.Sample.AttributesEntry\x12\x36\n\x08\x66\x65\x61tures\x18\x0e \x03(\x0b\x32$.streamlearn.v1.Sample.FeaturesEntry\x12\x14\n\x0cserved_score\x18\x0f \x03(\x02\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aM\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.streamlearn.v1.FeatureValue:\x02\x38\x01\x42\x07\n\x05label\"\xdc\x01\n\x0bSampleBatch\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x11\n\tdense_dim\x18\x03 \x01(\r\x12\x11\n\tevent_ids\x18\x04 \x03(\t\x12\x0c\n\x04keys\x18\x05 \x03(\t\x12\x1a\n\x12\x65vent_time_unix_ms\x18\x06 \x03(\x03\x12\r\n\x05\x64\x65nse\x18\x07 \x01(\x0c\x12\x14\n\nregression\x18\x08 \x01(\x0cH\x00\x12\x15\n\x0b\x63lass_index\x18\t \x01(\x0cH\x00\x12\x0f\n\x07weights\x18\n \x01(\x0c\x42\x08\n\x06labels*E\n\rSchemaVersion\x12\x1e\n\x1aSCHEMA_VERSION_UNSPECIFIED\x10\x00\x12\x14\n\x10SCHEMA_VERSION_1\x10\x01\x42 P\x01Z\x1cstreamlearn/v1;streamlearnv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAMPLE_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_SAMPLE_FEATURESENTRY']._loaded_options = None
   _globals['_SAMPLE_FEATURESENTRY']._serialized_options = b'8\001'
-  _globals['_SCHEMAVERSION']._serialized_start=1056
-  _globals['_SCHEMAVERSION']._serialized_end=1125
+  _globals['_SCHEMAVERSION']._serialized_start=1078
+  _globals['_SCHEMAVERSION']._serialized_end=1147
   _globals['_SPARSEFEATURES']._serialized_start=80
   _globals['_SPARSEFEATURES']._serialized_end=129
   _globals['_MULTILABEL']._serialized_start=131
@@ -46,11 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEATUREVALUE']._serialized_start=162
   _globals['_FEATUREVALUE']._serialized_end=257
   _globals['_SAMPLE']._serialized_start=260
-  _globals['_SAMPLE']._serialized_end=831
-  _globals['_SAMPLE_ATTRIBUTESENTRY']._serialized_start=694
-  _globals['_SAMPLE_ATTRIBUTESENTRY']._serialized_end=743
-  _globals['_SAMPLE_FEATURESENTRY']._serialized_start=745
-  _globals['_SAMPLE_FEATURESENTRY']._serialized_end=822
-  _globals['_SAMPLEBATCH']._serialized_start=834
-  _globals['_SAMPLEBATCH']._serialized_end=1054
+  _globals['_SAMPLE']._serialized_end=853
+  _globals['_SAMPLE_ATTRIBUTESENTRY']._serialized_start=716
+  _globals['_SAMPLE_ATTRIBUTESENTRY']._serialized_end=765
+  _globals['_SAMPLE_FEATURESENTRY']._serialized_start=767
+  _globals['_SAMPLE_FEATURESENTRY']._serialized_end=844
+  _globals['_SAMPLEBATCH']._serialized_start=856
+  _globals['_SAMPLEBATCH']._serialized_end=1076
 # @@protoc_insertion_point(module_scope)

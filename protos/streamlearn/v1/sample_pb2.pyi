@@ -44,7 +44,7 @@ class FeatureValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., category: _Optional[str] = ..., integer: _Optional[int] = ..., flag: _Optional[bool] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("schema_version", "event_id", "key", "event_time", "stream", "dense", "sparse", "regression", "class_index", "multi_label", "weight", "text", "attributes", "features")
+    __slots__ = ("schema_version", "event_id", "key", "event_time", "stream", "dense", "sparse", "regression", "class_index", "multi_label", "weight", "text", "attributes", "features", "served_score")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class Sample(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SERVED_SCORE_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     event_id: str
     key: str
@@ -87,7 +88,8 @@ class Sample(_message.Message):
     text: str
     attributes: _containers.ScalarMap[str, str]
     features: _containers.MessageMap[str, FeatureValue]
-    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., key: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[str] = ..., dense: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseFeatures, _Mapping]] = ..., regression: _Optional[float] = ..., class_index: _Optional[int] = ..., multi_label: _Optional[_Union[MultiLabel, _Mapping]] = ..., weight: _Optional[float] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
+    served_score: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, schema_version: _Optional[int] = ..., event_id: _Optional[str] = ..., key: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stream: _Optional[str] = ..., dense: _Optional[_Iterable[float]] = ..., sparse: _Optional[_Union[SparseFeatures, _Mapping]] = ..., regression: _Optional[float] = ..., class_index: _Optional[int] = ..., multi_label: _Optional[_Union[MultiLabel, _Mapping]] = ..., weight: _Optional[float] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., features: _Optional[_Mapping[str, FeatureValue]] = ..., served_score: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SampleBatch(_message.Message):
     __slots__ = ("schema_version", "stream", "dense_dim", "event_ids", "keys", "event_time_unix_ms", "dense", "regression", "class_index", "weights")
