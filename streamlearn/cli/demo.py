@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import typer
@@ -78,10 +77,9 @@ def demo(
     if fresh:
         _start_over(console, system, trainer, yes)
     resumes = trainer.checkpoint_path.exists()
-    if feedback:
-        _log_predictions(trainer)
+    defaults = _prediction_log(trainer) if feedback else {}
     with console.status("starting Kafka and the services (the first run resolves the jars)"):
-        specs = system.up()
+        specs = system.up(defaults=defaults)
     address = {s.name: s.address for s in specs}
     start = demo_state.describe(address["registry"], trainer.model_name, resumes)
     console.print(start)
@@ -122,15 +120,16 @@ def _start_over(
         demo_state.reset(kafka, trainer.topics, trainer.checkpoint_path, console.print)
 
 
-def _log_predictions(trainer: TrainerSettings) -> None:
-    """Have the system this demo starts log its predictions, as the stream the trainer learns.
+def _prediction_log(trainer: TrainerSettings) -> dict[str, str]:
+    """Inference settings that log the predictions, as the stream the trainer learns.
 
-    `streamlearn up` hands the caller's environment to every service (unless a running
-    system is reused), so these are set here for it; what the caller set wins.
+    Defaults for the system this demo starts (what the caller's environment sets wins; a
+    running system is reused as it is).
     """
-    os.environ.setdefault("INFERENCE_LOG_PREDICTIONS", json.dumps([trainer.model_name]))
-    streams = json.dumps({trainer.model_name: trainer.stream})
-    os.environ.setdefault("INFERENCE_PREDICTION_LOG_STREAMS", streams)
+    return {
+        "INFERENCE_LOG_PREDICTIONS": json.dumps([trainer.model_name]),
+        "INFERENCE_PREDICTION_LOG_STREAMS": json.dumps({trainer.model_name: trainer.stream}),
+    }
 
 
 def _run(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from shared.errors import ConfigError, Unavailable
@@ -40,13 +42,21 @@ class LocalSystem:
         """The running supervisor's pid, or None."""
         return process.read_pid(self.layout.pid_file, SUPERVISOR_MODULE)
 
-    def up(self, timeout_s: float = 300.0, secure: bool = False) -> list[ServiceSpec]:
+    def up(
+        self,
+        timeout_s: float = 300.0,
+        secure: bool = False,
+        defaults: Mapping[str, str] | None = None,
+    ) -> list[ServiceSpec]:
         """Start what is not running and wait until every service reports SERVING.
 
         Args:
             timeout_s: How long to wait for every service.
             secure: Set the state directory up secured first (`streamlearn.system.secure`);
                 one set up so before stays secured without it.
+            defaults: Environment variables the services get unless the caller's
+                environment sets them (e.g. the demo's prediction log); a system already
+                running keeps its own.
 
         Raises:
             Unavailable: The supervisor exited or a service was not ready in time (with the
@@ -69,7 +79,7 @@ class LocalSystem:
         if secrets is not None:
             self._prepare_secured(secrets, kafka, specs)
         if self.supervisor_pid() is None:
-            self._spawn_supervisor()
+            self._spawn_supervisor(defaults or {})
         self._wait_ready(specs, timeout_s)
         return specs
 
@@ -107,7 +117,7 @@ class LocalSystem:
             LocalBroker(self.settings.broker_config()).stop()
         return pid is not None
 
-    def _spawn_supervisor(self) -> None:
+    def _spawn_supervisor(self, defaults: Mapping[str, str]) -> None:
         self.layout.logs_dir.mkdir(parents=True, exist_ok=True)
         self.layout.run_dir.mkdir(parents=True, exist_ok=True)
         self.layout.state_file.unlink(missing_ok=True)  # a past run's restarts are not ours
@@ -117,6 +127,8 @@ class LocalSystem:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # The supervisor hands its environment on to every service.
+                env={**defaults, **os.environ},
                 start_new_session=True,  # outlives this command and its terminal
             )
         deadline = time.monotonic() + 30

@@ -155,6 +155,37 @@ def test_the_demo_says_what_it_continues_or_that_it_starts_fresh(
     )
 
 
+def test_demo_feedback_hands_the_prediction_log_to_the_supervisor_as_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`demo --feedback` sets no variable of its own process; the caller's settings win."""
+    import json
+    import os
+    import subprocess
+
+    from services.trainer.settings import TrainerSettings
+    from streamlearn.cli.demo import _prediction_log
+    from streamlearn.cli.settings import CliSettings
+    from streamlearn.system.control import LocalSystem
+
+    trainer = TrainerSettings(state_dir=tmp_path)
+    defaults = _prediction_log(trainer)
+    assert json.loads(defaults["INFERENCE_LOG_PREDICTIONS"]) == [trainer.model_name]
+    streams = json.loads(defaults["INFERENCE_PREDICTION_LOG_STREAMS"])
+    assert streams == {trainer.model_name: trainer.stream}
+    spawned: list[dict[str, str]] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: spawned.append(k["env"]))
+    monkeypatch.setattr(LocalSystem, "supervisor_pid", lambda self: 4242 if spawned else None)
+    monkeypatch.setenv("INFERENCE_PREDICTION_LOG_STREAMS", '{"demo": "mine"}')
+    monkeypatch.delenv("INFERENCE_LOG_PREDICTIONS", raising=False)
+    LocalSystem(CliSettings(state_dir=tmp_path))._spawn_supervisor(defaults)
+    [env] = spawned
+    assert env["INFERENCE_LOG_PREDICTIONS"] == defaults["INFERENCE_LOG_PREDICTIONS"]
+    assert env["INFERENCE_PREDICTION_LOG_STREAMS"] == '{"demo": "mine"}'  # the caller's wins
+    assert env["PATH"] == os.environ["PATH"]  # the rest of the caller's environment
+    assert "INFERENCE_LOG_PREDICTIONS" not in os.environ  # the demo's process is untouched
+
+
 def test_fresh_empties_only_the_sample_topics() -> None:
     topics = TopicSettings()
     names = {s.name for s in demo_state.sample_topics(topics)}
