@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 import torch
 from confluent_kafka import Consumer, Producer
@@ -14,11 +15,14 @@ from prometheus_client import Info, start_http_server
 from services.trainer.decode import PinnedStream
 from services.trainer.device import choose, torch_threads
 from services.trainer.learner import Learner
+from services.trainer.learning import Learning
 from services.trainer.loop import TrainerLoop
 from services.trainer.names import HEALTH_NAME as HEALTH_NAME
 from services.trainer.progress import Every
 from services.trainer.settings import TrainerSettings, reconcile
 from services.trainer.single import group_members, refuse_if_shared
+from services.trainer.text.loop import TextTrainerLoop
+from services.trainer.text.stream import TextStreamLearner, text_device
 from services.trainer.versions import VersionPublisher
 from shared.clients.registry import RegistryClient
 from shared.grpc.server import build_server, mark_draining
@@ -58,15 +62,12 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
     # trainers starting at once both lose the first-assignment check (single.py) about
     # half the time in test_trainer_single, against never without it.
     definition = lookup()
+    if definition is not None and definition.text.max_bytes > 0:
+        return _build_text(settings, registry, admin, definition, lookup)
     config = reconcile(settings.config, definition)
     pinned = PinnedStream(stream, config, definition, lookup)
     learner = Learner(config, settings.device)
-    group = settings.consumer_group
-
-    def alone() -> None:
-        members = group_members(admin, group)
-        refuse_if_shared(members, group, settings.model_name, settings.trainer_id)
-
+    alone = _single(admin, settings)
     alone()  # before subscribing; again at the first assignment (two starting at once)
     publisher = None
     if registry is not None:
@@ -74,12 +75,59 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
         publisher = VersionPublisher(
             registry, settings.model_name, stream, settings.trainer_id, learner, pinned
         )
+    return _loop(TrainerLoop, learner, settings, publisher, alone, pinned)
+
+
+def _build_text(
+    settings: TrainerSettings,
+    registry: RegistryClient | None,
+    admin: AdminClient,
+    definition: Definition,
+    lookup: Callable[[], Definition | None],
+) -> TrainerLoop:
+    """The loop of a text stream: the language model of `settings.text` learns its texts."""
+    placement = text_device(settings.device, torch.cuda.is_available())
+    learner = TextStreamLearner(settings.text, placement)
+    # No feature schema to featurize with: pinned for lineage (the stream's definition).
+    pinned = PinnedStream(settings.stream, settings.config, definition, lookup)
+    alone = _single(admin, settings)
+    alone()
+    publisher = None
+    if registry is not None:
+        registry.create_model(settings.model_name, exist_ok=True)
+        publisher = VersionPublisher(
+            registry, settings.model_name, settings.stream, settings.trainer_id, learner, pinned
+        )
+    return _loop(TextTrainerLoop, learner, settings, publisher, alone, pinned)
+
+
+def _single(admin: AdminClient, settings: TrainerSettings) -> Callable[[], None]:
+    """The check that no other trainer of the model is live in its group (`single.py`)."""
+    group = settings.consumer_group
+
+    def alone() -> None:
+        members = group_members(admin, group)
+        refuse_if_shared(members, group, settings.model_name, settings.trainer_id)
+
+    return alone
+
+
+def _loop(
+    kind: type[TrainerLoop],
+    learner: Learning,
+    settings: TrainerSettings,
+    publisher: VersionPublisher | None,
+    alone: Callable[[], None],
+    pinned: PinnedStream,
+) -> TrainerLoop:
+    """A loop of `kind` with the consumer, producer and schedules of `settings`."""
+    topics = settings.topics
     # Static membership: a restarted trainer (same id) takes its partitions back at once
     # instead of waiting out the dead member's session, and is told from a second instance.
     consumer = Consumer(
         consumer_config(
             settings.kafka,
-            group,
+            settings.consumer_group,
             enable_auto_commit=False,
             group_instance_id=settings.trainer_id,
             client_id=f"streamlearn-trainer-{settings.trainer_id}",
@@ -87,7 +135,7 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
             max_partition_fetch_bytes=settings.fetch_partition_bytes,
         )
     )
-    return TrainerLoop(
+    return kind(
         learner,
         consumer,
         topics.train,
@@ -98,7 +146,7 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
         checkpoint_every=Every(settings.checkpoint_every_events, settings.checkpoint_every_s),
         version_every=Every(settings.version_every_events, settings.version_every_s),
         fetch=settings.fetch_max,
-        streams={stream},
+        streams={settings.stream},
         alone=alone,
         pinned=pinned,
     )

@@ -38,6 +38,7 @@ from services.trainer.batching import Batcher, StreamFilter, partition_key
 from services.trainer.decode import PinnedStream, decode
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
+from services.trainer.learning import Exporter, Learning
 from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
 from shared.errors import ConfigError, Conflict, StreamlearnError
@@ -86,7 +87,7 @@ class TrainerLoop:
 
     def __init__(
         self,
-        learner: Learner,
+        learner: Learning,
         consumer: Consumer,
         topic: str,
         checkpoint_path: Path,
@@ -110,6 +111,7 @@ class TrainerLoop:
         """
         self.learner = learner
         if pinned is None:  # nothing pinned: positional records only
+            assert isinstance(learner, Learner)  # other learners come with their stream
             pinned = PinnedStream(next(iter(streams), ""), learner.config)
         self.pinned = pinned
         self.positions = Positions()
@@ -249,7 +251,23 @@ class TrainerLoop:
         self._checkpoint_every.count(passed)  # skipped records move the checkpoint too
 
     def _apply(self, applying: list[Message]) -> None:
-        config = self.learner.config
+        before = (self.learner.applied, self.learner.skipped)
+        exporter = self._learn_records(applying)
+        self.positions.advance(applying)
+        APPLIED.inc(self.learner.applied - before[0])
+        SKIPPED.inc(self.learner.skipped - before[1])
+        self._observed.update(self.pinned)
+        if self._publisher is not None and self._publisher.exporter is None:
+            self._publisher.exporter = exporter()
+        self._checkpoint_every.count(len(applying))
+        self._version_every.count(len(applying))
+        log.debug("applied", extra={"position": where(applying[-1]), "events": len(applying)})
+
+    def _learn_records(self, applying: list[Message]) -> Callable[[], Exporter | None]:
+        """Decode and learn `applying`; returns how to make the exporter (None: not yet)."""
+        learner = self.learner
+        assert isinstance(learner, Learner)  # a loop over tabular samples
+        config = learner.config
         pinned = self.pinned
         batch, _ = decode(
             applying,
@@ -259,18 +277,9 @@ class TrainerLoop:
             resolve=pinned.resolve,
             outputs=config.outputs,
         )
-        before = (self.learner.applied, self.learner.skipped)
-        self.learner.learn(batch)
-        self.positions.advance(applying)
-        APPLIED.inc(self.learner.applied - before[0])
-        SKIPPED.inc(self.learner.skipped - before[1])
-        self._observed.update(pinned)
+        learner.learn(batch)
         probe = batch.finite_rows(16)
-        if self._publisher is not None and self._publisher.exporter is None and len(probe):
-            self._publisher.exporter = OnnxExporter(self.learner, probe)
-        self._checkpoint_every.count(len(applying))
-        self._version_every.count(len(applying))
-        log.debug("applied", extra={"position": where(applying[-1]), "events": len(applying)})
+        return lambda: OnnxExporter(learner, probe) if len(probe) else None
 
     def _housekeeping(self) -> None:
         if self._checkpoint_every.due():
@@ -383,7 +392,7 @@ class _Observed:
     Those counts live in checkpoints; the Prometheus ones count this process's increments.
     """
 
-    def __init__(self, learner: Learner) -> None:
+    def __init__(self, learner: Learning) -> None:
         self._learner = learner
         self._seen = self.counters()
         self._missing: dict[str, int] = {}

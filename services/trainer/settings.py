@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.trainer.config import TrainerConfig
+from services.trainer.text.config import TextModelConfig
 from shared.errors import ConfigError
 from shared.features import FeatureSpace
 from shared.settings import GrpcSecurity, ServiceSettings
@@ -57,6 +58,9 @@ class TrainerSettings(ServiceSettings):
     # What to learn: TRAINER_CONFIG='{"model": {"kind": "mlp", "hidden": [10]}}' or nested
     # variables such as TRAINER_CONFIG__OPTIMIZER__LR=0.05.
     config: TrainerConfig = TrainerConfig()
+    # What a text stream's language model is (a stream created with --text-max-bytes):
+    # TRAINER_TEXT='{"layers": 4, "width": 256}' or TRAINER_TEXT__OPTIMIZER__LR=0.001.
+    text: TextModelConfig = TextModelConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 
 from services.trainer.decode import PinnedStream
-from services.trainer.export import OnnxExporter
-from services.trainer.learner import Learner
+from services.trainer.learning import Exporter, Learning
 from services.trainer.progress import Positions
 from shared.clients.registry import RegistryClient
 from streamlearn.v1 import registry_pb2
@@ -28,7 +27,7 @@ class VersionPublisher:
         model: str,
         stream: str,
         trainer_id: str,
-        learner: Learner,
+        learner: Learning,
         pinned: PinnedStream | None = None,
     ) -> None:
         """`pinned`: the stream's definition, named in lineage (none: the stream's is unknown)."""
@@ -37,7 +36,7 @@ class VersionPublisher:
         self.stream = stream
         self.trainer_id = trainer_id
         self._learner = learner
-        self.exporter: OnnxExporter | None = None
+        self.exporter: Exporter | None = None
         self.pinned = pinned
         self.last_version = 0
         self.drifts_tagged = 0  # the learner's drift count at the last version published
