@@ -26,6 +26,7 @@ from services.inference.prediction_log import PredictionLog, kafka_sink
 from services.inference.repository import Repository
 from services.inference.servicer import InferenceServicer
 from services.inference.settings import InferenceSettings
+from services.inference.text_requests import TextLimits
 from shared.clients.registry import RegistryClient
 from shared.grpc.server import ServiceBinding, build_server, mark_draining, mark_serving
 from shared.kafka.admin import ensure_topics, standard_topics
@@ -88,7 +89,10 @@ def build(settings: InferenceSettings) -> InferenceApp:
         new_consumer=new_consumer,
     )
     prediction_log, log_producer = _prediction_log(settings)
-    servicer = InferenceServicer(engine, settings.max_request_bytes, prediction_log)
+    text_limits = TextLimits(
+        settings.max_text_bytes, settings.max_new_bytes, settings.max_request_bytes
+    )
+    servicer = InferenceServicer(engine, settings.max_request_bytes, prediction_log, text_limits)
     binding = ServiceBinding(
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
         servicer,

@@ -10,6 +10,7 @@ import numpy as np
 
 from services.inference.datatypes import numpy_dtype, v2_name
 from services.inference.named import NamedInputs
+from services.inference.text import LOGPROBS, TextGraph, run_logprobs
 from shared.errors import (
     InferenceFailed,
     IntegrityError,
@@ -89,11 +90,13 @@ class LoadedModel:
         """Verify the bytes and open a session on them.
 
         `definition` is the stream definition the version was trained with (its lineage):
-        with a feature schema, the version also takes named inputs (see `named`).
+        with a feature schema, the version also takes named inputs (see `named`). A graph
+        of a byte-level language model (`text`) takes texts instead (see `text`).
 
         Raises:
             IntegrityError: The bytes do not hash to `sha256`.
-            InvalidArgument: The bytes are not a model ONNX Runtime can decode and serve.
+            InvalidArgument: The bytes are not a model ONNX Runtime can decode and serve,
+                or a language model's graph without a valid context.
             Unavailable: The runtime could not open it now (memory, device, provider).
             StreamlearnError: Another runtime failure (a client would see INTERNAL).
 
@@ -110,9 +113,23 @@ class LoadedModel:
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._inputs = {s.name: s for s in self.inputs}
         self._output_names = [s.name for s in self.outputs]
-        self.named = NamedInputs.for_version(
-            name, version, definition, {s.name: (s.datatype, s.shape) for s in self.inputs}
+        signature = {s.name: (s.datatype, s.shape) for s in self.inputs}
+        self.text = TextGraph.detect(
+            f"{name} v{version}",
+            signature,
+            {s.name: (s.datatype, s.shape) for s in self.outputs},
+            self._properties(),
         )
+        # A language model's stream has texts, not features: it takes no named inputs.
+        self.named = (
+            None
+            if self.text is not None
+            else NamedInputs.for_version(name, version, definition, signature)
+        )
+
+    def _properties(self) -> dict[str, str]:
+        """The model's metadata properties (ONNX `metadata_props`)."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
 
     @property
     def providers(self) -> list[str]:
@@ -174,7 +191,13 @@ class LoadedModel:
         return dict(zip(names, values, strict=True))
 
     def warm_up(self, batch: int = 1) -> dict[str, np.ndarray]:
-        """Run a zero batch once, so the first real request pays no lazy initialisation."""
+        """Run a zero batch once, so the first real request pays no lazy initialisation.
+
+        A language model runs one window of its full context: a graph whose context
+        claim exceeds what it can take (its learned positions) fails here, before serving.
+        """
+        if self.text is not None:
+            return {LOGPROBS: run_logprobs(self, self.text.warm_up_ids())}
         feeds = {
             s.name: np.zeros(
                 tuple(batch if d == -1 else d for d in s.shape), numpy_dtype(s.datatype)

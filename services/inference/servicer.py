@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import grpc
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc, model_config_pb2
-from services.inference import stats
+from services.inference import stats, text, text_requests
 from services.inference.datatypes import V2_TO_CONFIG
 from services.inference.engine import Engine
 from services.inference.model import LoadedModel
 from services.inference.prediction_log import EVENT_ID, PredictionLog
 from services.inference.tensors import decode_inputs, encode_response, requested_outputs
+from services.inference.text_requests import TextLimits
 from shared.errors import InvalidArgument, ResourceExhausted, StreamlearnError
 from shared.grpc.status import abort_with, domain_errors, status_code_for
 from shared.serving import CURRENT_REASON
@@ -63,10 +64,17 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         engine: Engine,
         max_request_bytes: int,
         prediction_log: PredictionLog | None = None,
+        text_limits: TextLimits | None = None,
     ) -> None:
+        """Serve `engine`'s models.
+
+        `text_limits` bounds requests to language models (default: `TextLimits()` with
+        `max_response_bytes` set to `max_request_bytes`, the server's message bound).
+        """
         self._engine = engine
         self._max_request_bytes = max_request_bytes
         self._prediction_log = prediction_log
+        self._text_limits = text_limits or TextLimits(max_response_bytes=max_request_bytes)
         self.counters = {m.name: stats.ModelCounters() for m in engine.repository.all()}
 
     def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
@@ -101,21 +109,22 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         A version with named inputs lists them after the model's own inputs: each field
         (FP32 for numeric ones, BYTES for categorical ones) and `records`; any of them may
-        replace the model's inputs in a request (see `services.inference.named`).
+        replace the model's inputs in a request (see `services.inference.named`). A
+        language model lists what travels: `text` BYTES in; `logprobs`, `lengths` and
+        `generated` out (see `services.inference.text_requests`).
         """
         model = self._engine.resolve(request.name, _version(request.version))
         served = self._engine.repository.model(request.name)
         tensor = pb.ModelMetadataResponse.TensorMetadata
         named = model.named.tensors() if model.named else []
+        inputs: list[Any] = list(text.WIRE_INPUTS if model.text else [*model.inputs, *named])
+        outputs: list[Any] = list(text.WIRE_OUTPUTS if model.text else model.outputs)
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=[str(v) for v in served.versions()],
             platform=PLATFORM,
-            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.inputs]
-            + [tensor(name=n.name, datatype=n.datatype, shape=n.shape) for n in named],
-            outputs=[
-                tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in model.outputs
-            ],
+            inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in inputs],
+            outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in outputs],
         )
 
     @domain_errors
@@ -126,8 +135,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @domain_errors
     def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
-        """One inference."""
-        return self._infer(request)
+        """One inference (a generation answers its whole continuation at once)."""
+        (response,) = self._answers(request, stream=False)
+        return response
 
     def ModelStreamInfer(  # noqa: N802
         self,
@@ -136,11 +146,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> Iterator[pb.ModelStreamInferResponse]:
         """Bidirectional stream: one response per request; errors in `error_message`.
 
-        As in Triton, a failed request never ends the stream: the next request is answered.
+        A generation request is answered with one response per `chunk_bytes` piece of its
+        continuation as it is chosen, the last with `final`; an error part-way through is
+        the request's last response. As in Triton, a failed request never ends the
+        stream: the next request is answered.
         """
         for request in request_iterator:
             try:
-                yield pb.ModelStreamInferResponse(infer_response=self._infer(request))
+                for response in self._answers(request, stream=True):
+                    yield pb.ModelStreamInferResponse(infer_response=response)
             except StreamlearnError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
             except Exception as exc:  # a bug must not cost the client its other requests
@@ -186,7 +200,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 )
         return reply
 
-    def _infer(self, request: Any) -> pb.ModelInferResponse:
+    def _answers(self, request: Any, stream: bool) -> Iterator[pb.ModelInferResponse]:
+        """The responses to one request (several for a generation on a stream), counted."""
         started = time.perf_counter_ns()
         ok, rows = False, 0
         try:
@@ -197,19 +212,51 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 )
             version = _version(request.model_version)
             model = self._engine.resolve(request.model_name, version)
-            feeds = decode_inputs(request, model, self._engine.max_batch)
-            ran_on, results = self._engine.infer(
-                model, feeds, requested_outputs(request), pinned=bool(version)
-            )
-            rows = next(iter(feeds.values())).shape[0] if feeds else 0  # checked: rank >= 1
-            response = encode_response(request, ran_on, results)
-            plog = self._prediction_log
-            if plog is not None and plog.logs(ran_on.name):
-                _log_prediction(plog, request.id, response, ran_on, feeds, results)
+            if model.text is not None:
+                rows = yield from self._text(request, model, stream)
+            else:
+                text_requests.refuse_text_parameters(request, model)
+                response, rows = self._tabular(request, model, pinned=bool(version))
+                yield response
             ok = True
-            return response
         finally:
             self._record(request.model_name, ok, time.perf_counter_ns() - started, rows)
+
+    def _tabular(
+        self, request: Any, model: LoadedModel, pinned: bool
+    ) -> tuple[pb.ModelInferResponse, int]:
+        """A tabular model's response and the rows it scored."""
+        feeds = decode_inputs(request, model, self._engine.max_batch)
+        ran_on, results = self._engine.infer(model, feeds, requested_outputs(request), pinned)
+        rows = next(iter(feeds.values())).shape[0] if feeds else 0  # checked: rank >= 1
+        response = encode_response(request, ran_on, results)
+        plog = self._prediction_log
+        if plog is not None and plog.logs(ran_on.name):
+            _log_prediction(plog, request.id, response, ran_on, feeds, results)
+        return response, rows
+
+    def _text(
+        self, request: Any, model: LoadedModel, stream: bool
+    ) -> Generator[pb.ModelInferResponse, None, int]:
+        """A language model's response(s); returns the texts it took.
+
+        Texts run inline, on the version resolved: the batcher coalesces same-shaped
+        tensors, which texts of different lengths are not. Predictions of language models
+        are not logged (the prediction log's rows are feature vectors).
+        """
+        asked = text_requests.decode(request, model, self._text_limits, self._engine.max_batch)
+        generation = asked.generation
+        if generation is None:
+            arrays = {text.LENGTHS: text.lengths_of(asked.texts)}
+            if text.LOGPROBS in asked.outputs:
+                arrays[text.LOGPROBS], arrays[text.LENGTHS] = text.score(model, asked.texts)
+            yield text_requests.score_response(request, model, asked.outputs, arrays)
+            return len(asked.texts)
+        chosen = text.generate(model, asked.texts[0], generation.max_new, generation.decoding)
+        size = generation.chunk_bytes if stream else generation.max_new
+        for piece, final in text.chunked(chosen, generation.max_new, size):
+            yield text_requests.generated_response(request, model, piece, final)
+        return 1
 
     def _record(self, name: str, ok: bool, elapsed_ns: int, rows: int) -> None:
         counters = self.counters.get(name)
@@ -219,6 +266,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         stats.REQUESTS.labels(name if counters else "unknown", "OK" if ok else "ERROR").inc()
 
     def _config(self, model: LoadedModel) -> model_config_pb2.ModelConfig:
+        if model.text is not None:
+            return _text_config(model, model.text)
         batched = bool(model.inputs) and model.inputs[0].shape[:1] == (-1,)
         skip = 1 if batched else 0
         config = model_config_pb2.ModelConfig(
@@ -249,3 +298,20 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 self._engine.max_delay_s * 1e6
             )
         return config
+
+
+def _text_config(model: LoadedModel, graph: text.TextGraph) -> model_config_pb2.ModelConfig:
+    """A language model's config: the wire tensors, no implicit batch, its context."""
+    config = model_config_pb2.ModelConfig(
+        name=model.name, platform=PLATFORM, backend="onnxruntime", max_batch_size=0
+    )
+    for tensor in text.WIRE_INPUTS:
+        config.input.add(
+            name=tensor.name, data_type=V2_TO_CONFIG[tensor.datatype], dims=tensor.shape
+        )
+    for tensor in text.WIRE_OUTPUTS:
+        config.output.add(
+            name=tensor.name, data_type=V2_TO_CONFIG[tensor.datatype], dims=tensor.shape
+        )
+    config.parameters[text.CONTEXT_KEY].string_value = str(graph.context)
+    return config

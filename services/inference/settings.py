@@ -29,6 +29,10 @@ class InferenceSettings(ServiceSettings):
     max_batch_size: int = Field(default=64, ge=1)
     max_queue_delay_us: int = Field(default=500, ge=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Language models: the most bytes of one text (scored, or a prompt), and the most bytes
+    # one generation request may ask for (`max_new_bytes`).
+    max_text_bytes: int = Field(default=8192, ge=1, le=1 << 20)
+    max_new_bytes: int = Field(default=1024, ge=1, le=1 << 16)
     # Serve this version instead of following the alias (0: follow).
     pinned_version: int = Field(default=0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

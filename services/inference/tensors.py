@@ -1,6 +1,7 @@
 """KServe V2 tensors <-> numpy, at the edge: raw_input_contents or typed contents in, raw out.
 
-BYTES tensors are taken only as named inputs (`named`), as lists of their elements.
+BYTES tensors are taken as named inputs (`named`) and as texts (`text_requests`), as lists
+of their elements.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def decode_inputs(request: Any, model: LoadedModel, max_rows: int) -> dict[str, 
     A version with named inputs (`model.named`) also takes its fields or `records`, which
     become its numeric inputs here; `max_rows` bounds such a request before it is decoded.
     """
-    tensors = _paired(request)
+    tensors = paired(request)
     named = model.named
     if named is not None and any(not model.has_input(t.name) for t, _ in tensors):
         return named.feeds(_named_columns(tensors, named, max_rows, model))
@@ -41,7 +42,7 @@ def decode_inputs(request: Any, model: LoadedModel, max_rows: int) -> dict[str, 
     return feeds
 
 
-def _paired(request: Any) -> list[tuple[Any, bytes | None]]:
+def paired(request: Any) -> list[tuple[Any, bytes | None]]:
     """Each input tensor with its raw contents (None: typed contents), names unique."""
     raw = list(request.raw_input_contents)
     if raw and len(raw) != len(request.inputs):
@@ -69,7 +70,7 @@ def _named_columns(
             raise named.unknown(tensor.name)
         rows = named.rows(tensor.name, [int(d) for d in tensor.shape], max_rows)
         if tensor.datatype == TEXT_TYPE:
-            columns[tensor.name] = _bytes_elements(tensor, rows, data)
+            columns[tensor.name] = bytes_elements(tensor, rows, data)
         elif tensor.datatype in NUMBER_TYPES and tensor.name != RECORDS:
             columns[tensor.name] = _array(tensor, (rows,), data)
         else:
@@ -80,7 +81,7 @@ def _named_columns(
     return columns
 
 
-def _bytes_elements(tensor: Any, count: int, raw: bytes | None) -> list[bytes]:
+def bytes_elements(tensor: Any, count: int, raw: bytes | None) -> list[bytes]:
     """A BYTES tensor's `count` elements: typed `bytes_contents`, or raw length-prefixed.
 
     Raw BYTES are, per element, a 4-byte little-endian length and then that many bytes.

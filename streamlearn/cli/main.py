@@ -69,6 +69,11 @@ class _Root(LazyGroup):
             "bench",
             "Measure a part of streamlearn beside its baseline.",
         ),
+        "generate": Lazy(
+            "streamlearn.cli.generate",
+            "generate",
+            "Continue a prompt with a served language model, streamed to stdout.",
+        ),
     }
 
 

@@ -1,7 +1,9 @@
 """A thin client for the common case: numpy in, numpy out, over the KServe V2 gRPC protocol.
 
 Any KServe V2 / Triton client works against the inference service; this one has no
-dependency beyond streamlearn's own contracts and keeps one channel per client.
+dependency beyond streamlearn's own contracts and keeps one channel per client. Besides
+tabular predictions it scores texts with, and continues prompts of, a served byte-level
+language model (`score_text`, `generate`, `generate_stream`).
 
 A target that names a resolver (`dns:///inference-headless:8001`, `ipv4:10.0.0.1:8001,...`)
 is balanced round-robin over every address it resolves to: with a headless Kubernetes
@@ -12,16 +14,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import numpy as np
 
 from inference import grpc_service_pb2 as pb
 from inference import grpc_service_pb2_grpc
-from shared.errors import InvalidArgument
+from shared.errors import InvalidArgument, StreamlearnError
 from shared.grpc.client import GrpcClient
 from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
+from shared.grpc.status import error_from_rpc
 from shared.serving import CURRENT_REASON
 
 if TYPE_CHECKING:
@@ -31,6 +35,13 @@ if TYPE_CHECKING:
 BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 RECORDS = "records"  # the named-records input of a version with a feature schema
+# A language model's tensors and request parameters (services.inference.text_requests).
+TEXT = "text"
+LOGPROBS = "logprobs"
+LENGTHS = "lengths"
+GENERATED = "generated"
+FINAL = "final"
+SAMPLINGS = ("greedy", "sample")
 
 _V2: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
@@ -131,6 +142,135 @@ class InferenceClient(GrpcClient):
         values = np.frombuffer(reply.raw_output_contents[0], _NP[tensor.datatype])
         return values.reshape(tuple(tensor.shape)), int(reply.model_version)
 
+    def score_text(
+        self, model: str, texts: Sequence[bytes | str], version: int = 0
+    ) -> list[np.ndarray]:
+        """Per text, (len, 256) float32 natural-log probabilities of the byte after each byte.
+
+        Row t predicts byte t + 1 of the text (the last row: the byte after it). Strings are
+        sent as UTF-8.
+
+        Raises:
+            InvalidArgument: No texts, or one the server refuses (empty, too long).
+
+        """
+        encoded = [_utf8(t) for t in texts]
+        if not encoded:
+            raise InvalidArgument("score_text takes at least one text")
+        request = self._text_request(model, encoded, version)
+        for name in (LOGPROBS, LENGTHS):
+            request.outputs.add(name=name)
+        reply = self._call(self._stub.ModelInfer, request)
+        arrays = _numeric_outputs(reply)
+        logprobs, lengths = arrays[LOGPROBS], arrays[LENGTHS]
+        return [logprobs[i, : int(n)] for i, n in enumerate(lengths)]
+
+    def generate(
+        self,
+        model: str,
+        prompt: bytes | str,
+        max_new_bytes: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        version: int = 0,
+    ) -> bytes:
+        """The `max_new_bytes` bytes a served language model writes after `prompt`.
+
+        Args:
+            model: The served language model.
+            prompt: At least one byte (a string is sent as UTF-8).
+            max_new_bytes: How many bytes to generate (the server caps it).
+            sampling: "greedy" (the most probable byte each time) or "sample".
+            temperature: > 0; sampling draws from softmax(logprobs / temperature).
+            top_k: Sample among the top_k most probable bytes only (0: all 256).
+            seed: The sampler's seed: a seed gives the same bytes every time.
+            version: A loaded version (0: the one served).
+
+        Raises:
+            InvalidArgument: Settings no decoding can follow, or a prompt the server refuses.
+
+        """
+        request = self._generation_request(
+            model, prompt, max_new_bytes, version, sampling, temperature, top_k, seed
+        )
+        reply = self._call(self._stub.ModelInfer, request)
+        return b"".join(_generated(reply))
+
+    def generate_stream(
+        self,
+        model: str,
+        prompt: bytes | str,
+        max_new_bytes: int,
+        *,
+        sampling: str = "greedy",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        chunk_bytes: int = 16,
+        version: int = 0,
+    ) -> Iterator[bytes]:
+        """`generate`, as pieces of `chunk_bytes` bytes as soon as each is written.
+
+        The whole stream must end within the client's timeout. An error part-way through
+        (the stream's `error_message`, whose status code the protocol does not carry) is
+        raised as a `StreamlearnError` after the pieces that came before it.
+        """
+        if chunk_bytes < 1:
+            raise InvalidArgument(f"chunk_bytes must be >= 1, not {chunk_bytes}")
+        request = self._generation_request(
+            model, prompt, max_new_bytes, version, sampling, temperature, top_k, seed
+        )
+        request.parameters["chunk_bytes"].int64_param = chunk_bytes
+        try:
+            call = self._stub.ModelStreamInfer(iter([request]), timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        try:
+            yield from _stream_pieces(call)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()  # a caller that stops early frees the stream at once
+
+    def _text_request(self, model: str, texts: list[bytes], version: int) -> pb.ModelInferRequest:
+        request = pb.ModelInferRequest(model_name=model, model_version=str(version or ""))
+        request.inputs.add(name=TEXT, datatype="BYTES", shape=[len(texts)])
+        request.raw_input_contents.append(b"".join(_length_prefixed(t) for t in texts))
+        return request
+
+    def _generation_request(
+        self,
+        model: str,
+        prompt: bytes | str,
+        max_new_bytes: int,
+        version: int,
+        sampling: str,
+        temperature: float,
+        top_k: int,
+        seed: int,
+    ) -> pb.ModelInferRequest:
+        """A generation request, checked here first so that mistakes fail before a call."""
+        data = _utf8(prompt)
+        if not data:
+            raise InvalidArgument("the prompt must hold at least one byte")
+        if max_new_bytes < 1:
+            raise InvalidArgument(f"max_new_bytes must be >= 1, not {max_new_bytes}")
+        if sampling not in SAMPLINGS:
+            raise InvalidArgument(f"sampling must be greedy or sample, not {sampling!r}")
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise InvalidArgument(f"temperature must be finite and > 0, not {temperature}")
+        request = self._text_request(model, [data], version)
+        parameters = request.parameters
+        parameters["max_new_bytes"].int64_param = max_new_bytes
+        parameters["sampling"].string_param = sampling
+        parameters["temperature"].double_param = temperature
+        parameters["top_k"].int64_param = top_k
+        parameters["seed"].int64_param = seed
+        return request
+
     def _input_name(self, model: str) -> str:
         if model not in self._inputs:
             metadata = self._call(self._stub.ModelMetadata, pb.ModelMetadataRequest(name=model))
@@ -168,6 +308,68 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _utf8(text: bytes | str) -> bytes:
+    """A text as bytes: strings as UTF-8."""
+    if isinstance(text, str):
+        return text.encode()
+    if isinstance(text, bytes | bytearray | memoryview):
+        return bytes(text)
+    raise InvalidArgument(f"a text must be bytes or str, not {type(text).__name__}")
+
+
+def _numeric_outputs(reply: Any) -> dict[str, np.ndarray]:
+    """Every output of a reply by name, from raw little-endian bytes."""
+    if len(reply.raw_output_contents) != len(reply.outputs):
+        raise StreamlearnError("the reply's outputs do not come with raw contents")
+    return {
+        t.name: _array(t, raw)
+        for t, raw in zip(reply.outputs, reply.raw_output_contents, strict=True)
+    }
+
+
+def _array(tensor: Any, raw: bytes) -> np.ndarray:
+    """A numeric output tensor from its raw little-endian bytes."""
+    if tensor.datatype not in _NP:
+        raise StreamlearnError(f"output {tensor.name!r} has unexpected datatype {tensor.datatype}")
+    values = np.frombuffer(raw, _NP[tensor.datatype].newbyteorder("<"))
+    return values.reshape(tuple(tensor.shape))
+
+
+def _generated(reply: Any) -> list[bytes]:
+    """The elements of a reply's `generated` BYTES output (raw length-prefixed, or typed)."""
+    for i, tensor in enumerate(reply.outputs):
+        if tensor.name != GENERATED:
+            continue
+        if i >= len(reply.raw_output_contents):
+            return list(tensor.contents.bytes_contents)
+        return _elements(reply.raw_output_contents[i])
+    raise StreamlearnError(f"the reply has no {GENERATED!r} output")
+
+
+def _elements(raw: bytes) -> list[bytes]:
+    """Length-prefixed BYTES elements (4-byte little-endian lengths)."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        length = int.from_bytes(raw[offset : offset + 4], "little")
+        start, offset = offset + 4, offset + 4 + length
+        if offset > len(raw):
+            raise StreamlearnError("a BYTES output is cut short")
+        elements.append(raw[start:offset])
+    return elements
+
+
+def _stream_pieces(call: Any) -> Iterator[bytes]:
+    """The `generated` bytes of each stream response until the one marked `final`."""
+    for response in call:
+        if response.error_message:
+            raise StreamlearnError(response.error_message)
+        reply = response.infer_response
+        yield b"".join(_generated(reply))
+        if FINAL in reply.parameters and reply.parameters[FINAL].bool_param:
+            return
+    raise StreamlearnError("the generation stream ended before its final piece")
 
 
 def _length_prefixed(element: bytes) -> bytes:

@@ -1,60 +1,21 @@
-"""Continuing a prompt byte by byte: greedy, or sampled with a temperature and a top-k cut.
+"""Continuing a prompt byte by byte with the live network, by the one decoding rule.
 
-Sampling draws from its own generator seeded per call, so a seed gives the same bytes
-every time and generating never moves torch's global random state or the learner's.
+The rule (greedy, or sampled with a temperature and a top-k cut, from a generator seeded
+per call) is `shared.text_generation`'s, the one the inference service applies to the
+served ONNX versions: a prompt continues the same way in the trainer and when served.
+Generating never moves torch's global random state or the learner's.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Literal
-
+import numpy as np
 import torch
 
-from services.trainer.text.config import VOCAB
 from services.trainer.text.model import ByteTransformer
-from shared.errors import InvalidArgument
+from shared import text_generation
+from shared.text_generation import Decoding, Sampling
 
-Sampling = Literal["greedy", "sample"]
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How each next byte is chosen.
-
-    greedy: the most probable byte (temperature, top_k and seed do not matter).
-    sample: drawn from softmax(logits / temperature), restricted to the top_k most
-    probable bytes when top_k > 0.
-    """
-
-    sampling: Sampling = "greedy"
-    temperature: float = 1.0
-    top_k: int = 0
-    seed: int = 0
-
-    def check(self) -> None:
-        """InvalidArgument for settings no decoding can follow."""
-        if self.sampling not in ("greedy", "sample"):
-            raise InvalidArgument(f"sampling must be greedy or sample, not {self.sampling!r}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise InvalidArgument(f"temperature must be finite and > 0, not {self.temperature}")
-        if not 0 <= self.top_k <= VOCAB:
-            raise InvalidArgument(f"top_k must be in [0, {VOCAB}], not {self.top_k}")
-        if self.seed < 0:
-            raise InvalidArgument(f"seed must be >= 0, not {self.seed}")
-
-
-def next_byte(logits: torch.Tensor, decoding: Decoding, generator: torch.Generator) -> int:
-    """The byte chosen from one position's logits (256,)."""
-    if decoding.sampling == "greedy":
-        return int(torch.argmax(logits))
-    scaled = logits.double().cpu() / decoding.temperature
-    if decoding.top_k:
-        kth = torch.topk(scaled, decoding.top_k).values[-1]
-        scaled = torch.where(scaled < kth, float("-inf"), scaled)
-    probabilities = torch.softmax(scaled, dim=-1)
-    return int(torch.multinomial(probabilities, 1, generator=generator))
+__all__ = ["Decoding", "Sampling", "continue_bytes"]
 
 
 @torch.no_grad()
@@ -63,10 +24,12 @@ def continue_bytes(
 ) -> bytes:
     """`max_new` bytes after `prompt`, each predicted from the last `context` bytes."""
     device = network.positions.device
-    generator = torch.Generator().manual_seed(decoding.seed)
-    data = list(prompt)
-    for _ in range(max_new):
-        window = torch.tensor([data[-network.context :]], dtype=torch.int64, device=device)
-        logits = network(window)[0, -1].float()
-        data.append(next_byte(logits, decoding, generator))
-    return bytes(data[len(prompt) :])
+
+    def scorer(window: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(window.astype(np.int64)).to(device)
+        logits = network(ids)[0, -1].float()
+        scores: np.ndarray = torch.log_softmax(logits, dim=-1).cpu().numpy()
+        return scores
+
+    chosen = text_generation.continue_bytes(scorer, prompt, max_new, network.context, decoding)
+    return bytes(chosen)

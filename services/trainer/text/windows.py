@@ -4,18 +4,22 @@ A text of L bytes has L - 1 next-byte predictions: inputs bytes[s : s + C] predi
 bytes[s + 1 : s + C + 1] for window starts s = 0, C, 2C, ... (the usual shift). Windows are
 independent: a prediction sees the bytes of its own window only, as the served model (whose
 input is at most C bytes) does. Windows are padded on the right to the longest in the batch;
-`mask` marks the real predictions.
+`mask` marks the real predictions. The cut into chunks (`spans`, `input_chunks`) is
+`shared.text_windows`, the one the inference service scores with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from shared.errors import InvalidArgument
+from shared.text_windows import input_chunks, pad_chunks, spans
+
+__all__ = ["Windows", "check_texts", "input_chunks", "pad", "spans", "training_windows"]
 
 
 @dataclass(frozen=True)
@@ -53,12 +57,6 @@ def check_texts(texts: object) -> list[bytes]:
     return out
 
 
-def spans(length: int, context: int) -> Iterator[tuple[int, int]]:
-    """[start, stop) of the input chunks of a `length`-byte sequence, `context` at most each."""
-    for start in range(0, length, context):
-        yield start, min(start + context, length)
-
-
 def training_windows(texts: Sequence[bytes], context: int) -> Windows:
     """The next-byte prediction windows of `texts` (each at least 2 bytes long)."""
     rows: list[tuple[np.ndarray, np.ndarray, int]] = []
@@ -81,16 +79,7 @@ def training_windows(texts: Sequence[bytes], context: int) -> Windows:
     )
 
 
-def input_chunks(text: bytes, context: int) -> list[np.ndarray]:
-    """The context-sized input chunks of `text` (uint8), every byte included."""
-    data = np.frombuffer(text, dtype=np.uint8)
-    return [data[start:stop] for start, stop in spans(len(data), context)]
-
-
 def pad(chunks: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
     """Chunks as one right-padded (N, T) int64 batch, and each chunk's length."""
-    lengths = np.array([len(c) for c in chunks], dtype=np.int64)
-    batch = np.zeros((len(chunks), int(lengths.max())), dtype=np.int64)
-    for row, chunk in enumerate(chunks):
-        batch[row, : len(chunk)] = chunk
-    return torch.from_numpy(batch), lengths
+    batch, lengths = pad_chunks(chunks)
+    return torch.from_numpy(batch.astype(np.int64)), lengths

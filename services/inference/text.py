@@ -1,0 +1,207 @@
+"""Byte-level language models: recognising their graphs, scoring texts, generating bytes.
+
+A version is a language model when its graph takes `text` (uint8 byte ids, batch x seq)
+and gives `logprobs` (float32 batch x seq x 256: natural-log probabilities of the byte
+after each position); its metadata property `streamlearn.text.context` says how many bytes
+one run may take (the trainer's `services.trainer.text.export` writes such graphs). On the
+wire it takes texts, not ids (see `text_requests`):
+
+- scoring: each text is cut into context-sized chunks exactly as the trainer scores it
+  (`shared.text_windows`), the chunks run padded on the right, and the rows are put back
+  together: `logprobs` (batch, longest, 256), zeros past a text's end, and `lengths`.
+- generation: bytes chosen one at a time by `shared.text_generation`, each from the last
+  `context` bytes.
+
+Transport-free and torch-free: numpy over the version's ONNX Runtime session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shared.errors import InferenceFailed, InvalidArgument
+from shared.text_generation import VOCAB, Decoding, continue_bytes
+from shared.text_windows import input_chunks, pad_chunks, spans
+
+if TYPE_CHECKING:
+    from services.inference.model import LoadedModel
+
+TEXT_INPUT = "text"
+LOGPROBS = "logprobs"
+LENGTHS = "lengths"
+GENERATED = "generated"
+CONTEXT_KEY = "streamlearn.text.context"  # as services.trainer.text.export writes it
+# Far above any context the trainer allows (1024): a claim beyond it is no real model.
+MAX_CONTEXT = 1 << 16
+# Padded byte positions per session run: attention's memory grows with rows x seq^2, so a
+# long context runs fewer chunks at a time (always at least one).
+RUN_POSITIONS = 16_384
+SCORE_OUTPUTS = (LOGPROBS, LENGTHS)
+GENERATE_OUTPUTS = (GENERATED,)
+
+
+@dataclass(frozen=True)
+class WireTensor:
+    """A tensor as ModelMetadata and ModelConfig list it: V2 datatype, -1 for free dims."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+# What a client sends and gets, whatever the graph's own signature.
+WIRE_INPUTS = (WireTensor(TEXT_INPUT, "BYTES", (-1,)),)
+WIRE_OUTPUTS = (
+    WireTensor(LOGPROBS, "FP32", (-1, -1, VOCAB)),
+    WireTensor(LENGTHS, "INT64", (-1,)),
+    WireTensor(GENERATED, "BYTES", (-1,)),
+)
+
+
+@dataclass(frozen=True)
+class TextGraph:
+    """A loaded language model's context: the most bytes one session run may take."""
+
+    context: int
+
+    @classmethod
+    def detect(
+        cls,
+        label: str,
+        inputs: Mapping[str, tuple[str, tuple[int, ...]]],
+        outputs: Mapping[str, tuple[str, tuple[int, ...]]],
+        properties: Mapping[str, str],
+    ) -> TextGraph | None:
+        """The graph's text contract, or None for a tabular graph.
+
+        Args:
+            label: `name vN`, for errors.
+            inputs: The graph's inputs: name -> (V2 datatype, shape).
+            outputs: The graph's outputs, likewise.
+            properties: The model's metadata properties.
+
+        Raises:
+            InvalidArgument: A `text` uint8 -> `logprobs` graph that breaks the contract:
+                other inputs, wrong ranks or vocabulary, or no valid context.
+
+        """
+        text, logprobs = inputs.get(TEXT_INPUT), outputs.get(LOGPROBS)
+        if text is None or text[0] != "UINT8" or logprobs is None:
+            return None
+        if len(inputs) != 1 or len(text[1]) != 2:
+            raise InvalidArgument(
+                f"{label}: a text model takes one input {TEXT_INPUT!r} UINT8 [batch, seq]; "
+                f"the graph has {dict(inputs)}"
+            )
+        datatype, shape = logprobs
+        if datatype != "FP32" or len(shape) != 3 or shape[2] not in (-1, VOCAB):
+            raise InvalidArgument(
+                f"{label}: a text model gives {LOGPROBS!r} FP32 [batch, seq, {VOCAB}]; "
+                f"the graph gives {datatype} {list(shape)}"
+            )
+        return cls(_context(label, properties.get(CONTEXT_KEY)))
+
+    def warm_up_ids(self) -> np.ndarray:
+        """One full-context window of zeros: warming up on it proves the context is real."""
+        return np.zeros((1, self.context), dtype=np.uint8)
+
+
+def _context(label: str, value: str | None) -> int:
+    """The context recorded in the metadata, refused unless a whole number in range."""
+    if value is None:
+        raise InvalidArgument(f"{label}: a text model must record {CONTEXT_KEY!r}; it has none")
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_CONTEXT:
+        raise InvalidArgument(
+            f"{label}: {CONTEXT_KEY} must be a whole number in [1, {MAX_CONTEXT}], "
+            f"not {value[:40]!r}"
+        )
+    return int(text)
+
+
+def graph(model: LoadedModel) -> TextGraph:
+    """The text contract of `model`; InvalidArgument when it is a tabular model."""
+    if model.text is None:
+        raise InvalidArgument(f"{model.name} is not a language model: it takes no texts")
+    return model.text
+
+
+def run_logprobs(model: LoadedModel, ids: np.ndarray) -> np.ndarray:
+    """`logprobs` of a (rows, seq) uint8 batch, checked to be (rows, seq, 256).
+
+    Raises:
+        InferenceFailed: The runtime failed, or the graph gave another shape.
+
+    """
+    out = model.run({TEXT_INPUT: ids}, [LOGPROBS])[LOGPROBS]
+    if out.shape != (*ids.shape, VOCAB) or out.dtype != np.float32:
+        raise InferenceFailed(
+            f"{model.name} v{model.version}: {LOGPROBS} of shape {list(out.shape)} "
+            f"{out.dtype} for ids {list(ids.shape)}"
+        )
+    return out
+
+
+def lengths_of(texts: Sequence[bytes]) -> np.ndarray:
+    """Each text's length in bytes (int64): the `lengths` output."""
+    return np.array([len(t) for t in texts], dtype=np.int64)
+
+
+def score(model: LoadedModel, texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Per text, the log-probabilities of the byte after each of its bytes.
+
+    Returns:
+        logprobs (batch, longest, 256) float32, zero rows past each text's end, and
+        lengths (batch,) int64. Texts are non-empty and already bounded by the caller.
+
+    """
+    context = graph(model).context
+    lengths = lengths_of(texts)
+    out = np.zeros((len(texts), int(lengths.max(initial=0)), VOCAB), dtype=np.float32)
+    # (text, start, chunk) for every chunk of every text, run a group at a time
+    pieces = [
+        (row, start, chunk)
+        for row, text in enumerate(texts)
+        for (start, _), chunk in zip(
+            spans(len(text), context), input_chunks(text, context), strict=True
+        )
+    ]
+    per_run = max(1, RUN_POSITIONS // context)
+    for first in range(0, len(pieces), per_run):
+        group = pieces[first : first + per_run]
+        batch, sizes = pad_chunks([chunk for _, _, chunk in group])
+        logprobs = run_logprobs(model, batch)
+        for (row, start, _), rows, size in zip(group, logprobs, sizes, strict=True):
+            out[row, start : start + size] = rows[:size]
+    return out, lengths
+
+
+def generate(model: LoadedModel, prompt: bytes, max_new: int, decoding: Decoding) -> Iterator[int]:
+    """The `max_new` bytes after `prompt`, one at a time as they are chosen.
+
+    The caller has checked `decoding`, a non-empty bounded prompt and `max_new`.
+    """
+    context = graph(model).context
+
+    def scorer(window: np.ndarray) -> np.ndarray:
+        last: np.ndarray = run_logprobs(model, window)[0, -1]
+        return last
+
+    return continue_bytes(scorer, prompt, max_new, context, decoding)
+
+
+def chunked(byte_stream: Iterator[int], total: int, size: int) -> Iterator[tuple[bytes, bool]]:
+    """`total` bytes from `byte_stream` in pieces of `size` (the last may be shorter).
+
+    Each piece comes with whether it is the last: generation yields exactly `total`.
+    """
+    piece = bytearray()
+    for produced, value in enumerate(byte_stream, start=1):
+        piece.append(value)
+        if len(piece) == size or produced == total:
+            yield bytes(piece), produced == total
+            piece = bytearray()
