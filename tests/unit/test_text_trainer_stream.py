@@ -19,11 +19,16 @@ def message(value: bytes, offset: int = 0) -> FakeMessage:
 
 def test_each_record_gives_its_text_and_an_unreadable_one_nothing() -> None:
     records = [
-        message(sample_pb2.Sample(stream="s", text="héllo").SerializeToString()),
+        message(
+            sample_pb2.Sample(
+                stream="s", text="héllo", attributes={"domain": "fr"}
+            ).SerializeToString()
+        ),
         message(b"\xff\xff\xff"),  # no Sample
         message(sample_pb2.Sample(stream="s").SerializeToString()),  # no text
     ]
-    assert texts_of(records) == ["héllo".encode(), b"", b""]  # type: ignore[arg-type]
+    texts, domains = texts_of(records)  # type: ignore[arg-type]
+    assert texts == ["héllo".encode(), b"", b""] and domains == ["fr", "", ""]
 
 
 def test_the_device_follows_the_setting_and_what_is_there() -> None:

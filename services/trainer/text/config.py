@@ -70,6 +70,21 @@ class TextModelConfig(_Frozen):
     max_text_bytes: int = Field(default=8192, ge=2, le=1 << 16)
     metrics_window: int = Field(default=1000, ge=10)  # events in the recent-window metrics
     seed: int = Field(default=0, ge=0)
+    # Forgetting, controlled: each step also learns `replay_ratio` past texts per new one,
+    # drawn from a uniform reservoir of `replay_buffer` texts seen so far (0: no replay).
+    replay_ratio: float = Field(default=0.0, ge=0, le=8)
+    replay_buffer: int = Field(default=1000, ge=1, le=100_000)
+    # Forgetting, measured: every `holdout_every`-th event of each domain (a sample's
+    # `domain` attribute) is held out, not learned, up to `holdout_size` per domain; the
+    # bits per byte on each domain's held-out texts go with every version (0: none).
+    holdout_every: int = Field(default=0, ge=0, le=1_000_000)
+    holdout_size: int = Field(default=32, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _holdout_leaves_events_to_learn(self) -> TextModelConfig:
+        if self.holdout_every == 1:
+            raise ValueError("holdout_every 1 would hold out every event: use 0 (none) or >= 2")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TextModelConfig:

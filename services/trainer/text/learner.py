@@ -6,8 +6,10 @@ accuracy: `metrics.py`), then learns from them: the mean cross-entropy of every 
 byte of the step's windows (`windows.py`). With dropout 0 one forward pass serves both.
 
 Events are counted once each: `events` (learned), `skipped` (fewer than 2 bytes, so nothing
-to predict, or more than `max_text_bytes`) or `refused` (a non-finite loss or gradient:
-no step is taken and their scores stay out of the metrics).
+to predict, or more than `max_text_bytes`), `held_out` (set aside per domain to measure
+forgetting: `memory.Holdout`) or `refused` (a non-finite loss or gradient: no step is
+taken and their scores stay out of the metrics). With `replay_ratio` > 0 each step also
+learns past texts drawn from a reservoir (`memory.Reservoir`), which are not scored again.
 
 Crash-exact: `state()` holds the weights, optimizer, schedule, metrics, counters and the
 dropout random stream, so a learner restored after event k and fed events k+1.. in the same
@@ -28,6 +30,7 @@ import torch.nn.functional as F  # noqa: N812  # torch's own convention
 
 from services.trainer.text.config import VOCAB, TextModelConfig, TextOptimizerSpec
 from services.trainer.text.generate import Decoding, Sampling, continue_bytes
+from services.trainer.text.memory import Holdout, Reservoir
 from services.trainer.text.metrics import TextPrequential
 from services.trainer.text.model import ByteTransformer, build
 from services.trainer.text.windows import (
@@ -75,7 +78,11 @@ class TextLearner:
         self.events = 0  # events learned from
         self.skipped = 0  # events with nothing to predict, or too long
         self.refused = 0  # events whose loss or gradient was not finite
+        self.held_out = 0  # events set aside to measure forgetting (`memory.Holdout`)
         self.steps = 0  # optimiser steps taken
+        self.reservoir = Reservoir(config.replay_buffer, config.seed)
+        self.holdout = Holdout(config.holdout_every, config.holdout_size)
+        self._replay_credit = 0.0  # fractional replayed texts owed to the next steps
         with self._devices_rng():
             torch.manual_seed(config.seed)  # dropout's own stream, saved in checkpoints
             self._rng = self._capture_rng()
@@ -92,36 +99,66 @@ class TextLearner:
 
     # -- learning -------------------------------------------------------------------------
 
-    def learn(self, texts: Sequence[bytes | bytearray]) -> None:
+    def learn(
+        self, texts: Sequence[bytes | bytearray], domains: Sequence[str] | None = None
+    ) -> None:
         """Score, then learn from, every text in order (`batch_size` per optimiser step).
 
+        `domains` names each text's domain (none: all of domain ""), for the held-out
+        texts that measure forgetting.
+
         Raises:
-            InvalidArgument: `texts` is not a list of bytes (nothing is learned then).
+            InvalidArgument: `texts` is not a list of bytes, or `domains` is not one name
+                per text (nothing is learned then).
 
         """
         checked = check_texts(texts)
+        named = [""] * len(checked) if domains is None else list(domains)
+        if len(named) != len(checked) or not all(isinstance(d, str) for d in named):
+            raise InvalidArgument("domains must be one string per text")
         size = self.config.batch_size
         for start in range(0, len(checked), size):
-            self._step(checked[start : start + size])
+            stop = start + size
+            self._step(checked[start:stop], named[start:stop])
 
-    def _step(self, chunk: list[bytes]) -> None:
-        usable = [t for t in chunk if 2 <= len(t) <= self.config.max_text_bytes]
-        self.skipped += len(chunk) - len(usable)
+    def _step(self, chunk: list[bytes], domains: list[str]) -> None:
+        usable, kept = [], []
+        for text, domain in zip(chunk, domains, strict=True):
+            if not 2 <= len(text) <= self.config.max_text_bytes:
+                self.skipped += 1
+            elif self.holdout.hold(domain, text):
+                self.held_out += 1
+            else:
+                usable.append(text)
+                kept.append(domain)
         if not usable:
             return
-        windows = training_windows(usable, self.config.context).to(self.device)
+        replayed = self.reservoir.draw(self._owed_replays(len(usable)))
+        windows = training_windows(usable + replayed, self.config.context).to(self.device)
         with self._dropout_rng():
             scored, logits = self._forward(windows.inputs)
             nll = _nll(logits, windows.targets)
             # with dropout the scored forward differs from the training one
             scored_nll = _nll(scored, windows.targets) if self.config.dropout else nll.detach()
-            bits, nbytes, hits = _per_event(scored, scored_nll, windows, len(usable))
+            everything = len(usable) + len(replayed)
+            bits, nbytes, hits = _per_event(scored, scored_nll, windows, everything)
             loss = torch.where(windows.mask, nll, 0.0).sum() / windows.mask.sum()
             if not (bool(torch.isfinite(loss)) and np.isfinite(bits).all() and self._apply(loss)):
                 self.refused += len(usable)
                 return
         self.events += len(usable)
-        self.metrics.update(bits, nbytes, hits)
+        new = len(usable)  # replayed texts are learned again, not scored again
+        self.metrics.update(bits[:new], nbytes[:new], hits[:new])
+        self.reservoir.add(usable)
+        for domain in kept:
+            self.holdout.learned(domain, self.bits_per_byte)
+
+    def _owed_replays(self, new: int) -> int:
+        """Past texts to mix into a step of `new` events: `replay_ratio` each, carried over."""
+        self._replay_credit += self.config.replay_ratio * new
+        owed = int(self._replay_credit)
+        self._replay_credit -= owed
+        return owed
 
     def _forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scored logits, training logits): one pass when no dropout makes them differ."""
@@ -228,7 +265,28 @@ class TextLearner:
     def snapshot(self) -> dict[str, float]:
         """Prequential metrics and counters, for the trainer's metrics topic."""
         counts = {"skipped": self.skipped, "refused": self.refused, "steps": self.steps}
+        if self.config.holdout_every:
+            counts["held_out"] = self.held_out
         return self.metrics.snapshot() | {k: float(v) for k, v in counts.items()}
+
+    def domain_scores(self) -> dict[str, float]:
+        """Bits per byte on each domain's held-out texts now, forgetting, backward transfer.
+
+        Measured when asked (each version): a domain's best is the lowest of its scores
+        measured so far, at these calls and whenever the stream moved on from it.
+        """
+        return self.holdout.scores(self.bits_per_byte)
+
+    @torch.no_grad()
+    def bits_per_byte(self, texts: list[bytes]) -> float:
+        """The model's bits per predicted byte over `texts` (each of 2 bytes or more)."""
+        bits, predicted = 0.0, 0
+        for group in _groups(texts, self.config.batch_size * self.config.max_text_bytes):
+            windows = training_windows(group, self.config.context).to(self.device)
+            nll = _nll(self.network(windows.inputs), windows.targets)
+            bits += float(torch.where(windows.mask, nll, 0.0).double().sum()) / _LN2
+            predicted += int(windows.mask.sum())
+        return bits / predicted
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -241,7 +299,11 @@ class TextLearner:
             "scheduler": self.scheduler.state_dict(),
             "metrics": self.metrics.state(),
             "counts": [self.events, self.skipped, self.refused, self.steps],
+            "held_out": self.held_out,
             "rng": list(self._rng),
+            "reservoir": self.reservoir.state(),
+            "holdout": self.holdout.state(),
+            "replay_credit": self._replay_credit,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -256,12 +318,17 @@ class TextLearner:
             raise ConfigError("the checkpoint was saved with another text model config")
         network, optimizer, scheduler = self._components()
         metrics = TextPrequential(self.config.metrics_window)
+        reservoir = Reservoir(self.config.replay_buffer, self.config.seed)
+        holdout = Holdout(self.config.holdout_every, self.config.holdout_size)
         try:
             network.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             metrics.restore(state["metrics"])
             events, skipped, refused, steps = (int(c) for c in state["counts"])
+            held_out, credit = int(state["held_out"]), float(state["replay_credit"])
+            reservoir.restore(state["reservoir"])
+            holdout.restore(state["holdout"])
             rng = tuple(torch.as_tensor(s, dtype=torch.uint8).clone() for s in state["rng"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed text learner checkpoint: {exc}") from exc
@@ -270,6 +337,8 @@ class TextLearner:
         self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
         self.metrics = metrics
         self.events, self.skipped, self.refused, self.steps = events, skipped, refused, steps
+        self.held_out, self._replay_credit = held_out, credit
+        self.reservoir, self.holdout = reservoir, holdout
         self._rng = rng
 
     # -- dropout's random stream ----------------------------------------------------------

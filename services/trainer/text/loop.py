@@ -24,6 +24,6 @@ class TextTrainerLoop(TrainerLoop):
     def _learn_records(self, applying: list[Message]) -> Callable[[], Exporter | None]:
         learner = self.learner
         assert isinstance(learner, TextStreamLearner)
-        learner.learn(texts_of(applying))
+        learner.learn(*texts_of(applying))
         # Nothing learned yet: no weights worth a version (the probe is fixed bytes).
         return lambda: TextOnnxExporter(learner.text) if learner.applied else None

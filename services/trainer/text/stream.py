@@ -24,6 +24,8 @@ from streamlearn.v1 import sample_pb2
 
 log = logging.getLogger(__name__)
 
+DOMAIN = "domain"  # the sample attribute naming a text's domain (held-out texts per domain)
+
 
 def text_device(setting: str, cuda_available: bool) -> Placement:
     """Where a language model learns: a GPU when there is one (auto), or as told.
@@ -40,18 +42,23 @@ def text_device(setting: str, cuda_available: bool) -> Placement:
     return Placement("cuda", False, "language model on the GPU")
 
 
-def texts_of(messages: Sequence[Message]) -> list[bytes]:
-    """Each record's text, in order; b"" (skipped by the learner) when there is none."""
-    texts = []
+def texts_of(messages: Sequence[Message]) -> tuple[list[bytes], list[str]]:
+    """Each record's text and domain (its `domain` attribute, "" without), in order.
+
+    A record with no readable text gives b"", which the learner skips and counts.
+    """
+    texts, domains = [], []
     for msg in messages:
         try:
             sample = sample_pb2.Sample.FromString(msg.value() or b"")
         except DecodeError:
             log.warning("undecodable text sample", extra={"position": where(msg)})
             texts.append(b"")
+            domains.append("")
             continue
         texts.append(sample.text.encode())
-    return texts
+        domains.append(sample.attributes.get(DOMAIN, ""))
+    return texts, domains
 
 
 class TextStreamLearner:
@@ -81,13 +88,13 @@ class TextStreamLearner:
         """Events with nothing to learn, too long, or refused (a non-finite loss)."""
         return self.text.skipped + self.text.refused
 
-    def learn(self, texts: Sequence[bytes]) -> None:
+    def learn(self, texts: Sequence[bytes], domains: Sequence[str] | None = None) -> None:
         """Score, then learn from, each text in order."""
-        self.text.learn(texts)
+        self.text.learn(texts, domains)
 
     def scores(self) -> dict[str, float]:
-        """Bits per byte, next-byte accuracy and counters over the recent window."""
-        return self.text.snapshot()
+        """Bits per byte, next-byte accuracy, counters; per domain held out, forgetting."""
+        return self.text.snapshot() | self.text.domain_scores()
 
     def state(self) -> dict[str, Any]:
         """The text learner's state."""
