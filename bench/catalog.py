@@ -21,6 +21,7 @@ NAMES = (
     "registry",
     "inference",
     "trainer",
+    "lm",
     "replay",
     "freshness",
     "cli",

@@ -8,12 +8,14 @@ number of threads. Registry and inference run as separate processes, like in pro
 
 from __future__ import annotations
 
+import contextlib
+import json
 import statistics
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -62,6 +64,19 @@ def _compare(label: str, served: dict[str, float], direct: dict[str, float]) -> 
 def _measure_service(
     ctx: BenchContext, model: bytes, x: np.ndarray, delay_us: int, seconds: float
 ) -> dict[int, dict[str, float]]:
+    settings = {"INFERENCE_MAX_QUEUE_DELAY_US": str(delay_us)}
+    with served(ctx, model, settings) as address:
+        return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
+
+
+@contextlib.contextmanager
+def served(
+    ctx: BenchContext, model: bytes, settings: dict[str, str] | None = None, name: str = "demo"
+) -> Iterator[str]:
+    """A registry and an inference service (own processes) serving `model` as `name`.
+
+    Yields the inference address; `settings`: more INFERENCE_ variables.
+    """
     registry_port, inference_port = free_port(), free_port()
     events = f"bench.inference.events.{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,12 +90,16 @@ def _measure_service(
             "REGISTRY_GRPC_PORT": str(registry_port),
             "REGISTRY_METRICS_PORT": "0",
         }
-        inference_env = {f"INFERENCE_{k}": v for k, v in common.items()} | {
-            "INFERENCE_GRPC_PORT": str(inference_port),
-            "INFERENCE_METRICS_PORT": "0",
-            "INFERENCE_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
-            "INFERENCE_MAX_QUEUE_DELAY_US": str(delay_us),
-        }
+        inference_env = (
+            {f"INFERENCE_{k}": v for k, v in common.items()}
+            | {
+                "INFERENCE_GRPC_PORT": str(inference_port),
+                "INFERENCE_METRICS_PORT": "0",
+                "INFERENCE_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                "INFERENCE_MODEL_NAMES": json.dumps([name]),
+            }
+            | (settings or {})
+        )
         with service(
             "services.registry",
             registry_env,
@@ -89,9 +108,9 @@ def _measure_service(
             Path(tmp) / "registry.log",
         ):
             with RegistryClient(f"127.0.0.1:{registry_port}") as registry:
-                registry.create_model("demo")
-                version = registry.register("demo", model).version
-                registry.set_alias("demo", "production", version)
+                registry.create_model(name)
+                version = registry.register(name, model).version
+                registry.set_alias(name, "production", version)
             address = f"127.0.0.1:{inference_port}"
             with service(
                 "services.inference",
@@ -100,7 +119,7 @@ def _measure_service(
                 "inference.GRPCInferenceService",
                 Path(tmp) / "inference.log",
             ):
-                return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
+                yield address
 
 
 def _grpc_call(address: str, x: np.ndarray) -> Callable[[], Callable[[], object]]:

@@ -50,3 +50,12 @@ def test_figures_are_medians_beside_their_baselines() -> None:
     assert (copy.value, copy.baseline_value) == (200.0, 100.0)
     assert (rss.value, rss.baseline_value) == (4.0, 2.0) and not rss.higher_is_better
     assert all("median of 3" in f.name for f in figures)
+
+
+def test_the_language_model_bench_is_listed_and_its_corpus_is_seeded() -> None:
+    from bench import lm
+
+    assert "lm" in NAMES and "lm" in BENCHMARKS
+    texts = lm.corpus(50)
+    assert texts == lm.corpus(50) and len(set(texts)) > 40
+    assert 60 < sum(map(len, texts)) / len(texts) < 200  # about 120 bytes a text
