@@ -114,3 +114,33 @@ def test_replay_and_holdout_are_crash_exact(tmp_path: Path) -> None:
         torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
     assert resumed.snapshot() == reference.snapshot()
     assert resumed.domain_scores() == reference.domain_scores()
+
+
+def test_ewc_holds_the_first_domain_and_is_crash_exact(tmp_path: Path) -> None:
+    texts, domains = two_domains()
+    scores = {}
+    for strength in (0.0, 3000.0):
+        config = TINY.model_copy(update={"holdout_every": 10, "ewc_lambda": strength})
+        learner = TextLearner(config)
+        learner.learn(texts, domains)
+        scores[strength] = learner.domain_scores()
+        consolidated = bool(learner.consolidation.anchor)
+        assert consolidated == (strength > 0)  # anchored at the switch to xyz, only if on
+    assert scores[0.0]["forgetting.abc"] > 0.1
+    assert scores[3000.0]["forgetting.abc"] < scores[0.0]["forgetting.abc"] / 2
+    assert scores[3000.0]["domain_bits_per_byte.xyz"] < 4.0  # still learned the new domain
+    config = TINY.model_copy(update={"ewc_lambda": 100.0})
+    reference = TextLearner(config)
+    reference.learn(texts, domains)
+    first = TextLearner(config)
+    first.learn(texts[:200], domains[:200])
+    checkpoint.save(tmp_path / "c.pt", {"learner": first.state()})
+    saved = checkpoint.load(tmp_path / "c.pt")
+    assert saved is not None
+    resumed = TextLearner(config)
+    resumed.restore(saved["learner"])
+    resumed.learn(texts[200:], domains[200:])
+    for ours, theirs in zip(
+        resumed.network.parameters(), reference.network.parameters(), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)

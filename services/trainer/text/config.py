@@ -79,6 +79,11 @@ class TextModelConfig(_Frozen):
     # bits per byte on each domain's held-out texts go with every version (0: none).
     holdout_every: int = Field(default=0, ge=0, le=1_000_000)
     holdout_size: int = Field(default=32, ge=1, le=1024)
+    # Forgetting, controlled: online elastic weight consolidation. When the stream moves to
+    # another domain, the weights become an anchor that a penalty of strength `ewc_lambda`
+    # holds them near, per weight by its running squared gradient (decay `ewc_decay`).
+    ewc_lambda: float = Field(default=0.0, ge=0, le=1e6)
+    ewc_decay: float = Field(default=0.99, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _holdout_leaves_events_to_learn(self) -> TextModelConfig:

@@ -9,7 +9,9 @@ Events are counted once each: `events` (learned), `skipped` (fewer than 2 bytes,
 to predict, or more than `max_text_bytes`), `held_out` (set aside per domain to measure
 forgetting: `memory.Holdout`) or `refused` (a non-finite loss or gradient: no step is
 taken and their scores stay out of the metrics). With `replay_ratio` > 0 each step also
-learns past texts drawn from a reservoir (`memory.Reservoir`), which are not scored again.
+learns past texts drawn from a reservoir (`memory.Reservoir`), which are not scored again;
+with `ewc_lambda` > 0 a penalty holds the weights near those of the domains left behind
+(`ewc.Consolidation`).
 
 Crash-exact: `state()` holds the weights, optimizer, schedule, metrics, counters and the
 dropout random stream, so a learner restored after event k and fed events k+1.. in the same
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812  # torch's own convention
 
 from services.trainer.text.config import VOCAB, TextModelConfig, TextOptimizerSpec
+from services.trainer.text.ewc import Consolidation
 from services.trainer.text.generate import Decoding, Sampling, continue_bytes
 from services.trainer.text.memory import Holdout, Reservoir
 from services.trainer.text.metrics import TextPrequential
@@ -82,6 +85,7 @@ class TextLearner:
         self.steps = 0  # optimiser steps taken
         self.reservoir = Reservoir(config.replay_buffer, config.seed)
         self.holdout = Holdout(config.holdout_every, config.holdout_size)
+        self.consolidation = Consolidation(config.ewc_lambda, config.ewc_decay)
         self._replay_credit = 0.0  # fractional replayed texts owed to the next steps
         with self._devices_rng():
             torch.manual_seed(config.seed)  # dropout's own stream, saved in checkpoints
@@ -143,6 +147,9 @@ class TextLearner:
             everything = len(usable) + len(replayed)
             bits, nbytes, hits = _per_event(scored, scored_nll, windows, everything)
             loss = torch.where(windows.mask, nll, 0.0).sum() / windows.mask.sum()
+            penalty = self.consolidation.penalty(self.network)
+            if penalty is not None:  # past domains' weights held near their anchor
+                loss = loss + penalty
             if not (bool(torch.isfinite(loss)) and np.isfinite(bits).all() and self._apply(loss)):
                 self.refused += len(usable)
                 return
@@ -152,6 +159,7 @@ class TextLearner:
         self.reservoir.add(usable)
         for domain in kept:
             self.holdout.learned(domain, self.bits_per_byte)
+            self.consolidation.learned(domain, self.network)
 
     def _owed_replays(self, new: int) -> int:
         """Past texts to mix into a step of `new` events: `replay_ratio` each, carried over."""
@@ -180,6 +188,7 @@ class TextLearner:
         grads = [p.grad for p in self.network.parameters() if p.grad is not None]
         if not all(bool(torch.isfinite(g).all()) for g in grads):
             return False
+        self.consolidation.observe(self.network)  # before clipping: the gradients as they are
         if self.config.optimizer.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(
                 self.network.parameters(), self.config.optimizer.clip_norm
@@ -304,6 +313,7 @@ class TextLearner:
             "reservoir": self.reservoir.state(),
             "holdout": self.holdout.state(),
             "replay_credit": self._replay_credit,
+            "ewc": self.consolidation.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -320,6 +330,7 @@ class TextLearner:
         metrics = TextPrequential(self.config.metrics_window)
         reservoir = Reservoir(self.config.replay_buffer, self.config.seed)
         holdout = Holdout(self.config.holdout_every, self.config.holdout_size)
+        consolidation = Consolidation(self.config.ewc_lambda, self.config.ewc_decay)
         try:
             network.load_state_dict(state["network"])
             optimizer.load_state_dict(state["optimizer"])
@@ -329,6 +340,7 @@ class TextLearner:
             held_out, credit = int(state["held_out"]), float(state["replay_credit"])
             reservoir.restore(state["reservoir"])
             holdout.restore(state["holdout"])
+            consolidation.restore(state["ewc"], self.device)
             rng = tuple(torch.as_tensor(s, dtype=torch.uint8).clone() for s in state["rng"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed text learner checkpoint: {exc}") from exc
@@ -338,7 +350,7 @@ class TextLearner:
         self.metrics = metrics
         self.events, self.skipped, self.refused, self.steps = events, skipped, refused, steps
         self.held_out, self._replay_credit = held_out, credit
-        self.reservoir, self.holdout = reservoir, holdout
+        self.reservoir, self.holdout, self.consolidation = reservoir, holdout, consolidation
         self._rng = rng
 
     # -- dropout's random stream ----------------------------------------------------------
