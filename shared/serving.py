@@ -6,6 +6,11 @@ from __future__ import annotations
 # the names every exported version uses, read by clients, the prediction log and the joiner.
 INPUT = "features"
 OUTPUT = "score"
+# A byte language model's graph (`services/trainer/text/export.py`): uint8 byte ids in,
+# next-byte natural-log probabilities out, and the context in the model's metadata.
+TEXT_INPUT = "text"
+LOGPROBS_OUTPUT = "logprobs"
+TEXT_CONTEXT_KEY = "streamlearn.text.context"
 
 # The RepositoryIndex `reason` of the loaded version that answers requests naming no version
 # (Triton leaves `reason` free text; the other loaded versions carry an empty one).

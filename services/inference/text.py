@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shared.errors import InferenceFailed, InvalidArgument
+from shared.serving import LOGPROBS_OUTPUT, TEXT_CONTEXT_KEY, TEXT_INPUT
 from shared.text_generation import VOCAB, Decoding, continue_bytes
 from shared.text_windows import input_chunks, pad_chunks, spans
 
 if TYPE_CHECKING:
     from services.inference.model import LoadedModel
 
-TEXT_INPUT = "text"
-LOGPROBS = "logprobs"
+LOGPROBS = LOGPROBS_OUTPUT
 LENGTHS = "lengths"
 GENERATED = "generated"
-CONTEXT_KEY = "streamlearn.text.context"  # as services.trainer.text.export writes it
+CONTEXT_KEY = TEXT_CONTEXT_KEY
 # Far above any context the trainer allows (1024): a claim beyond it is no real model.
 MAX_CONTEXT = 1 << 16
 # Padded byte positions per session run: attention's memory grows with rows x seq^2, so a

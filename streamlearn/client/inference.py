@@ -26,7 +26,7 @@ from shared.errors import InvalidArgument, StreamlearnError
 from shared.grpc.client import GrpcClient
 from shared.grpc.server import DEFAULT_MAX_MESSAGE_BYTES, message_size_options
 from shared.grpc.status import error_from_rpc
-from shared.serving import CURRENT_REASON
+from shared.serving import CURRENT_REASON, LOGPROBS_OUTPUT, TEXT_INPUT
 
 if TYPE_CHECKING:
     from shared.settings import GrpcSecurity
@@ -36,8 +36,8 @@ BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 RECORDS = "records"  # the named-records input of a version with a feature schema
 # A language model's tensors and request parameters (services.inference.text_requests).
-TEXT = "text"
-LOGPROBS = "logprobs"
+TEXT = TEXT_INPUT
+LOGPROBS = LOGPROBS_OUTPUT
 LENGTHS = "lengths"
 GENERATED = "generated"
 FINAL = "final"

@@ -30,10 +30,11 @@ from services.trainer.text.learner import TextLearner
 from services.trainer.text.model import TextServing
 from shared.errors import IntegrityError, InvalidArgument
 from shared.ort import make_session
+from shared.serving import LOGPROBS_OUTPUT, TEXT_CONTEXT_KEY, TEXT_INPUT
 
-TEXT_INPUT = "text"
-LOGPROBS_OUTPUT = "logprobs"
-CONTEXT_KEY = "streamlearn.text.context"
+__all__ = ["CONTEXT_KEY", "LOGPROBS_OUTPUT", "TEXT_INPUT", "TextOnnxExporter", "check_ids"]
+
+CONTEXT_KEY = TEXT_CONTEXT_KEY
 OPSET = 17  # as services/trainer/export.py
 
 
