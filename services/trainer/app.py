@@ -21,10 +21,13 @@ from services.trainer.names import HEALTH_NAME as HEALTH_NAME
 from services.trainer.progress import Every
 from services.trainer.settings import TrainerSettings, reconcile
 from services.trainer.single import group_members, refuse_if_shared
+from services.trainer.text.config import TextDistillSpec
+from services.trainer.text.distill import OnnxTeacher
 from services.trainer.text.loop import TextTrainerLoop
 from services.trainer.text.stream import TextStreamLearner, text_device
 from services.trainer.versions import VersionPublisher
 from shared.clients.registry import RegistryClient
+from shared.errors import ConfigError
 from shared.grpc.server import build_server, mark_draining
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import admin_config, consumer_config, producer_config
@@ -87,7 +90,8 @@ def _build_text(
 ) -> TrainerLoop:
     """The loop of a text stream: the language model of `settings.text` learns its texts."""
     placement = text_device(settings.device, torch.cuda.is_available())
-    learner = TextStreamLearner(settings.text, placement)
+    teacher, tags = _teacher(settings.text.distill, registry)
+    learner = TextStreamLearner(settings.text, placement, teacher)
     # No feature schema to featurize with: pinned for lineage (the stream's definition).
     pinned = PinnedStream(settings.stream, settings.config, definition, lookup)
     alone = _single(admin, settings)
@@ -96,9 +100,39 @@ def _build_text(
     if registry is not None:
         registry.create_model(settings.model_name, exist_ok=True)
         publisher = VersionPublisher(
-            registry, settings.model_name, settings.stream, settings.trainer_id, learner, pinned
+            registry,
+            settings.model_name,
+            settings.stream,
+            settings.trainer_id,
+            learner,
+            pinned,
+            tags,
         )
     return _loop(TextTrainerLoop, learner, settings, publisher, alone, pinned)
+
+
+def _teacher(
+    spec: TextDistillSpec | None, registry: RegistryClient | None
+) -> tuple[OnnxTeacher | None, dict[str, str]]:
+    """The distillation teacher, from the registry, and the tag naming it on each version.
+
+    Resolved once, at start: the student keeps learning from that version until a restart
+    (an alias moving mid-stream would change the targets under the same config).
+
+    Raises:
+        ConfigError: distillation without a registry, or a teacher that is no language model.
+        NotFound: the teacher's model, version or alias does not exist.
+
+    """
+    if spec is None:
+        return None, {}
+    if registry is None:
+        raise ConfigError("distillation needs the registry, where the teacher is")
+    alias = "" if spec.version else spec.alias
+    version, data = registry.download(spec.teacher, version=spec.version, alias=alias)
+    name = f"{spec.teacher}:v{version.version}"
+    log.info("distillation teacher loaded", extra={"teacher": name})
+    return OnnxTeacher(data, name), {"teacher": name}
 
 
 def _single(admin: AdminClient, settings: TrainerSettings) -> Callable[[], None]:

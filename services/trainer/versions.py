@@ -29,8 +29,12 @@ class VersionPublisher:
         trainer_id: str,
         learner: Learning,
         pinned: PinnedStream | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
-        """`pinned`: the stream's definition, named in lineage (none: the stream's is unknown)."""
+        """`pinned`: the stream's definition, named in lineage (none: the stream's is unknown).
+
+        `tags`: put on every version (e.g. the distillation teacher it learned from).
+        """
         self._registry = registry
         self.model = model
         self.stream = stream
@@ -38,6 +42,7 @@ class VersionPublisher:
         self._learner = learner
         self.exporter: Exporter | None = None
         self.pinned = pinned
+        self._tags = dict(tags or {})
         self.last_version = 0
         self.drifts_tagged = 0  # the learner's drift count at the last version published
         self._published_at: int | None = None  # events applied at the last version published
@@ -71,7 +76,7 @@ class VersionPublisher:
         if self.pinned is not None and self.pinned.definition is not None:
             lineage.stream_definition.CopyFrom(self.pinned.definition)
         drifts = self._learner.drifts
-        tags = {}
+        tags = dict(self._tags)
         if drifts > self.drifts_tagged:
             tags["drift"] = f"detected at event {self._learner.last_drift_event}"
         if tags:

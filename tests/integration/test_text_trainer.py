@@ -20,8 +20,8 @@ import torch
 from confluent_kafka import Producer
 
 from services.trainer import checkpoint
-from services.trainer.text.config import TextModelConfig
-from services.trainer.text.export import LOGPROBS_OUTPUT, TEXT_INPUT
+from services.trainer.text.config import TextDistillSpec, TextModelConfig
+from services.trainer.text.export import LOGPROBS_OUTPUT, TEXT_INPUT, TextOnnxExporter
 from services.trainer.text.learner import TextLearner
 from shared.clients.registry import RegistryClient
 from shared.kafka.config import producer_config
@@ -145,3 +145,41 @@ def test_a_killed_text_trainer_ends_with_the_parameters_of_an_uninterrupted_run(
     assert json.loads(version.lineage.config_json)["context"] == TINY.context
     assert 0 < version.lineage.metrics["bits_per_byte"] < 8
     assert np.isfinite(list(version.lineage.metrics.values())).all()
+
+
+def test_a_student_learns_from_a_registered_teacher_named_on_each_version(
+    kafka: KafkaSettings, make_topic: Callable[..., str], tmp_path: Path, registry_service: Running
+) -> None:
+    topic, streams = make_topic(1), make_topic(1, "streams")
+    corpus = texts(300)
+    definition = stream_pb2.StreamDefinition(name=STREAM, text=stream_pb2.TextSpec(max_bytes=256))
+    publish_definition(kafka, streams, definition)
+    produce_texts(kafka, topic, corpus)
+    teacher = TextLearner(TINY.model_copy(update={"width": 64, "heads": 4}))
+    teacher.learn(corpus[:100])
+    with RegistryClient(registry_service.address) as registry:
+        registry.create_model("big", exist_ok=True)
+        registered = registry.register("big", TextOnnxExporter(teacher).export()).version
+    spec = TextDistillSpec(teacher="big", version=registered, weight=0.7)
+    student = TINY.model_copy(update={"width": 16, "distill": spec})
+    env = trainer_env(kafka, topic, tmp_path, registry_service.address)
+    del env["TRAINER_CONFIG"]
+    env |= {
+        "TRAINER_STREAM": STREAM,
+        "TRAINER_MODEL_NAME": "small",
+        "TRAINER_TOPICS__STREAMS": streams,
+        "TRAINER_TEXT": student.model_dump_json(),
+        "TRAINER_DEVICE": "cpu",
+        "TRAINER_TORCH_THREADS": "1",
+    }
+    log = tmp_path / "trainer.log"
+    path = tmp_path / "trainer" / "small.ckpt"
+    with running(env, log) as process:
+        wait_until(lambda: progress(path) >= len(corpus) or process.poll() is not None, 240)
+        wait_until(lambda: "version published" in log.read_text(), 60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()[-3000:]
+    with RegistryClient(registry_service.address) as registry:
+        version = registry.get_version("small")
+    assert version.tags["teacher"] == f"big:v{registered}"
+    assert json.loads(version.lineage.config_json)["distill"]["teacher"] == "big"

@@ -48,6 +48,20 @@ class TextOptimizerSpec(_Frozen):
         return self
 
 
+class TextDistillSpec(_Frozen):
+    """Learn from a teacher's soft targets too (`distill.py`).
+
+    The teacher is the registered `version` of model `teacher`, or (version 0) the one its
+    `alias` points to when the trainer starts; lineage tags which.
+    """
+
+    teacher: str = Field(min_length=1)
+    alias: str = "production"
+    version: int = Field(default=0, ge=0)
+    temperature: float = Field(default=2.0, gt=0, le=100)
+    weight: float = Field(default=0.5, ge=0, le=1)  # of the soft-target loss; 1 - it: labels
+
+
 class TextModelConfig(_Frozen):
     """A byte-level causal transformer and how it learns from a stream of texts.
 
@@ -84,6 +98,7 @@ class TextModelConfig(_Frozen):
     # holds them near, per weight by its running squared gradient (decay `ewc_decay`).
     ewc_lambda: float = Field(default=0.0, ge=0, le=1e6)
     ewc_decay: float = Field(default=0.99, gt=0, lt=1)
+    distill: TextDistillSpec | None = None  # a teacher's soft targets (None: labels only)
 
     @model_validator(mode="after")
     def _holdout_leaves_events_to_learn(self) -> TextModelConfig:

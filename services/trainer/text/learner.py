@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812  # torch's own convention
 
 from services.trainer.text.config import VOCAB, TextModelConfig, TextOptimizerSpec
+from services.trainer.text.distill import Teacher, soft_target_loss
 from services.trainer.text.ewc import Consolidation
 from services.trainer.text.generate import Decoding, Sampling, continue_bytes
 from services.trainer.text.memory import Holdout, Reservoir
@@ -69,7 +70,24 @@ def _warmup(steps: int) -> Any:
 class TextLearner:
     """A byte transformer, its optimizer and warm-up, and prequential bits per byte."""
 
-    def __init__(self, config: TextModelConfig, device: str = "cpu") -> None:
+    def __init__(
+        self, config: TextModelConfig, device: str = "cpu", teacher: Teacher | None = None
+    ) -> None:
+        """`teacher`: the distillation teacher, needed when `config.distill` is set.
+
+        Raises:
+            ConfigError: an unknown device, cuda without a GPU, distillation without a
+                teacher, or a teacher that sees less context than this model.
+
+        """
+        if config.distill is not None and teacher is None:
+            raise ConfigError("distillation is configured but no teacher was given")
+        if teacher is not None and teacher.context < config.context:
+            raise ConfigError(
+                f"the teacher sees {teacher.context} bytes of context, fewer than the "
+                f"student's {config.context}"
+            )
+        self.teacher = teacher if config.distill is not None else None
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, not {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
@@ -147,6 +165,7 @@ class TextLearner:
             everything = len(usable) + len(replayed)
             bits, nbytes, hits = _per_event(scored, scored_nll, windows, everything)
             loss = torch.where(windows.mask, nll, 0.0).sum() / windows.mask.sum()
+            loss = self._distilled(loss, logits, windows)
             penalty = self.consolidation.penalty(self.network)
             if penalty is not None:  # past domains' weights held near their anchor
                 loss = loss + penalty
@@ -160,6 +179,18 @@ class TextLearner:
         for domain in kept:
             self.holdout.learned(domain, self.bits_per_byte)
             self.consolidation.learned(domain, self.network)
+
+    def _distilled(
+        self, loss: torch.Tensor, logits: torch.Tensor, windows: Windows
+    ) -> torch.Tensor:
+        """The labels' loss mixed with the teacher's soft targets (unchanged without one)."""
+        spec = self.config.distill
+        if self.teacher is None or spec is None:
+            return loss
+        ids = windows.inputs.cpu().numpy().astype(np.uint8)
+        targets = torch.from_numpy(self.teacher(ids)).to(self.device)
+        soft = soft_target_loss(logits, targets, windows.mask, spec.temperature)
+        return (1 - spec.weight) * loss + spec.weight * soft
 
     def _owed_replays(self, new: int) -> int:
         """Past texts to mix into a step of `new` events: `replay_ratio` each, carried over."""

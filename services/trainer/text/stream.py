@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from services.trainer.device import Placement
 from services.trainer.text.config import TextModelConfig
+from services.trainer.text.distill import Teacher
 from services.trainer.text.learner import TextLearner
 from shared.errors import ConfigError
 from shared.kafka.consumer import where
@@ -69,8 +70,10 @@ class TextStreamLearner:
     diverging = 0
     new_categories = 0
 
-    def __init__(self, config: TextModelConfig, placement: Placement) -> None:
-        self.text = TextLearner(config, placement.device)
+    def __init__(
+        self, config: TextModelConfig, placement: Placement, teacher: Teacher | None = None
+    ) -> None:
+        self.text = TextLearner(config, placement.device, teacher)
         self.placement = placement
 
     @property
