@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from confluent_kafka import Consumer, Producer
@@ -12,8 +13,10 @@ from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2
 from prometheus_client import Info, start_http_server
 
+from services.trainer.config import DistillSpec
 from services.trainer.decode import PinnedStream
 from services.trainer.device import choose, torch_threads
+from services.trainer.distill import OnnxTabularTeacher
 from services.trainer.learner import Learner
 from services.trainer.learning import Learning
 from services.trainer.loop import TrainerLoop
@@ -21,7 +24,6 @@ from services.trainer.names import HEALTH_NAME as HEALTH_NAME
 from services.trainer.progress import Every
 from services.trainer.settings import TrainerSettings, reconcile
 from services.trainer.single import group_members, refuse_if_shared
-from services.trainer.text.config import TextDistillSpec
 from services.trainer.text.distill import OnnxTeacher
 from services.trainer.text.loop import TextTrainerLoop
 from services.trainer.text.stream import TextStreamLearner, text_device
@@ -34,6 +36,7 @@ from shared.kafka.config import admin_config, consumer_config, producer_config
 from shared.streams import Definition, load_definitions
 
 log = logging.getLogger(__name__)
+TeacherT = TypeVar("TeacherT")
 
 DEVICE = Info("streamlearn_trainer_device", "Where the trainer learns, on which path, and why")
 
@@ -69,14 +72,20 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
         return _build_text(settings, registry, admin, definition, lookup)
     config = reconcile(settings.config, definition)
     pinned = PinnedStream(stream, config, definition, lookup)
-    learner = Learner(config, settings.device)
+    features, outputs = config.model.features, config.outputs
+    teacher, tags = _teacher(
+        config.distill,
+        registry,
+        lambda data, name: OnnxTabularTeacher(data, name, features, outputs),
+    )
+    learner = Learner(config, settings.device, teacher=teacher)
     alone = _single(admin, settings)
     alone()  # before subscribing; again at the first assignment (two starting at once)
     publisher = None
     if registry is not None:
         registry.create_model(settings.model_name, exist_ok=True)
         publisher = VersionPublisher(
-            registry, settings.model_name, stream, settings.trainer_id, learner, pinned
+            registry, settings.model_name, stream, settings.trainer_id, learner, pinned, tags
         )
     return _loop(TrainerLoop, learner, settings, publisher, alone, pinned)
 
@@ -90,7 +99,7 @@ def _build_text(
 ) -> TrainerLoop:
     """The loop of a text stream: the language model of `settings.text` learns its texts."""
     placement = text_device(settings.device, torch.cuda.is_available())
-    teacher, tags = _teacher(settings.text.distill, registry)
+    teacher, tags = _teacher(settings.text.distill, registry, OnnxTeacher)
     learner = TextStreamLearner(settings.text, placement, teacher)
     # No feature schema to featurize with: pinned for lineage (the stream's definition).
     pinned = PinnedStream(settings.stream, settings.config, definition, lookup)
@@ -112,8 +121,10 @@ def _build_text(
 
 
 def _teacher(
-    spec: TextDistillSpec | None, registry: RegistryClient | None
-) -> tuple[OnnxTeacher | None, dict[str, str]]:
+    spec: DistillSpec | None,
+    registry: RegistryClient | None,
+    load: Callable[[bytes, str], TeacherT],
+) -> tuple[TeacherT | None, dict[str, str]]:
     """The distillation teacher, from the registry, and the tag naming it on each version.
 
     Resolved once, at start: the student keeps learning from that version until a restart
@@ -132,7 +143,7 @@ def _teacher(
     version, data = registry.download(spec.teacher, version=spec.version, alias=alias)
     name = f"{spec.teacher}:v{version.version}"
     log.info("distillation teacher loaded", extra={"teacher": name})
-    return OnnxTeacher(data, name), {"teacher": name}
+    return load(data, name), {"teacher": name}
 
 
 def _single(admin: AdminClient, settings: TrainerSettings) -> Callable[[], None]:

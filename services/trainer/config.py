@@ -77,6 +77,22 @@ class OptimizerSpec(_Frozen):
         return self
 
 
+class DistillSpec(_Frozen):
+    """Learn from a teacher's soft targets too (tabular models and language models alike).
+
+    The teacher is the registered `version` of model `teacher`, or (version 0) the one its
+    `alias` points to when the trainer starts; each version is tagged with which. The loss
+    of an event is (1 - weight) x the labels' loss + weight x the soft-target loss at
+    `temperature` (`services/trainer/distill.py`, `text/distill.py`).
+    """
+
+    teacher: str = Field(min_length=1)
+    alias: str = "production"
+    version: int = Field(default=0, ge=0)
+    temperature: float = Field(default=2.0, gt=0, le=100)
+    weight: float = Field(default=0.5, ge=0, le=1)  # of the soft-target loss; 1 - it: labels
+
+
 class TrainerConfig(_Frozen):
     """Everything that decides the parameters a stream produces (hashed into lineage)."""
 
@@ -97,6 +113,13 @@ class TrainerConfig(_Frozen):
     drift: Literal["adwin", "page_hinkley", "off"] = "adwin"
     # On a detected drift, restart the learning-rate schedule at step 0 (from the next batch).
     drift_rewarm: bool = False
+    distill: DistillSpec | None = None  # a teacher's soft targets (None: labels only)
+
+    @model_validator(mode="after")
+    def _distill_has_gradients(self) -> TrainerConfig:
+        if self.distill is not None and self.optimizer.name == "normalized":
+            raise ValueError("distill needs a gradient optimizer, not normalized (VW's rule)")
+        return self
 
     @model_validator(mode="after")
     def _loss_fits_model(self) -> TrainerConfig:

@@ -43,6 +43,7 @@ def compiled_path(config: TrainerConfig) -> bool:
     sparse_ok = (plain_sgd and config.clip_norm is None) or o.name == "normalized"
     return (
         config.batch_size == 1
+        and config.distill is None  # soft targets come from a teacher graph per batch
         and config.model.kind in ("linear", "logistic")
         and config.outputs == 1
         and config.resolved_loss in _LOSSES

@@ -29,11 +29,13 @@ from torch import nn
 from services.trainer import fused, normalized
 from services.trainer.config import TrainerConfig
 from services.trainer.device import choose
+from services.trainer.distill import TabularTeacher, soft_losses
 from services.trainer.drift import DriftWatch, Guard
 from services.trainer.fused_learner import FusedUpdates, eligible, set_epoch
 from services.trainer.metrics import Prequential
 from services.trainer.model import build_model
 from services.trainer.served import ServedScores
+from shared.errors import ConfigError
 
 
 def _optimizer(config: TrainerConfig, network: nn.Module, device: str) -> torch.optim.Optimizer:
@@ -125,8 +127,21 @@ class Learner:
     """A network, its optimizer and schedule, prequential metrics and the guards."""
 
     def __init__(
-        self, config: TrainerConfig, device: str = "cpu", fused_enabled: bool = True
+        self,
+        config: TrainerConfig,
+        device: str = "cpu",
+        fused_enabled: bool = True,
+        teacher: TabularTeacher | None = None,
     ) -> None:
+        """`teacher`: the distillation teacher, needed when `config.distill` is set.
+
+        Raises:
+            ConfigError: distillation without a teacher; cuda without a GPU.
+
+        """
+        if config.distill is not None and teacher is None:
+            raise ConfigError("distillation is configured but no teacher was given")
+        self.teacher = teacher if config.distill is not None else None
         self.config = config
         # auto: per model family (`device.py`); cuda without a GPU raises ConfigError.
         placement = choose(config, device, torch.cuda.is_available())
@@ -220,7 +235,9 @@ class Learner:
             scaler.observe(features[valid])
             # the update's forward sees the statistics with the rows, as River's learn_one
             scores = self._scores(clean)
-        per_event = self._weighted(self._raw_loss(scores, labels), clean)
+        per_event = self._distilled(
+            self._weighted(self._raw_loss(scores, labels), clean), scores, clean
+        )
         usable = valid & torch.isfinite(scored_loss) & torch.isfinite(per_event)
         raw_seen = scored_raw.cpu().numpy()
         refused = self.guard.refuse(raw_seen, usable.cpu().numpy())
@@ -264,6 +281,21 @@ class Learner:
         if learned.any():
             set_epoch(self, int(self.scheduler.last_epoch) + 1)
         return learned
+
+    def _distilled(
+        self, per_event: torch.Tensor, scores: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
+        """The labels' loss mixed with the teacher's soft targets (unchanged without one)."""
+        spec = self.config.distill
+        if self.teacher is None or spec is None:
+            return per_event
+        sparse = None if batch.sparse is None else batch.sparse.cpu().numpy()
+        served = self.teacher(batch.features.cpu().numpy(), sparse)
+        target = torch.from_numpy(np.asarray(served, dtype=np.float32)).to(self.device)
+        soft = self._weighted(
+            soft_losses(self.config.task, scores, target, spec.temperature), batch
+        )
+        return (1 - spec.weight) * per_event + spec.weight * soft
 
     def _weighted(self, raw: torch.Tensor, batch: Batch) -> torch.Tensor:
         return raw if batch.weights is None else raw * batch.weights.to(self.device)

@@ -20,7 +20,8 @@ import torch
 from confluent_kafka import Producer
 
 from services.trainer import checkpoint
-from services.trainer.text.config import TextDistillSpec, TextModelConfig
+from services.trainer.config import DistillSpec
+from services.trainer.text.config import TextModelConfig
 from services.trainer.text.export import LOGPROBS_OUTPUT, TEXT_INPUT, TextOnnxExporter
 from services.trainer.text.learner import TextLearner
 from shared.clients.registry import RegistryClient
@@ -160,7 +161,7 @@ def test_a_student_learns_from_a_registered_teacher_named_on_each_version(
     with RegistryClient(registry_service.address) as registry:
         registry.create_model("big", exist_ok=True)
         registered = registry.register("big", TextOnnxExporter(teacher).export()).version
-    spec = TextDistillSpec(teacher="big", version=registered, weight=0.7)
+    spec = DistillSpec(teacher="big", version=registered, weight=0.7)
     student = TINY.model_copy(update={"width": 16, "distill": spec})
     env = trainer_env(kafka, topic, tmp_path, registry_service.address)
     del env["TRAINER_CONFIG"]

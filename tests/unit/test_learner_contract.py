@@ -408,3 +408,29 @@ def test_checkpoints_of_every_drift_detector_load_and_continue(drift: str, tmp_p
         second.last_drift_event,
     )
     assert (straight.drifts > 0) == (drift != "off")
+
+
+@pytest.mark.parametrize(("kind", "loss", "task"), CASES)
+def test_every_kind_learns_its_task_distilled_from_a_registered_teacher(
+    kind: str, loss: str, task: str
+) -> None:
+    from services.trainer.config import DistillSpec
+    from services.trainer.distill import OnnxTabularTeacher
+
+    spec = ModelSpec(kind=kind, features=F, hidden=(16,) if kind == "mlp" else (), classes=3)  # type: ignore[arg-type]
+    base = TrainerConfig(model=spec, optimizer=optimizer("adam"), loss=loss, metrics_window=500)  # type: ignore[arg-type]
+    teacher_learner = learn(base, task, seed=7)
+    probe = stream(task, 16, seed=8)
+    outputs = 3 if task == "multiclass" else 1
+    teacher = OnnxTabularTeacher(
+        OnnxExporter(teacher_learner, probe).export(), "t:v1", F, outputs
+    )
+    distilled = base.model_copy(update={"distill": DistillSpec(teacher="t", weight=0.5)})
+    learner = Learner(distilled, teacher=teacher)
+    learner.learn(stream(task, 3000))
+    final = learner.metrics.snapshot()
+    if task == "regression":
+        assert final["rmse"] < 0.6, final
+    else:
+        assert final["accuracy"] > (0.8 if task == "binary" else 0.75), final
+    assert learner.applied == 3000 and learner.skipped == 0

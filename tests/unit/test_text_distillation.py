@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.trainer.text.config import TextDistillSpec, TextModelConfig
+from services.trainer.config import DistillSpec
+from services.trainer.text.config import TextModelConfig
 from services.trainer.text.distill import OnnxTeacher, soft_target_loss
 from services.trainer.text.export import TextOnnxExporter
 from services.trainer.text.learner import TextLearner
@@ -29,7 +30,7 @@ def teacher() -> OnnxTeacher:
 
 
 def distilled(weight: float, temperature: float = 2.0) -> TextModelConfig:
-    spec = TextDistillSpec(teacher="big", weight=weight, temperature=temperature)
+    spec = DistillSpec(teacher="big", weight=weight, temperature=temperature)
     return STUDENT.model_copy(update={"distill": spec})
 
 

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.trainer.config import DistillSpec
+
 VOCAB = 256  # every byte value is a token: no tokenizer, nothing to download
 STEP_BYTES = 1 << 20  # most text one optimiser step may take (batch_size x max_text_bytes)
 
@@ -46,20 +48,6 @@ class TextOptimizerSpec(_Frozen):
         if self.momentum and self.name != "sgd":
             raise ValueError(f"momentum applies to sgd only, not {self.name}")
         return self
-
-
-class TextDistillSpec(_Frozen):
-    """Learn from a teacher's soft targets too (`distill.py`).
-
-    The teacher is the registered `version` of model `teacher`, or (version 0) the one its
-    `alias` points to when the trainer starts; lineage tags which.
-    """
-
-    teacher: str = Field(min_length=1)
-    alias: str = "production"
-    version: int = Field(default=0, ge=0)
-    temperature: float = Field(default=2.0, gt=0, le=100)
-    weight: float = Field(default=0.5, ge=0, le=1)  # of the soft-target loss; 1 - it: labels
 
 
 class TextModelConfig(_Frozen):
@@ -98,7 +86,7 @@ class TextModelConfig(_Frozen):
     # holds them near, per weight by its running squared gradient (decay `ewc_decay`).
     ewc_lambda: float = Field(default=0.0, ge=0, le=1e6)
     ewc_decay: float = Field(default=0.99, gt=0, lt=1)
-    distill: TextDistillSpec | None = None  # a teacher's soft targets (None: labels only)
+    distill: DistillSpec | None = None  # a teacher's soft targets (None: labels only)
 
     @model_validator(mode="after")
     def _holdout_leaves_events_to_learn(self) -> TextModelConfig:
