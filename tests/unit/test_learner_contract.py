@@ -422,9 +422,7 @@ def test_every_kind_learns_its_task_distilled_from_a_registered_teacher(
     teacher_learner = learn(base, task, seed=7)
     probe = stream(task, 16, seed=8)
     outputs = 3 if task == "multiclass" else 1
-    teacher = OnnxTabularTeacher(
-        OnnxExporter(teacher_learner, probe).export(), "t:v1", F, outputs
-    )
+    teacher = OnnxTabularTeacher(OnnxExporter(teacher_learner, probe).export(), "t:v1", F, outputs)
     distilled = base.model_copy(update={"distill": DistillSpec(teacher="t", weight=0.5)})
     learner = Learner(distilled, teacher=teacher)
     learner.learn(stream(task, 3000))
