@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import grpc
@@ -136,7 +136,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @domain_errors
     def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         """One inference (a generation answers its whole continuation at once)."""
-        (response,) = self._answers(request, stream=False)
+        (response,) = self._answers(request, stream=False, active=context.is_active)
         return response
 
     def ModelStreamInfer(  # noqa: N802
@@ -153,7 +153,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         """
         for request in request_iterator:
             try:
-                for response in self._answers(request, stream=True):
+                for response in self._answers(request, stream=True, active=context.is_active):
                     yield pb.ModelStreamInferResponse(infer_response=response)
             except StreamlearnError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
@@ -200,8 +200,13 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 )
         return reply
 
-    def _answers(self, request: Any, stream: bool) -> Iterator[pb.ModelInferResponse]:
-        """The responses to one request (several for a generation on a stream), counted."""
+    def _answers(
+        self, request: Any, stream: bool, active: Callable[[], bool] = lambda: True
+    ) -> Iterator[pb.ModelInferResponse]:
+        """The responses to one request (several for a generation on a stream), counted.
+
+        `active`: whether the caller still waits (a generation stops when it does not).
+        """
         started = time.perf_counter_ns()
         ok, rows = False, 0
         try:
@@ -213,7 +218,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             version = _version(request.model_version)
             model = self._engine.resolve(request.model_name, version)
             if model.text is not None:
-                rows = yield from self._text(request, model, stream)
+                rows = yield from self._text(request, model, stream, active)
             else:
                 text_requests.refuse_text_parameters(request, model)
                 response, rows = self._tabular(request, model, pinned=bool(version))
@@ -236,7 +241,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return response, rows
 
     def _text(
-        self, request: Any, model: LoadedModel, stream: bool
+        self, request: Any, model: LoadedModel, stream: bool, active: Callable[[], bool]
     ) -> Generator[pb.ModelInferResponse, None, int]:
         """A language model's response(s); returns the texts it took.
 
@@ -253,6 +258,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             yield text_requests.score_response(request, model, asked.outputs, arrays)
             return len(asked.texts)
         chosen = text.generate(model, asked.texts[0], generation.max_new, generation.decoding)
+        chosen = text.while_active(chosen, active)
         size = generation.chunk_bytes if stream else generation.max_new
         for piece, final in text.chunked(chosen, generation.max_new, size):
             yield text_requests.generated_response(request, model, piece, final)

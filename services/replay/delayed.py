@@ -231,4 +231,19 @@ def _concat(pieces: list[Batch]) -> Batch:
         joined([p.weights for p in pieces]),
         joined([p.sparse for p in pieces]),
         pieces[0].named,
+        _served([p.served for p in pieces], [len(p) for p in pieces]),
+    )
+
+
+def _served(pieces: list[torch.Tensor | None], rows: list[int]) -> torch.Tensor | None:
+    """The pieces' served scores in one tensor: NaN rows for pieces that have none."""
+    widths = {t.shape[1] for t in pieces if t is not None}
+    if not widths:
+        return None
+    width = widths.pop()
+    return torch.cat(
+        [
+            t if t is not None else torch.full((n, width), float("nan"))
+            for t, n in zip(pieces, rows, strict=True)
+        ]
     )

@@ -19,7 +19,9 @@ def generate(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="The served language model."),
     prompt: str = typer.Argument(..., help="The text to continue (sent as UTF-8)."),
-    max_new_bytes: int = typer.Option(128, min=1, help="Bytes to generate (the server caps it)."),
+    max_new_bytes: int = typer.Option(
+        128, min=1, help="Bytes to generate (at most the server's INFERENCE_MAX_NEW_BYTES)."
+    ),
     sample: bool = typer.Option(
         False, "--sample/--greedy", help="Sample each byte, or take the most probable one."
     ),

@@ -151,9 +151,12 @@ class InferenceClient(GrpcClient):
         sent as UTF-8.
 
         Raises:
-            InvalidArgument: No texts, or one the server refuses (empty, too long).
+            InvalidArgument: No texts, a bare string or bytes instead of a list of them, or
+                a text the server refuses (empty, too long).
 
         """
+        if isinstance(texts, (str, bytes, bytearray)):  # each character would be a text
+            raise InvalidArgument("score_text takes a list of texts, not one text")
         encoded = [_utf8(t) for t in texts]
         if not encoded:
             raise InvalidArgument("score_text takes at least one text")
@@ -182,7 +185,8 @@ class InferenceClient(GrpcClient):
         Args:
             model: The served language model.
             prompt: At least one byte (a string is sent as UTF-8).
-            max_new_bytes: How many bytes to generate (the server caps it).
+            max_new_bytes: How many bytes to generate (the server refuses more than its
+                INFERENCE_MAX_NEW_BYTES).
             sampling: "greedy" (the most probable byte each time) or "sample".
             temperature: > 0; sampling draws from softmax(logprobs / temperature).
             top_k: Sample among the top_k most probable bytes only (0: all 256).

@@ -150,6 +150,8 @@ def test_the_sdk_client_raises_domain_errors(address: str) -> None:
     with InferenceClient(address, timeout=30) as client:
         with pytest.raises(InvalidArgument, match="empty"):
             client.score_text("lm", [b"ok", b""])
+        with pytest.raises(InvalidArgument, match="a list of texts"):
+            client.score_text("lm", "hello")  # not five one-letter texts
         with pytest.raises(InvalidArgument, match="max_new_bytes"):
             client.generate("lm", PROMPT, LIMITS.max_new_bytes + 1)
         with pytest.raises(InvalidArgument, match="temperature"):

@@ -476,3 +476,18 @@ def test_a_confident_right_answer_scores_a_finite_loss() -> None:
     sure = np.array([[1.0], [0.0]], np.float32)  # float32 rounds 1 - 1e-12 up to 1
     losses = losses_of(logistic(), sure, np.array([1.0, 0.0]))
     assert np.isfinite(losses).all() and (losses < 1e-9).all()
+
+
+def test_served_scores_of_joined_samples_survive_a_delayed_replay() -> None:
+    records = stream(400)
+    for i, timed in enumerate(records):  # every other record carries what was served
+        if i % 2 == 0:
+            parsed = sample_pb2.Sample.FromString(timed.value())
+            parsed.served_score[:] = [0.9 if parsed.class_index else 0.1]
+            records[i] = record(parsed, timed.offset(), timed.timestamp()[1])
+    today = replayed(logistic(), records, None, chunk=100)
+    # small segments released many at a time: rows gathered from several segments
+    delayed = replayed(logistic(), records, LabelDelay(50), chunk=7)
+    for run in (today, delayed):  # the served predictions are scored once each, either way
+        scores = run.learner.scores()
+        assert scores["served_events"] == 200 and scores["served_accuracy"] == 1.0

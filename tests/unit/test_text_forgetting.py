@@ -11,9 +11,11 @@ import torch
 from services.trainer import checkpoint
 from services.trainer.text.config import TextModelConfig
 from services.trainer.text.learner import TextLearner
-from services.trainer.text.memory import Holdout, Reservoir, pack, unpack
+from services.trainer.text.memory import DomainWindows, Holdout, Reservoir, pack, unpack
 
-TINY = TextModelConfig(layers=1, width=32, heads=2, context=16, metrics_window=20, seed=1)
+TINY = TextModelConfig(
+    layers=1, width=32, heads=2, context=16, metrics_window=20, seed=1, domain_window=50
+)
 
 
 def test_forgetting_and_backward_transfer_on_a_constructed_case() -> None:
@@ -26,23 +28,56 @@ def test_forgetting_and_backward_transfer_on_a_constructed_case() -> None:
     def evaluate(texts: list[bytes]) -> float:
         return scores[texts[0][:1].decode()]
 
-    holdout.learned("a", evaluate)  # the first domain: nothing left behind yet
-    assert holdout.left_at == {}
+    holdout.evaluate(evaluate, "a", None)  # a window of a closed: nothing left behind yet
+    assert holdout.left_at == {} and holdout.best == {"a": 2.0}
     for i in range(2):
         holdout.hold("b", b"b%d" % i)
-    holdout.learned("b", evaluate)  # the stream moves on: a is scored as it was left
-    assert holdout.left_at == {"a": 2.0}
+    scores.update(a=2.2)  # the window that shows the switch learned some of b already
+    holdout.evaluate(evaluate, "b", "a")  # a is remembered as its last window left it
+    assert holdout.left_at == {"a": 2.0} and holdout.latest["a"] == 2.2
     scores.update(a=2.5, b=1.0)  # b was learned, a forgotten a little
-    got = holdout.scores(evaluate)
-    assert got == {
+    holdout.evaluate(evaluate, "b", None)
+    expected = {
         "domain_bits_per_byte.a": 2.5,
         "forgetting.a": 0.5,  # now minus its best (2.0, when it was left)
         "domain_bits_per_byte.b": 1.0,
         "forgetting.b": 0.0,
         "backward_transfer": -0.5,  # left at 2.0, now 2.5: forgotten
     }
+    assert holdout.scores() == expected
     scores.update(a=1.5)
-    assert holdout.scores(evaluate)["backward_transfer"] == 0.5  # a got better since
+    assert holdout.scores() == expected  # reading evaluates nothing: the last window's
+    holdout.evaluate(evaluate, "b", None)
+    assert holdout.scores()["backward_transfer"] == 0.5  # a got better since
+
+
+def test_a_switch_is_a_change_of_the_dominant_domain_between_windows() -> None:
+    windows = DomainWindows(4)
+    judged = [windows.learned(d) for d in "abab" + "abaa" + "bbab" + "bbba"]
+    closed = [j for j in judged if j[0]]
+    assert len(closed) == 4  # every 4 learned events
+    # interleaved a/b: ties go to the first name; a stays dominant, then b takes over once
+    assert [left for _, left in closed] == [None, None, "a", None]
+    assert windows.dominant == "b"
+
+
+def test_held_out_domains_are_capped_and_named_briefly() -> None:
+    holdout = Holdout(every=2, size=1, max_domains=3)
+    for domain in ["d0", "d1", "d2", "d3", "d4"]:
+        for i in range(2):
+            holdout.hold(domain, b"xx%d" % i)
+    assert sorted(holdout.texts) == ["d0", "d1", "d2"] and len(holdout.counts) == 3
+    learner = TextLearner(TINY.model_copy(update={"holdout_every": 2}))
+    learner.learn([b"abc", b"abd"], ["x" * 500] * 2)
+    assert list(learner.holdout.texts) == ["x" * 64]
+
+
+def test_replay_buffers_and_steps_stay_within_their_memory_bounds() -> None:
+    with pytest.raises(ValueError, match="bytes of text per step"):
+        TextModelConfig(batch_size=128, max_text_bytes=8192, replay_ratio=1.0)
+    with pytest.raises(ValueError, match="kept for replay"):
+        TextModelConfig(max_text_bytes=65536, replay_buffer=100_000, replay_ratio=0.5)
+    TextModelConfig(max_text_bytes=65536, replay_buffer=100_000)  # no replay: no buffer
 
 
 def test_holdout_sets_aside_every_nth_event_of_each_domain_until_full() -> None:

@@ -236,14 +236,16 @@ def with_properties(onnx_bytes: bytes, **properties: str | None) -> bytes:
     return model.SerializeToString()
 
 
-def toy_text_graph(vocab: int = 256, extra_input: bool = False, context: str = "8") -> bytes:
+def toy_text_graph(
+    vocab: int = 256, extra_input: bool = False, context: str = "8", batch: str | int = "batch"
+) -> bytes:
     """`logprobs` = the byte ids broadcast over `vocab` columns: a text graph's signature."""
     nodes = [
         helper.make_node("Cast", ["text"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["f", "axis"], ["u"]),
         helper.make_node("Expand", ["u", "wide"], ["logprobs"]),
     ]
-    inputs = [helper.make_tensor_value_info("text", TensorProto.UINT8, ["batch", "seq"])]
+    inputs = [helper.make_tensor_value_info("text", TensorProto.UINT8, [batch, "seq"])]
     if extra_input:
         inputs.append(helper.make_tensor_value_info("other", TensorProto.FLOAT, ["batch"]))
     graph = helper.make_graph(
@@ -293,6 +295,7 @@ def test_a_context_beyond_what_the_graph_takes_fails_its_warm_up(onnx_bytes: byt
     [
         (lambda: toy_text_graph(vocab=10), "FP32 \\[batch, seq, 256\\]"),
         (lambda: toy_text_graph(extra_input=True), "one input 'text'"),
+        (lambda: toy_text_graph(batch=1), "free batch and seq"),  # a request of 2 would fail
     ],
 )
 def test_a_text_graph_that_breaks_the_contract_is_refused(
@@ -661,3 +664,18 @@ def test_the_generate_commands_help_loads_no_client_library() -> None:
     )
     assert "--max-new-bytes" in result.stdout
     assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_a_generation_stops_once_its_caller_is_gone() -> None:
+    produced: list[int] = []
+
+    def forever() -> Iterator[int]:
+        while True:
+            produced.append(1)
+            yield 65
+
+    calls = iter([True, True, False])
+    with pytest.raises(InferenceFailed, match="cancelled or timed out"):
+        list(text.while_active(forever(), lambda: next(calls)))
+    assert len(produced) == 2 * text.CHECK_EVERY + 1  # checked every few bytes, not per run
+    assert list(text.while_active(iter([1, 2, 3]), lambda: True)) == [1, 2, 3]

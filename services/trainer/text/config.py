@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +23,7 @@ from services.trainer.config import DistillSpec
 
 VOCAB = 256  # every byte value is a token: no tokenizer, nothing to download
 STEP_BYTES = 1 << 20  # most text one optimiser step may take (batch_size x max_text_bytes)
+REPLAY_BYTES = 256 << 20  # most text the replay reservoir may keep (and checkpoint)
 
 
 class _Frozen(BaseModel):
@@ -81,6 +83,11 @@ class TextModelConfig(_Frozen):
     # bits per byte on each domain's held-out texts go with every version (0: none).
     holdout_every: int = Field(default=0, ge=0, le=1_000_000)
     holdout_size: int = Field(default=32, ge=1, le=1024)
+    holdout_domains: int = Field(default=16, ge=1, le=256)  # domains held out at most
+    # Learned events per window: the stream is on the domain most of a window's events come
+    # from; a change between windows is a switch (held-out sets are scored at each window's
+    # end, EWC anchors at a switch).
+    domain_window: int = Field(default=200, ge=1, le=1_000_000)
     # Forgetting, controlled: online elastic weight consolidation. When the stream moves to
     # another domain, the weights become an anchor that a penalty of strength `ewc_lambda`
     # holds them near, per weight by its running squared gradient (decay `ewc_decay`).
@@ -102,11 +109,18 @@ class TextModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _step_fits_memory(self) -> TextModelConfig:
-        # a step's logits alone are 1 KiB per byte (256 float32): keep a step under ~1 GiB
-        if self.batch_size * self.max_text_bytes > STEP_BYTES:
+        # a step's logits alone are 1 KiB per byte (256 float32): keep a step under ~1 GiB,
+        # replayed texts included
+        texts = self.batch_size * (1 + math.ceil(self.replay_ratio))
+        if texts * self.max_text_bytes > STEP_BYTES:
             raise ValueError(
-                f"batch_size x max_text_bytes = {self.batch_size * self.max_text_bytes} "
-                f"exceeds {STEP_BYTES} bytes of text per step"
+                f"batch_size x (1 + replay_ratio, rounded up) x max_text_bytes = "
+                f"{texts * self.max_text_bytes} exceeds {STEP_BYTES} bytes of text per step"
+            )
+        if self.replay_ratio and self.replay_buffer * self.max_text_bytes > REPLAY_BYTES:
+            raise ValueError(
+                f"replay_buffer x max_text_bytes = {self.replay_buffer * self.max_text_bytes} "
+                f"exceeds {REPLAY_BYTES} bytes kept for replay"
             )
         return self
 

@@ -2,9 +2,10 @@
 
 Kirkpatrick et al.'s penalty (lambda / 2) * sum_i F_i (theta_i - theta*_i)^2, in the online
 form of Schwarz et al.: the diagonal Fisher information F is estimated as a running average
-of squared gradients while a domain is learned; when the stream moves to another domain the
-current weights become the anchor theta* and the running estimate is added to the
-consolidated F. Without a domain switch nothing is consolidated and the penalty is zero.
+of squared gradients while a domain is learned; when the stream moves to another domain
+(`memory.DomainWindows`) the current weights become the anchor theta* and the running
+estimate is added to the consolidated F, whose older part decays by the same factor.
+Without a domain switch nothing is consolidated and the penalty is zero.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ class Consolidation:
     def __init__(self, strength: float, decay: float) -> None:
         self.strength = strength
         self.decay = decay
-        self.domain: str | None = None  # the domain being learned
         self.running: dict[str, torch.Tensor] = {}
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        # the weights and running estimate at the last window's end: the next anchor
+        self.kept_weights: dict[str, torch.Tensor] = {}
+        self.kept_running: dict[str, torch.Tensor] = {}
 
     @property
     def enabled(self) -> bool:
@@ -55,31 +58,42 @@ class Consolidation:
                 else:
                     self.running[name] = square.clone()
 
-    def learned(self, domain: str, network: nn.Module) -> None:
-        """An event of `domain` was learned: a switch consolidates the domain left."""
-        if not self.enabled or domain == self.domain:
+    def window_closed(self, network: nn.Module, switched: bool) -> None:
+        """A domain window closed; `switched`: the stream moved to another domain.
+
+        The anchor is the weights at the end of the last window the left domain was
+        dominant in (kept at each window's end): by the time a window shows the switch,
+        part of it was already learned from the new domain. Older importance decays by
+        `decay` at each consolidation, so a stream that keeps changing domains does not
+        stiffen the weights without end.
+        """
+        if not self.enabled:
             return
-        if self.domain is not None and self.running:
-            with torch.no_grad():
+        with torch.no_grad():
+            if switched and self.kept_running:
                 for name, param in network.named_parameters():
-                    estimate = self.running.get(name, torch.zeros_like(param))
-                    self.fisher[name] = self.fisher.get(name, torch.zeros_like(param)) + estimate
-                    self.anchor[name] = param.detach().clone()
-            self.running = {}
-        self.domain = domain
+                    estimate = self.kept_running.get(name, torch.zeros_like(param))
+                    old = self.fisher.get(name, torch.zeros_like(param))
+                    self.fisher[name] = self.decay * old + estimate
+                    self.anchor[name] = self.kept_weights[name]
+                self.running = {}  # the new domain's importance starts here
+            self.kept_weights = {n: p.detach().clone() for n, p in network.named_parameters()}
+            self.kept_running = {n: r.clone() for n, r in self.running.items()}
 
     def state(self) -> dict[str, Any]:
         """Tensors and the domain: checkpoint-safe."""
         return {
-            "domain": self.domain,
             "running": dict(self.running),
             "fisher": dict(self.fisher),
             "anchor": dict(self.anchor),
+            "kept_weights": dict(self.kept_weights),
+            "kept_running": dict(self.kept_running),
         }
 
     def restore(self, state: dict[str, Any], device: torch.device) -> None:
         """Continue from `state()`."""
-        self.domain = state["domain"]
         self.running = {k: v.to(device) for k, v in state["running"].items()}
         self.fisher = {k: v.to(device) for k, v in state["fisher"].items()}
         self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}
+        self.kept_weights = {k: v.to(device) for k, v in state["kept_weights"].items()}
+        self.kept_running = {k: v.to(device) for k, v in state["kept_running"].items()}

@@ -34,7 +34,7 @@ from services.trainer.text.config import VOCAB, TextModelConfig, TextOptimizerSp
 from services.trainer.text.distill import Teacher, soft_target_loss
 from services.trainer.text.ewc import Consolidation
 from services.trainer.text.generate import Decoding, Sampling, continue_bytes
-from services.trainer.text.memory import Holdout, Reservoir
+from services.trainer.text.memory import DomainWindows, Holdout, Reservoir, domain_name
 from services.trainer.text.metrics import TextPrequential
 from services.trainer.text.model import ByteTransformer, build
 from services.trainer.text.windows import (
@@ -102,7 +102,8 @@ class TextLearner:
         self.held_out = 0  # events set aside to measure forgetting (`memory.Holdout`)
         self.steps = 0  # optimiser steps taken
         self.reservoir = Reservoir(config.replay_buffer, config.seed)
-        self.holdout = Holdout(config.holdout_every, config.holdout_size)
+        self.holdout = Holdout(config.holdout_every, config.holdout_size, config.holdout_domains)
+        self.windows = DomainWindows(config.domain_window)
         self.consolidation = Consolidation(config.ewc_lambda, config.ewc_decay)
         self._replay_credit = 0.0  # fractional replayed texts owed to the next steps
         with self._devices_rng():
@@ -138,6 +139,7 @@ class TextLearner:
         named = [""] * len(checked) if domains is None else list(domains)
         if len(named) != len(checked) or not all(isinstance(d, str) for d in named):
             raise InvalidArgument("domains must be one string per text")
+        named = [domain_name(d) for d in named]
         size = self.config.batch_size
         for start in range(0, len(checked), size):
             stop = start + size
@@ -177,8 +179,19 @@ class TextLearner:
         self.metrics.update(bits[:new], nbytes[:new], hits[:new])
         self.reservoir.add(usable)
         for domain in kept:
-            self.holdout.learned(domain, self.bits_per_byte)
-            self.consolidation.learned(domain, self.network)
+            self._judge_domain(domain)
+
+    def _judge_domain(self, domain: str) -> None:
+        """Count a learned event's domain; score the held-out sets at a window's end.
+
+        At a switch of domain the consolidation (EWC) anchors the weights.
+        """
+        closed, left = self.windows.learned(domain)
+        if not closed:
+            return
+        if self.holdout.texts:
+            self.holdout.evaluate(self.bits_per_byte, self.windows.dominant, left)
+        self.consolidation.window_closed(self.network, switched=left is not None)
 
     def _distilled(
         self, loss: torch.Tensor, logits: torch.Tensor, windows: Windows
@@ -310,12 +323,12 @@ class TextLearner:
         return self.metrics.snapshot() | {k: float(v) for k, v in counts.items()}
 
     def domain_scores(self) -> dict[str, float]:
-        """Bits per byte on each domain's held-out texts now, forgetting, backward transfer.
+        """Bits per byte on each domain's held-out texts, forgetting, backward transfer.
 
-        Measured when asked (each version): a domain's best is the lowest of its scores
-        measured so far, at these calls and whenever the stream moved on from it.
+        As measured at the end of the last domain window (`domain_window` learned events):
+        reading them costs nothing and changes nothing.
         """
-        return self.holdout.scores(self.bits_per_byte)
+        return self.holdout.scores()
 
     @torch.no_grad()
     def bits_per_byte(self, texts: list[bytes]) -> float:
@@ -345,6 +358,7 @@ class TextLearner:
             "holdout": self.holdout.state(),
             "replay_credit": self._replay_credit,
             "ewc": self.consolidation.state(),
+            "windows": self.windows.state(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -360,7 +374,10 @@ class TextLearner:
         network, optimizer, scheduler = self._components()
         metrics = TextPrequential(self.config.metrics_window)
         reservoir = Reservoir(self.config.replay_buffer, self.config.seed)
-        holdout = Holdout(self.config.holdout_every, self.config.holdout_size)
+        holdout = Holdout(
+            self.config.holdout_every, self.config.holdout_size, self.config.holdout_domains
+        )
+        windows = DomainWindows(self.config.domain_window)
         consolidation = Consolidation(self.config.ewc_lambda, self.config.ewc_decay)
         try:
             network.load_state_dict(state["network"])
@@ -372,6 +389,7 @@ class TextLearner:
             reservoir.restore(state["reservoir"])
             holdout.restore(state["holdout"])
             consolidation.restore(state["ewc"], self.device)
+            windows.restore(state["windows"])
             rng = tuple(torch.as_tensor(s, dtype=torch.uint8).clone() for s in state["rng"])
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed text learner checkpoint: {exc}") from exc
@@ -382,6 +400,7 @@ class TextLearner:
         self.events, self.skipped, self.refused, self.steps = events, skipped, refused, steps
         self.held_out, self._replay_credit = held_out, credit
         self.reservoir, self.holdout, self.consolidation = reservoir, holdout, consolidation
+        self.windows = windows
         self._rng = rng
 
     # -- dropout's random stream ----------------------------------------------------------

@@ -7,8 +7,9 @@ checkpoints as tensors and plain types):
 - `Reservoir`: a uniform sample of every event seen so far, of bounded size (Vitter's
   algorithm R), from which each optimiser step mixes in past texts (`replay_ratio`).
 - `Holdout`: every `every`-th event of each domain (the sample's `domain` attribute) is set
-  aside, not learned, up to `size` per domain; the model's bits per byte on each domain's
-  held-out texts, measured now and then, give forgetting (current minus best) and backward
+  aside, not learned, up to `size` per domain (`max_domains` domains at most); the model's
+  bits per byte on each domain's held-out texts, measured at the end of each window of
+  learned events (`DomainWindows`), give forgetting (current minus best) and backward
   transfer (how the domains left behind fare now against when they were left).
 """
 
@@ -81,48 +82,105 @@ class Reservoir:
         self._rng.bit_generator.state = state["rng"]
 
 
-class Holdout:
-    """Held-out texts per domain, and the bookkeeping of forgetting.
+MAX_DOMAIN_CHARS = 64  # a domain name longer than this is cut (names become metric keys)
 
-    `current` is the domain of the latest learned event. When it changes, the domain left
-    is evaluated (its "left at" score). Every evaluation updates a domain's best score.
+
+def domain_name(raw: str) -> str:
+    """The domain a sample names, cut to `MAX_DOMAIN_CHARS`."""
+    return raw[:MAX_DOMAIN_CHARS]
+
+
+class DomainWindows:
+    """Which domain the stream is on: the most frequent of each window of learned events.
+
+    A switch is a change of that dominant domain from one window to the next, so traffic
+    that interleaves domains event by event is one mixture, not a switch per event; the
+    judgement falls at fixed event counts, the same in a run restored from a checkpoint.
     """
 
-    def __init__(self, every: int, size: int) -> None:
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.tally: dict[str, int] = {}
+        self.dominant = ""  # of the last closed window ("" before the first)
+
+    def learned(self, domain: str) -> tuple[bool, str | None]:
+        """Count one learned event: (a window closed, the domain left if it switched)."""
+        self.tally[domain] = self.tally.get(domain, 0) + 1
+        if sum(self.tally.values()) < self.window:
+            return False, None
+        counted = sorted(self.tally.items(), key=lambda item: (-item[1], item[0]))
+        self.tally = {}
+        left, self.dominant = self.dominant, counted[0][0]
+        return True, left if left and left != self.dominant else None
+
+    def state(self) -> dict[str, Any]:
+        """Plain types."""
+        return {"tally": dict(self.tally), "dominant": self.dominant}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from `state()`."""
+        self.tally = {str(d): int(n) for d, n in state["tally"].items()}
+        self.dominant = str(state["dominant"])
+
+
+class Holdout:
+    """Held-out texts of at most `max_domains` domains, and the bookkeeping of forgetting.
+
+    Every held-out set is evaluated once per closed domain window (`DomainWindows`); the
+    scores reported are those of the last evaluation, so reading them costs nothing and
+    a restored run reports what an uninterrupted one does. A domain's best is its lowest
+    evaluated score; its "left at" score the one of the last window it was dominant in.
+    """
+
+    def __init__(self, every: int, size: int, max_domains: int = 16) -> None:
         self.every = every
         self.size = size
+        self.max_domains = max_domains
         self.texts: dict[str, list[bytes]] = {}
-        self.counts: dict[str, int] = {}  # events seen per domain (held out or not)
+        self.counts: dict[str, int] = {}  # events seen per tracked domain
+        self.latest: dict[str, float] = {}
         self.best: dict[str, float] = {}
         self.left_at: dict[str, float] = {}
-        self.current = ""
+        self.current = ""  # the dominant domain at the last evaluation
 
     def hold(self, domain: str, text: bytes) -> bool:
-        """Whether this event is set aside (every `every`-th of its domain, while room)."""
+        """Whether this event is set aside (every `every`-th of its domain, while room).
+
+        Past `max_domains` tracked domains, events of new ones are learned, never held.
+        """
         if not self.every:
+            return False
+        if domain not in self.counts and len(self.counts) >= self.max_domains:
             return False
         seen = self.counts.get(domain, 0)
         self.counts[domain] = seen + 1
-        kept = self.texts.setdefault(domain, [])
+        kept = self.texts.get(domain, [])
         if seen % self.every != self.every - 1 or len(kept) >= self.size:
             return False
-        kept.append(text)
+        self.texts[domain] = [*kept, text]
         return True
 
-    def learned(self, domain: str, evaluate: Evaluate) -> None:
-        """An event of `domain` was learned: a switch from another domain scores the one left."""
-        if domain == self.current:
-            return
-        left, self.current = self.current, domain
-        if self.texts.get(left):
-            self.left_at[left] = self._score(left, evaluate)
+    def evaluate(self, evaluate: Evaluate, dominant: str, left: str | None) -> None:
+        """Score every held-out set now (a domain window closed on `dominant`).
 
-    def scores(self, evaluate: Evaluate) -> dict[str, float]:
-        """Per domain: bits per byte now, forgetting; and the backward transfer."""
+        The domain `left` is remembered as it was at the end of the last window it was
+        dominant in: the window that shows a switch has already learned from the next one.
+        """
+        before = dict(self.latest)
+        for domain, texts in sorted(self.texts.items()):
+            score = evaluate(texts)
+            self.latest[domain] = score
+            self.best[domain] = min(score, self.best.get(domain, score))
+        if left is not None and left in self.latest:
+            self.left_at[left] = before.get(left, self.latest[left])
+        self.current = dominant
+
+    def scores(self) -> dict[str, float]:
+        """Per domain: bits per byte at the last evaluation, forgetting; backward transfer."""
         out: dict[str, float] = {}
         transfer = []
-        for domain in sorted(d for d, texts in self.texts.items() if texts):
-            now = self._score(domain, evaluate)
+        for domain in sorted(self.latest):
+            now = self.latest[domain]
             out[f"domain_bits_per_byte.{domain}"] = now
             out[f"forgetting.{domain}"] = now - self.best[domain]
             if domain != self.current and domain in self.left_at:
@@ -131,16 +189,12 @@ class Holdout:
             out["backward_transfer"] = float(np.mean(transfer))
         return out
 
-    def _score(self, domain: str, evaluate: Evaluate) -> float:
-        score = evaluate(self.texts[domain])
-        self.best[domain] = min(score, self.best.get(domain, score))
-        return score
-
     def state(self) -> dict[str, Any]:
         """Held-out texts and the scores kept so far."""
         return {
             "texts": {d: pack(t) for d, t in self.texts.items()},
             "counts": dict(self.counts),
+            "latest": dict(self.latest),
             "best": dict(self.best),
             "left_at": dict(self.left_at),
             "current": self.current,
@@ -150,6 +204,7 @@ class Holdout:
         """Continue from `state()`."""
         self.texts = {d: unpack(t) for d, t in state["texts"].items()}
         self.counts = {d: int(c) for d, c in state["counts"].items()}
+        self.latest = {d: float(s) for d, s in state["latest"].items()}
         self.best = {d: float(s) for d, s in state["best"].items()}
         self.left_at = {d: float(s) for d, s in state["left_at"].items()}
         self.current = str(state["current"])

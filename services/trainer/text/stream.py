@@ -88,8 +88,11 @@ class TextStreamLearner:
 
     @property
     def skipped(self) -> int:
-        """Events with nothing to learn, too long, or refused (a non-finite loss)."""
-        return self.text.skipped + self.text.refused
+        """Events not learned: nothing to learn, too long, refused, or held out.
+
+        With `applied`, every consumed record is counted once.
+        """
+        return self.text.skipped + self.text.refused + self.text.held_out
 
     def learn(self, texts: Sequence[bytes], domains: Sequence[str] | None = None) -> None:
         """Score, then learn from, each text in order."""
