@@ -11,6 +11,9 @@ OUTPUT = "score"
 TEXT_INPUT = "text"
 LOGPROBS_OUTPUT = "logprobs"
 TEXT_CONTEXT_KEY = "streamlearn.text.context"
+# A multi-task language model's second output: class log-probabilities (batch, seq, classes)
+# of the text up to each position.
+CLASS_LOGPROBS_OUTPUT = "class_logprobs"
 
 # The RepositoryIndex `reason` of the loaded version that answers requests naming no version
 # (Triton leaves `reason` free text; the other loaded versions carry an empty one).

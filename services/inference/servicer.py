@@ -118,7 +118,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         tensor = pb.ModelMetadataResponse.TensorMetadata
         named = model.named.tensors() if model.named else []
         inputs: list[Any] = list(text.WIRE_INPUTS if model.text else [*model.inputs, *named])
-        outputs: list[Any] = list(text.WIRE_OUTPUTS if model.text else model.outputs)
+        outputs: list[Any] = list(text.wire_outputs(model.text) if model.text else model.outputs)
         return pb.ModelMetadataResponse(
             name=model.name,
             versions=[str(v) for v in served.versions()],
@@ -253,8 +253,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         generation = asked.generation
         if generation is None:
             arrays = {text.LENGTHS: text.lengths_of(asked.texts)}
-            if text.LOGPROBS in asked.outputs:
-                arrays[text.LOGPROBS], arrays[text.LENGTHS] = text.score(model, asked.texts)
+            if text.LOGPROBS in asked.outputs or text.CLASSES in asked.outputs:
+                classes = text.CLASSES in asked.outputs
+                arrays |= text.score(model, asked.texts, classes=classes)
             yield text_requests.score_response(request, model, asked.outputs, arrays)
             return len(asked.texts)
         chosen = text.generate(model, asked.texts[0], generation.max_new, generation.decoding)
@@ -315,7 +316,7 @@ def _text_config(model: LoadedModel, graph: text.TextGraph) -> model_config_pb2.
         config.input.add(
             name=tensor.name, data_type=V2_TO_CONFIG[tensor.datatype], dims=tensor.shape
         )
-    for tensor in text.WIRE_OUTPUTS:
+    for tensor in text.wire_outputs(graph):
         config.output.add(
             name=tensor.name, data_type=V2_TO_CONFIG[tensor.datatype], dims=tensor.shape
         )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from shared.errors import InferenceFailed, InvalidArgument
-from shared.serving import LOGPROBS_OUTPUT, TEXT_CONTEXT_KEY, TEXT_INPUT
+from shared.serving import CLASS_LOGPROBS_OUTPUT, LOGPROBS_OUTPUT, TEXT_CONTEXT_KEY, TEXT_INPUT
 from shared.text_generation import VOCAB, Decoding, continue_bytes
 from shared.text_windows import input_chunks, pad_chunks, spans
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 LOGPROBS = LOGPROBS_OUTPUT
 LENGTHS = "lengths"
+CLASSES = "classes"  # a multi-task model's class log-probabilities of each whole text
 GENERATED = "generated"
 CONTEXT_KEY = TEXT_CONTEXT_KEY
 # Far above any context the trainer allows (1024): a claim beyond it is no real model.
@@ -41,6 +42,7 @@ MAX_CONTEXT = 1 << 16
 # long context runs fewer chunks at a time (always at least one).
 RUN_POSITIONS = 16_384
 SCORE_OUTPUTS = (LOGPROBS, LENGTHS)
+CLASS_SCORE_OUTPUTS = (LOGPROBS, LENGTHS, CLASSES)
 GENERATE_OUTPUTS = (GENERATED,)
 
 
@@ -62,11 +64,28 @@ WIRE_OUTPUTS = (
 )
 
 
+def wire_outputs(graph: TextGraph) -> tuple[WireTensor, ...]:
+    """The outputs a client may ask of `graph`: `classes` too when it has a class head."""
+    if not graph.classes:
+        return WIRE_OUTPUTS
+    return (*WIRE_OUTPUTS, WireTensor(CLASSES, "FP32", (-1, graph.classes)))
+
+
 @dataclass(frozen=True)
 class TextGraph:
-    """A loaded language model's context: the most bytes one session run may take."""
+    """A loaded language model's contract.
+
+    `context`: the most bytes one session run may take; `classes`: the width of its class
+    head (0: none).
+    """
 
     context: int
+    classes: int = 0
+
+    @property
+    def score_outputs(self) -> tuple[str, ...]:
+        """What scoring gives: `classes` too for a multi-task model."""
+        return CLASS_SCORE_OUTPUTS if self.classes else SCORE_OUTPUTS
 
     @classmethod
     def detect(
@@ -109,11 +128,25 @@ class TextGraph:
                 f"{label}: a text model gives {LOGPROBS!r} FP32 [batch, seq, {VOCAB}]; "
                 f"the graph gives {datatype} {list(shape)}"
             )
-        return cls(_context(label, properties.get(CONTEXT_KEY)))
+        return cls(_context(label, properties.get(CONTEXT_KEY)), _classes(label, outputs))
 
     def warm_up_ids(self) -> np.ndarray:
         """One full-context window of zeros: warming up on it proves the context is real."""
         return np.zeros((1, self.context), dtype=np.uint8)
+
+
+def _classes(label: str, outputs: Mapping[str, tuple[str, tuple[int, ...]]]) -> int:
+    """The class head's width (0 without `class_logprobs`), refused unless fixed."""
+    found = outputs.get(CLASS_LOGPROBS_OUTPUT)
+    if found is None:
+        return 0
+    datatype, shape = found
+    if datatype != "FP32" or len(shape) != 3 or not 1 <= shape[2] <= 1024:
+        raise InvalidArgument(
+            f"{label}: a class head gives {CLASS_LOGPROBS_OUTPUT!r} FP32 [batch, seq, classes] "
+            f"with a fixed number of classes; the graph gives {datatype} {list(shape)}"
+        )
+    return int(shape[2])
 
 
 def _context(label: str, value: str | None) -> int:
@@ -143,13 +176,7 @@ def run_logprobs(model: LoadedModel, ids: np.ndarray) -> np.ndarray:
         InferenceFailed: The runtime failed, or the graph gave another shape.
 
     """
-    out = model.run({TEXT_INPUT: ids}, [LOGPROBS])[LOGPROBS]
-    if out.shape != (*ids.shape, VOCAB) or out.dtype != np.float32:
-        raise InferenceFailed(
-            f"{model.name} v{model.version}: {LOGPROBS} of shape {list(out.shape)} "
-            f"{out.dtype} for ids {list(ids.shape)}"
-        )
-    return out
+    return run_outputs(model, ids, [LOGPROBS])[LOGPROBS]
 
 
 def lengths_of(texts: Sequence[bytes]) -> np.ndarray:
@@ -157,17 +184,23 @@ def lengths_of(texts: Sequence[bytes]) -> np.ndarray:
     return np.array([len(t) for t in texts], dtype=np.int64)
 
 
-def score(model: LoadedModel, texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """Per text, the log-probabilities of the byte after each of its bytes.
+def score(
+    model: LoadedModel, texts: Sequence[bytes], classes: bool = False
+) -> dict[str, np.ndarray]:
+    """Per text, the log-probabilities of the byte after each of its bytes (and its class).
 
     Returns:
-        logprobs (batch, longest, 256) float32, zero rows past each text's end, and
-        lengths (batch,) int64. Texts are non-empty and already bounded by the caller.
+        `logprobs` (batch, longest, 256) float32, zero rows past each text's end;
+        `lengths` (batch,) int64; with `classes`, `classes` (batch, classes) float32: the
+        class log-probabilities read at each text's last byte (the trainer learns them
+        there). Texts are non-empty and already bounded by the caller.
 
     """
     context = graph(model).context
     lengths = lengths_of(texts)
     out = np.zeros((len(texts), int(lengths.max(initial=0)), VOCAB), dtype=np.float32)
+    found = np.zeros((len(texts), graph(model).classes), dtype=np.float32)
+    names = [LOGPROBS, CLASS_LOGPROBS_OUTPUT] if classes else [LOGPROBS]
     # (text, start, chunk) for every chunk of every text, run a group at a time
     pieces = [
         (row, start, chunk)
@@ -180,10 +213,32 @@ def score(model: LoadedModel, texts: Sequence[bytes]) -> tuple[np.ndarray, np.nd
     for first in range(0, len(pieces), per_run):
         group = pieces[first : first + per_run]
         batch, sizes = pad_chunks([chunk for _, _, chunk in group])
-        logprobs = run_logprobs(model, batch)
-        for (row, start, _), rows, size in zip(group, logprobs, sizes, strict=True):
-            out[row, start : start + size] = rows[:size]
-    return out, lengths
+        ran = run_outputs(model, batch, names)
+        for i, ((row, start, _), size) in enumerate(zip(group, sizes, strict=True)):
+            out[row, start : start + size] = ran[LOGPROBS][i, :size]
+            if classes and start + size == lengths[row]:  # the chunk of the text's last byte
+                found[row] = ran[CLASS_LOGPROBS_OUTPUT][i, size - 1]
+    arrays = {LOGPROBS: out, LENGTHS: lengths}
+    return arrays | ({CLASSES: found} if classes else {})
+
+
+def run_outputs(model: LoadedModel, ids: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """The named outputs of a (rows, seq) uint8 batch, each checked for its shape.
+
+    Raises:
+        InferenceFailed: The runtime failed, or the graph gave another shape.
+
+    """
+    ran = model.run({TEXT_INPUT: ids}, names)
+    widths = {LOGPROBS: VOCAB, CLASS_LOGPROBS_OUTPUT: graph(model).classes}
+    for name in names:
+        got = ran[name]
+        if got.shape != (*ids.shape, widths[name]) or got.dtype != np.float32:
+            raise InferenceFailed(
+                f"{model.name} v{model.version}: {name} of shape {list(got.shape)} "
+                f"{got.dtype} for ids {list(ids.shape)}"
+            )
+    return ran
 
 
 def generate(model: LoadedModel, prompt: bytes, max_new: int, decoding: Decoding) -> Iterator[int]:

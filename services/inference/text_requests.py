@@ -21,12 +21,13 @@ from inference import grpc_service_pb2 as pb
 from services.inference.model import LoadedModel
 from services.inference.tensors import bytes_elements, paired, requested_outputs
 from services.inference.text import (
+    CLASSES,
     GENERATE_OUTPUTS,
     GENERATED,
     LENGTHS,
     LOGPROBS,
-    SCORE_OUTPUTS,
     TEXT_INPUT,
+    graph,
 )
 from shared.errors import InvalidArgument, ResourceExhausted
 from shared.text_generation import VOCAB, Decoding
@@ -92,7 +93,8 @@ def decode(request: Any, model: LoadedModel, limits: TextLimits, max_rows: int) 
     texts = _texts(request, limits, max_rows)
     if generation is not None and len(texts) != 1:
         raise InvalidArgument(f"generation takes one prompt: {TEXT_INPUT!r} of shape [1]")
-    outputs = _outputs(request, GENERATE_OUTPUTS if generation else SCORE_OUTPUTS)
+    scores = graph(model).score_outputs
+    outputs = _outputs(request, GENERATE_OUTPUTS if generation else scores)
     if generation is None and LOGPROBS in outputs:
         _check_response_size(texts, limits)
     return TextRequest(texts, outputs, generation)
@@ -247,7 +249,7 @@ def score_response(
 ) -> pb.ModelInferResponse:
     """`logprobs` and/or `lengths`, in the requested order, raw little-endian."""
     response = _response(request, model)
-    datatypes = {LOGPROBS: ("FP32", "<f4"), LENGTHS: ("INT64", "<i8")}
+    datatypes = {LOGPROBS: ("FP32", "<f4"), LENGTHS: ("INT64", "<i8"), CLASSES: ("FP32", "<f4")}
     for name in outputs:
         datatype, wire = datatypes[name]
         array = np.ascontiguousarray(arrays[name], dtype=wire)

@@ -38,6 +38,7 @@ RECORDS = "records"  # the named-records input of a version with a feature schem
 # A language model's tensors and request parameters (services.inference.text_requests).
 TEXT = TEXT_INPUT
 LOGPROBS = LOGPROBS_OUTPUT
+CLASSES = "classes"
 LENGTHS = "lengths"
 GENERATED = "generated"
 FINAL = "final"
@@ -167,6 +168,28 @@ class InferenceClient(GrpcClient):
         arrays = _numeric_outputs(reply)
         logprobs, lengths = arrays[LOGPROBS], arrays[LENGTHS]
         return [logprobs[i, : int(n)] for i, n in enumerate(lengths)]
+
+    def classify_text(
+        self, model: str, texts: Sequence[bytes | str], version: int = 0
+    ) -> np.ndarray:
+        """Class log-probabilities (texts, classes) of a multi-task language model.
+
+        Each text's class is read at its last byte, as the trainer learns it.
+
+        Raises:
+            InvalidArgument: No texts, a bare string, a text the server refuses, or a model
+                without a class head.
+
+        """
+        if isinstance(texts, (str, bytes, bytearray)):
+            raise InvalidArgument("classify_text takes a list of texts, not one text")
+        encoded = [_utf8(t) for t in texts]
+        if not encoded:
+            raise InvalidArgument("classify_text takes at least one text")
+        request = self._text_request(model, encoded, version)
+        request.outputs.add(name=CLASSES)
+        reply = self._call(self._stub.ModelInfer, request)
+        return _numeric_outputs(reply)[CLASSES]
 
     def generate(
         self,

@@ -27,8 +27,9 @@ def test_each_record_gives_its_text_and_an_unreadable_one_nothing() -> None:
         message(b"\xff\xff\xff"),  # no Sample
         message(sample_pb2.Sample(stream="s").SerializeToString()),  # no text
     ]
-    texts, domains = texts_of(records)  # type: ignore[arg-type]
+    texts, domains, labels = texts_of(records)  # type: ignore[arg-type]
     assert texts == ["héllo".encode(), b"", b""] and domains == ["fr", "", ""]
+    assert labels == [-1, -1, -1]
 
 
 def test_the_device_follows_the_setting_and_what_is_there() -> None:

@@ -94,6 +94,10 @@ class TextModelConfig(_Frozen):
     ewc_lambda: float = Field(default=0.0, ge=0, le=1e6)
     ewc_decay: float = Field(default=0.99, gt=0, lt=1)
     distill: DistillSpec | None = None  # a teacher's soft targets (None: labels only)
+    # Multi-task: a class head on the same trunk learns each text's class label (the
+    # sample's class_index) beside its next bytes; 0: none. Its loss weighs `class_weight`.
+    classes: int = Field(default=0, ge=0, le=1024)
+    class_weight: float = Field(default=1.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _holdout_leaves_events_to_learn(self) -> TextModelConfig:

@@ -30,7 +30,7 @@ from services.trainer.text.learner import TextLearner
 from services.trainer.text.model import TextServing
 from shared.errors import IntegrityError, InvalidArgument
 from shared.ort import make_session
-from shared.serving import LOGPROBS_OUTPUT, TEXT_CONTEXT_KEY, TEXT_INPUT
+from shared.serving import CLASS_LOGPROBS_OUTPUT, LOGPROBS_OUTPUT, TEXT_CONTEXT_KEY, TEXT_INPUT
 
 __all__ = ["CONTEXT_KEY", "LOGPROBS_OUTPUT", "TEXT_INPUT", "TextOnnxExporter", "check_ids"]
 
@@ -101,28 +101,36 @@ class TextOnnxExporter:
                 buffer,  # type: ignore[arg-type]  # file-like objects are accepted
                 dynamo=False,
                 input_names=[TEXT_INPUT],
-                output_names=[LOGPROBS_OUTPUT],
+                output_names=self._outputs(),
                 dynamic_axes={
-                    TEXT_INPUT: {0: "batch", 1: "seq"},
-                    LOGPROBS_OUTPUT: {0: "batch", 1: "seq"},
+                    name: {0: "batch", 1: "seq"} for name in [TEXT_INPUT, *self._outputs()]
                 },
                 do_constant_folding=False,
                 opset_version=OPSET,
             )
-        graph = onnx.load_from_string(buffer.getvalue())
+        graph = onnx.load_from_string(buffer.getvalue())  # (its outputs: `_outputs()`)
         onnx.helper.set_model_props(graph, {CONTEXT_KEY: str(self._learner.config.context)})
         return graph
 
+    def _outputs(self) -> list[str]:
+        """The graph's outputs: next-byte log-probabilities, and the classes if it has them."""
+        if self._learner.network.classifier is None:
+            return [LOGPROBS_OUTPUT]
+        return [LOGPROBS_OUTPUT, CLASS_LOGPROBS_OUTPUT]
+
     @torch.no_grad()
-    def _expected(self) -> np.ndarray:
-        """What torch gives on the probe."""
+    def _expected(self) -> list[np.ndarray]:
+        """What torch gives on the probe, one array per output."""
         probe = torch.from_numpy(self._probe).to(self._learner.device)
-        out: np.ndarray = self._serving()(probe).cpu().numpy()
-        return out
+        out = self._serving()(probe)
+        tensors = out if isinstance(out, tuple) else (out,)
+        return [t.cpu().numpy() for t in tensors]
 
     def _verify(self, data: bytes) -> None:
-        served = make_session(data, "cpu").run([LOGPROBS_OUTPUT], {TEXT_INPUT: self._probe})[0]
-        expected = self._expected()
-        worst = float(np.abs(served - expected).max())
-        if not worst <= self._tolerance:  # NaN fails too
-            raise IntegrityError(f"ONNX export differs from torch by {worst:.3g} on the probe")
+        served = make_session(data, "cpu").run(self._outputs(), {TEXT_INPUT: self._probe})
+        for name, got, expected in zip(self._outputs(), served, self._expected(), strict=True):
+            worst = float(np.abs(got - expected).max())
+            if not worst <= self._tolerance:  # NaN fails too
+                raise IntegrityError(
+                    f"ONNX export of {name} differs from torch by {worst:.3g} on the probe"
+                )

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812  # torch's own convention
 
+from services.trainer.metrics import Prequential
 from services.trainer.text.config import VOCAB, TextModelConfig, TextOptimizerSpec
 from services.trainer.text.distill import Teacher, soft_target_loss
 from services.trainer.text.ewc import Consolidation
@@ -96,6 +98,7 @@ class TextLearner:
         self.device = torch.device(device)
         self.network, self.optimizer, self.scheduler = self._components()
         self.metrics = TextPrequential(config.metrics_window)
+        self.class_metrics = Prequential("multiclass", config.metrics_window)
         self.events = 0  # events learned from
         self.skipped = 0  # events with nothing to predict, or too long
         self.refused = 0  # events whose loss or gradient was not finite
@@ -123,12 +126,16 @@ class TextLearner:
     # -- learning -------------------------------------------------------------------------
 
     def learn(
-        self, texts: Sequence[bytes | bytearray], domains: Sequence[str] | None = None
+        self,
+        texts: Sequence[bytes | bytearray],
+        domains: Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
     ) -> None:
         """Score, then learn from, every text in order (`batch_size` per optimiser step).
 
         `domains` names each text's domain (none: all of domain ""), for the held-out
-        texts that measure forgetting.
+        texts that measure forgetting; `labels` each text's class (-1: none) for the class
+        head of a multi-task model (`classes` > 0; ignored without one).
 
         Raises:
             InvalidArgument: `texts` is not a list of bytes, or `domains` is not one name
@@ -140,14 +147,17 @@ class TextLearner:
         if len(named) != len(checked) or not all(isinstance(d, str) for d in named):
             raise InvalidArgument("domains must be one string per text")
         named = [domain_name(d) for d in named]
+        classes = [-1] * len(checked) if labels is None else [int(y) for y in labels]
+        if len(classes) != len(checked):
+            raise InvalidArgument("labels must be one class (or -1) per text")
         size = self.config.batch_size
         for start in range(0, len(checked), size):
             stop = start + size
-            self._step(checked[start:stop], named[start:stop])
+            self._step(checked[start:stop], named[start:stop], classes[start:stop])
 
-    def _step(self, chunk: list[bytes], domains: list[str]) -> None:
-        usable, kept = [], []
-        for text, domain in zip(chunk, domains, strict=True):
+    def _step(self, chunk: list[bytes], domains: list[str], labels: list[int]) -> None:
+        usable, kept, classes = [], [], []
+        for text, domain, label in zip(chunk, domains, labels, strict=True):
             if not 2 <= len(text) <= self.config.max_text_bytes:
                 self.skipped += 1
             elif self.holdout.hold(domain, text):
@@ -155,6 +165,7 @@ class TextLearner:
             else:
                 usable.append(text)
                 kept.append(domain)
+                classes.append(label)
         if not usable:
             return
         replayed = self.reservoir.draw(self._owed_replays(len(usable)))
@@ -168,6 +179,9 @@ class TextLearner:
             bits, nbytes, hits = _per_event(scored, scored_nll, windows, everything)
             loss = torch.where(windows.mask, nll, 0.0).sum() / windows.mask.sum()
             loss = self._distilled(loss, logits, windows)
+            classified = self._classified(usable, classes)
+            if classified is not None:  # multi-task: the class head's loss beside it
+                loss = loss + self.config.class_weight * classified.loss
             penalty = self.consolidation.penalty(self.network)
             if penalty is not None:  # past domains' weights held near their anchor
                 loss = loss + penalty
@@ -177,6 +191,8 @@ class TextLearner:
         self.events += len(usable)
         new = len(usable)  # replayed texts are learned again, not scored again
         self.metrics.update(bits[:new], nbytes[:new], hits[:new])
+        if classified is not None:
+            self.class_metrics.update(*classified.scored)
         self.reservoir.add(usable)
         for domain in kept:
             self._judge_domain(domain)
@@ -205,6 +221,32 @@ class TextLearner:
         soft = soft_target_loss(logits, targets, windows.mask, spec.temperature)
         return (1 - spec.weight) * loss + spec.weight * soft
 
+    def _classified(self, texts: list[bytes], labels: list[int]) -> _Classified | None:
+        """The class head on the labelled texts: its loss, and its scored predictions.
+
+        A text's class is read at its last byte, from the chunk of the last `context` bytes
+        it falls in (as served). None without a class head or labelled texts.
+        """
+        if self.network.classifier is None:
+            return None
+        chosen = [
+            (t, y) for t, y in zip(texts, labels, strict=True) if 0 <= y < self.config.classes
+        ]
+        if not chosen:
+            return None
+        batch, lengths = pad([input_chunks(t, self.config.context)[-1] for t, _ in chosen])
+        ids, last = batch.to(self.device), torch.from_numpy(lengths - 1).to(self.device)
+        rows = torch.arange(len(chosen), device=self.device)
+        y = torch.tensor([label for _, label in chosen], device=self.device)
+        scored, trained = self._forward(ids, lambda x: self.network.classify(self.network.trunk(x)))
+        loss = F.cross_entropy(trained[rows, last].float(), y)
+        before = torch.softmax(scored[rows, last].float(), dim=-1)
+        per_event = F.cross_entropy(scored[rows, last].float(), y, reduction="none")
+        return _Classified(
+            loss,
+            (before.cpu().numpy(), y.cpu().numpy().astype(float), per_event.cpu().numpy()),
+        )
+
     def _owed_replays(self, new: int) -> int:
         """Past texts to mix into a step of `new` events: `replay_ratio` each, carried over."""
         self._replay_credit += self.config.replay_ratio * new
@@ -212,16 +254,24 @@ class TextLearner:
         self._replay_credit -= owed
         return owed
 
-    def _forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scored logits, training logits): one pass when no dropout makes them differ."""
+    def _forward(
+        self,
+        inputs: torch.Tensor,
+        head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scored, training) outputs of `head` (by default the next-byte logits).
+
+        One pass when no dropout makes them differ.
+        """
+        run = self.network if head is None else head
         if not self.config.dropout:
-            logits = self.network(inputs)
+            logits = run(inputs)
             return logits.detach(), logits
         with torch.no_grad():
-            scored = self.network(inputs)
+            scored = run(inputs)
         self.network.train()
         try:
-            return scored, self.network(inputs)
+            return scored, run(inputs)
         finally:
             self.network.eval()
 
@@ -320,7 +370,8 @@ class TextLearner:
         counts = {"skipped": self.skipped, "refused": self.refused, "steps": self.steps}
         if self.config.holdout_every:
             counts["held_out"] = self.held_out
-        return self.metrics.snapshot() | {k: float(v) for k, v in counts.items()}
+        classes = {f"class_{k}": v for k, v in self.class_metrics.snapshot().items()}
+        return self.metrics.snapshot() | classes | {k: float(v) for k, v in counts.items()}
 
     def domain_scores(self) -> dict[str, float]:
         """Bits per byte on each domain's held-out texts, forgetting, backward transfer.
@@ -351,6 +402,7 @@ class TextLearner:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "metrics": self.metrics.state(),
+            "class_metrics": self.class_metrics.state(),
             "counts": [self.events, self.skipped, self.refused, self.steps],
             "held_out": self.held_out,
             "rng": list(self._rng),
@@ -373,6 +425,7 @@ class TextLearner:
             raise ConfigError("the checkpoint was saved with another text model config")
         network, optimizer, scheduler = self._components()
         metrics = TextPrequential(self.config.metrics_window)
+        class_metrics = Prequential("multiclass", self.config.metrics_window)
         reservoir = Reservoir(self.config.replay_buffer, self.config.seed)
         holdout = Holdout(
             self.config.holdout_every, self.config.holdout_size, self.config.holdout_domains
@@ -384,6 +437,7 @@ class TextLearner:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             metrics.restore(state["metrics"])
+            class_metrics.restore(state["class_metrics"])
             events, skipped, refused, steps = (int(c) for c in state["counts"])
             held_out, credit = int(state["held_out"]), float(state["replay_credit"])
             reservoir.restore(state["reservoir"])
@@ -396,7 +450,7 @@ class TextLearner:
         if len(rng) != len(self._rng):
             raise IntegrityError("the checkpoint's random state is for another device")
         self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
-        self.metrics = metrics
+        self.metrics, self.class_metrics = metrics, class_metrics
         self.events, self.skipped, self.refused, self.steps = events, skipped, refused, steps
         self.held_out, self._replay_credit = held_out, credit
         self.reservoir, self.holdout, self.consolidation = reservoir, holdout, consolidation
@@ -427,6 +481,14 @@ class TextLearner:
                 torch.cuda.set_rng_state(self._rng[1], self.device)
             yield
             self._rng = self._capture_rng()
+
+
+@dataclass(frozen=True)
+class _Classified:
+    """The class head's loss on a step's labelled texts, and what it predicted before it."""
+
+    loss: torch.Tensor
+    scored: tuple[np.ndarray, np.ndarray, np.ndarray]  # probabilities, labels, losses
 
 
 def _nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

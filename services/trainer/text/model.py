@@ -84,6 +84,9 @@ class ByteTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.width)
         self.head = None if config.tie_embeddings else nn.Linear(config.width, VOCAB, bias=False)
+        # multi-task: a text class read from the same trunk (created last, so a model
+        # without one initialises exactly as before)
+        self.classifier = nn.Linear(config.width, config.classes) if config.classes else None
         self._initialise(config.layers)
 
     def _initialise(self, layers: int) -> None:
@@ -104,28 +107,50 @@ class ByteTransformer(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Byte ids (B, T) -> logits (B, T, 256)."""
+        return self.next_byte(self.trunk(ids))
+
+    def trunk(self, ids: torch.Tensor) -> torch.Tensor:
+        """Byte ids (B, T) -> the shared hidden states (B, T, width) every head reads."""
         # uint8 ids (the ONNX input) cannot index an embedding: widen them (a Cast in ONNX)
         x = self.embedding(ids.long()) + self.positions[: ids.shape[1]]
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x)
+        hidden: torch.Tensor = self.norm(x)
+        return hidden
+
+    def next_byte(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> next-byte logits (B, T, 256)."""
         if self.head is None:
-            return F.linear(x, self.embedding.weight)
-        logits: torch.Tensor = self.head(x)
+            return F.linear(hidden, self.embedding.weight)
+        logits: torch.Tensor = self.head(hidden)
+        return logits
+
+    def classify(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> class logits (B, T, classes): position t classifies bytes 0..t."""
+        assert self.classifier is not None
+        logits: torch.Tensor = self.classifier(hidden)
         return logits
 
 
 class TextServing(nn.Module):
-    """What is exported and served: natural-log next-byte probabilities (B, T, 256)."""
+    """What is exported and served: natural-log next-byte probabilities (B, T, 256).
+
+    With a class head, also the class log-probabilities of the text up to each position
+    (B, T, classes): a second output of the same graph.
+    """
 
     def __init__(self, network: ByteTransformer) -> None:
         super().__init__()
         self.network = network
 
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        """Byte ids (B, T) uint8 -> log-probabilities (B, T, 256) float32."""
-        return torch.log_softmax(self.network(text), dim=-1)
+    def forward(self, text: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Byte ids (B, T) uint8 -> log-probabilities (B, T, 256) [and (B, T, classes)]."""
+        hidden = self.network.trunk(text)
+        logprobs = torch.log_softmax(self.network.next_byte(hidden), dim=-1)
+        if self.network.classifier is None:
+            return logprobs
+        return logprobs, torch.log_softmax(self.network.classify(hidden), dim=-1)
 
 
 def build(config: TextModelConfig) -> ByteTransformer:

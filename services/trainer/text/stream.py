@@ -43,12 +43,12 @@ def text_device(setting: str, cuda_available: bool) -> Placement:
     return Placement("cuda", False, "language model on the GPU")
 
 
-def texts_of(messages: Sequence[Message]) -> tuple[list[bytes], list[str]]:
-    """Each record's text and domain (its `domain` attribute, "" without), in order.
+def texts_of(messages: Sequence[Message]) -> tuple[list[bytes], list[str], list[int]]:
+    """Each record's text, domain (its `domain` attribute, "" without) and class (-1: none).
 
     A record with no readable text gives b"", which the learner skips and counts.
     """
-    texts, domains = [], []
+    texts, domains, labels = [], [], []
     for msg in messages:
         try:
             sample = sample_pb2.Sample.FromString(msg.value() or b"")
@@ -56,10 +56,12 @@ def texts_of(messages: Sequence[Message]) -> tuple[list[bytes], list[str]]:
             log.warning("undecodable text sample", extra={"position": where(msg)})
             texts.append(b"")
             domains.append("")
+            labels.append(-1)
             continue
         texts.append(sample.text.encode())
         domains.append(sample.attributes.get(DOMAIN, ""))
-    return texts, domains
+        labels.append(sample.class_index if sample.WhichOneof("label") == "class_index" else -1)
+    return texts, domains, labels
 
 
 class TextStreamLearner:
@@ -94,9 +96,14 @@ class TextStreamLearner:
         """
         return self.text.skipped + self.text.refused + self.text.held_out
 
-    def learn(self, texts: Sequence[bytes], domains: Sequence[str] | None = None) -> None:
+    def learn(
+        self,
+        texts: Sequence[bytes],
+        domains: Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
+    ) -> None:
         """Score, then learn from, each text in order."""
-        self.text.learn(texts, domains)
+        self.text.learn(texts, domains, labels)
 
     def scores(self) -> dict[str, float]:
         """Bits per byte, next-byte accuracy, counters; per domain held out, forgetting."""
