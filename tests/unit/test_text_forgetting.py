@@ -179,3 +179,28 @@ def test_ewc_holds_the_first_domain_and_is_crash_exact(tmp_path: Path) -> None:
         resumed.network.parameters(), reference.network.parameters(), strict=True
     ):
         torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+
+
+def test_the_warm_up_restarts_at_a_switch_of_domain_when_asked(tmp_path: Path) -> None:
+    texts, domains = two_domains()
+    rates = {}
+    for rewarm in (False, True):
+        learner = TextLearner(TINY.model_copy(update={"rewarm_on_switch": rewarm}))
+        learner.learn(texts[:200], domains[:200])  # windows of 50: xyz dominant at 200
+        rates[rewarm] = learner.optimizer.param_groups[0]["lr"]
+        assert learner.rewarms == int(rewarm)
+    lr, warmup = TINY.optimizer.lr, TINY.optimizer.warmup_steps
+    assert rates[False] == pytest.approx(lr)
+    assert rates[True] == pytest.approx(lr / warmup)  # back to the first warm-up step
+    checkpoint.save(tmp_path / "c.pt", {"learner": learner.state()})
+    saved = checkpoint.load(tmp_path / "c.pt")
+    assert saved is not None
+    resumed = TextLearner(TINY.model_copy(update={"rewarm_on_switch": True}))
+    resumed.restore(saved["learner"])
+    learner.learn(texts[200:230], domains[200:230])
+    resumed.learn(texts[200:230], domains[200:230])
+    assert resumed.optimizer.param_groups[0]["lr"] == learner.optimizer.param_groups[0]["lr"]
+    for ours, theirs in zip(
+        resumed.network.parameters(), learner.network.parameters(), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs, atol=0, rtol=0)

@@ -93,6 +93,9 @@ class TextModelConfig(_Frozen):
     # holds them near, per weight by its running squared gradient (decay `ewc_decay`).
     ewc_lambda: float = Field(default=0.0, ge=0, le=1e6)
     ewc_decay: float = Field(default=0.99, gt=0, lt=1)
+    # At a switch of domain, restart the learning-rate warm-up: a new domain is learned
+    # at the rate a fresh model starts from (rate re-warm on drift).
+    rewarm_on_switch: bool = False
     distill: DistillSpec | None = None  # a teacher's soft targets (None: labels only)
     # Multi-task: a class head on the same trunk learns each text's class label (the
     # sample's class_index) beside its next bytes; 0: none. Its loss weighs `class_weight`.

@@ -103,6 +103,7 @@ class TextLearner:
         self.skipped = 0  # events with nothing to predict, or too long
         self.refused = 0  # events whose loss or gradient was not finite
         self.held_out = 0  # events set aside to measure forgetting (`memory.Holdout`)
+        self.rewarms = 0  # warm-ups restarted at a switch of domain
         self.steps = 0  # optimiser steps taken
         self.reservoir = Reservoir(config.replay_buffer, config.seed)
         self.holdout = Holdout(config.holdout_every, config.holdout_size, config.holdout_domains)
@@ -208,6 +209,11 @@ class TextLearner:
         if self.holdout.texts:
             self.holdout.evaluate(self.bits_per_byte, self.windows.dominant, left)
         self.consolidation.window_closed(self.network, switched=left is not None)
+        if left is not None and self.config.rewarm_on_switch:
+            self.rewarms += 1
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, _warmup(self.config.optimizer.warmup_steps)
+            )
 
     def _distilled(
         self, loss: torch.Tensor, logits: torch.Tensor, windows: Windows
@@ -370,6 +376,8 @@ class TextLearner:
         counts = {"skipped": self.skipped, "refused": self.refused, "steps": self.steps}
         if self.config.holdout_every:
             counts["held_out"] = self.held_out
+        if self.config.rewarm_on_switch:
+            counts["rewarms"] = self.rewarms
         classes = {f"class_{k}": v for k, v in self.class_metrics.snapshot().items()}
         return self.metrics.snapshot() | classes | {k: float(v) for k, v in counts.items()}
 
@@ -405,6 +413,7 @@ class TextLearner:
             "class_metrics": self.class_metrics.state(),
             "counts": [self.events, self.skipped, self.refused, self.steps],
             "held_out": self.held_out,
+            "rewarms": self.rewarms,
             "rng": list(self._rng),
             "reservoir": self.reservoir.state(),
             "holdout": self.holdout.state(),
@@ -440,6 +449,7 @@ class TextLearner:
             class_metrics.restore(state["class_metrics"])
             events, skipped, refused, steps = (int(c) for c in state["counts"])
             held_out, credit = int(state["held_out"]), float(state["replay_credit"])
+            rewarms = int(state["rewarms"])
             reservoir.restore(state["reservoir"])
             holdout.restore(state["holdout"])
             consolidation.restore(state["ewc"], self.device)
@@ -452,7 +462,7 @@ class TextLearner:
         self.network, self.optimizer, self.scheduler = network, optimizer, scheduler
         self.metrics, self.class_metrics = metrics, class_metrics
         self.events, self.skipped, self.refused, self.steps = events, skipped, refused, steps
-        self.held_out, self._replay_credit = held_out, credit
+        self.held_out, self._replay_credit, self.rewarms = held_out, credit, rewarms
         self.reservoir, self.holdout, self.consolidation = reservoir, holdout, consolidation
         self.windows = windows
         self._rng = rng
