@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from services.replay.delay import LabelDelay
 from services.replay.runs import Run, halving_points, prune
 from services.replay.scoring import Scored
 from services.replay.slices import Slice, SliceReader, read
+from services.replay.text_runs import TextRun
 from services.trainer.config import TrainerConfig
 from services.trainer.export import SPARSE_INPUT, OnnxExporter
 from services.trainer.learner import Batch
@@ -42,6 +43,7 @@ Progress = Callable[[int], None]  # records read so far
 
 
 log = logging.getLogger(__name__)
+RunT = TypeVar("RunT", bound=Run | TextRun)
 
 
 def stream_definition(
@@ -59,9 +61,9 @@ def stream_definition(
 def backtest(
     source: KafkaSettings | SliceReader,
     piece: Slice,
-    runs: Sequence[Run],
+    runs: Sequence[RunT],
     progress: Progress = lambda _: None,
-) -> list[Run]:
+) -> list[RunT]:
     """Every run learns the whole slice (`source`: where to read it).
 
     Test-then-train, or with each run's `label_delay` as `delayed.py` describes.
@@ -75,7 +77,7 @@ def backtest(
 def _drive(
     source: KafkaSettings | SliceReader,
     piece: Slice,
-    feeders: Callable[[], Sequence[Run | Scored]],
+    feeders: Callable[[], Sequence[Run | TextRun | Scored]],
     progress: Progress,
     after_chunk: Callable[[int], None] = lambda _: None,
 ) -> None:

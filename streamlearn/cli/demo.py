@@ -148,11 +148,12 @@ def _text_demo(
     console: Console, settings: CliSettings, pace: tuple[float, float], replay: float, keep: bool
 ) -> None:
     """`demo --text` (`streamlearn.system.text_demo`): exit 1 when nothing was served."""
-    from streamlearn.system import text_demo  # the language model's settings, when asked for
+    # The language model's settings and the demo: imported when asked for.
+    from streamlearn.system import text_demo, text_view
 
     options = text_demo.Options(*pace, replay=replay, keep_running=keep)
     result = text_demo.run(console, settings, options)
-    console.print(text_demo.summary(result))
+    console.print(text_view.summary(result))
     if not result.served:
         raise typer.Exit(1)  # no version of this run was ever served: the pipeline is broken
 

@@ -36,6 +36,8 @@ from streamlearn.cli.streams import streams_topic
 
 if TYPE_CHECKING:
     from services.replay.runs import Run
+    from services.replay.text_runs import TextRun
+    from services.trainer.text.config import TextModelConfig
     from streamlearn.v1.stream_pb2 import StreamDefinition
 
 app = typer.Typer(
@@ -105,16 +107,24 @@ def _configs(
     streams: list[str] | None = None,
     definition: StreamDefinition | None = None,
     label_delay: LabelDelay | None = None,
-) -> list[Run]:
+) -> list[Run | TextRun]:
     from services.replay.runs import Run
+    from services.replay.text_runs import TextRun
 
-    runs = []
+    runs: list[Run | TextRun] = []
     for path in paths:
-        config = _config(path)
+        config = _any_config(path)
         chosen = frozenset(streams or ())
-        runs.append(
-            Run(path.stem, config, every, chosen, definition=definition, label_delay=label_delay)
-        )
+        if isinstance(config, TrainerConfig):
+            runs.append(
+                Run(
+                    path.stem, config, every, chosen, definition=definition, label_delay=label_delay
+                )
+            )
+        elif label_delay is not None:
+            raise ConfigError(f"{path}: a label delay applies to labelled samples, not texts")
+        else:
+            runs.append(TextRun(path.stem, config, every, chosen))
     return runs
 
 
@@ -128,6 +138,23 @@ def _config(path: Path) -> TrainerConfig:
         return TrainerConfig.model_validate_json(path.read_text())
     except (OSError, ValidationError) as exc:
         raise ConfigError(f"{path}: not a usable trainer config: {_first_error(exc)}") from exc
+
+
+def _any_config(path: Path) -> TrainerConfig | TextModelConfig:
+    """A trainer config, or a language model's (`TRAINER_TEXT`) for a text stream.
+
+    A JSON that is neither names the first problem of reading it as a trainer config.
+    """
+    try:
+        return _config(path)
+    except ConfigError:
+        from services.trainer.text.config import TextModelConfig
+
+        try:
+            return TextModelConfig.model_validate_json(path.read_text())
+        except ValidationError:
+            pass
+        raise
 
 
 def _definition(kafka: KafkaSettings, streams: list[str]) -> StreamDefinition | None:
@@ -182,7 +209,7 @@ def backtest(
 
     delay = _label_delay(label_delay)  # bad options stop before the broker is asked
     for path in config:
-        _config(path)
+        _any_config(path)
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
     with _sliced(ctx, *slice_args) as (kafka, reader, piece):
         runs = _configs(config, every, stream, _definition(kafka, stream), delay)

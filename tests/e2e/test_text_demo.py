@@ -16,7 +16,7 @@ from rich.console import Console
 
 from shared.settings import KafkaSettings
 from streamlearn.cli.settings import CliSettings
-from streamlearn.system import text_demo
+from streamlearn.system import text_demo, text_view
 from streamlearn.system.control import LocalSystem
 from streamlearn.system.grammars import DOMAINS, PROMPTS
 from tests.e2e.system import system_env
@@ -41,7 +41,7 @@ def test_the_text_demo_learns_both_domains_and_serves_a_sample(
         result = text_demo.run(console, settings, options)
     finally:
         LocalSystem(settings).down(stop_kafka=False)  # a failed run leaves nothing behind
-    console.print(text_demo.summary(result))
+    console.print(text_view.summary(result))
     shown = out.getvalue()
 
     assert result.delivered == 20 * 40
@@ -57,4 +57,4 @@ def test_the_text_demo_learns_both_domains_and_serves_a_sample(
     assert set(samples) == set(PROMPTS) and all(s.text for s in samples.values()), samples
     assert "run again with --replay 1" in shown
     # The demo's model leaves no checkpoint that would make `demo --fresh` refuse.
-    assert not (tmp_path / "trainer" / f"{text_demo.MODEL}.ckpt").exists()
+    assert not (tmp_path / "trainer" / f"{text_view.MODEL}.ckpt").exists()
