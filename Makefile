@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo up down status test unit lint check-protos protos bench kafka-start kafka-stop compose-test
+.PHONY: setup demo up down status test unit lint check-protos protos bench kafka-start kafka-stop compose-test gpu-check
 
 setup:  ## create or reuse the environment (cached outside the clone) and link .venv
 	@scripts/bootstrap.sh
@@ -51,6 +51,9 @@ kafka-start: setup
 
 kafka-stop: setup
 	$(VENV)/bin/streamlearn kafka stop
+
+gpu-check: setup  ## GPU figures beside the CPU when CUDA is present; says so plainly otherwise
+	$(PY) scripts/gpu-check.py
 
 compose-test: setup  ## docker-compose.yml for real: engine, images built here, stack healthy, loop proven
 	@scripts/compose-test.sh
