@@ -1,7 +1,9 @@
 """Kafka plumbing: shared producer/consumer helpers against plain confluent-kafka loops.
 
-- produce: the idempotent, acks=all producer with delivery reports (shared.kafka) vs a
-  producer on librdkafka defaults; the ratio is the price of the delivery guarantees.
+- produce: the SDK's `SampleProducer.send` and the shared helper (idempotent, acks=all,
+  delivery reports counted) vs a plain confluent-kafka producer with librdkafka's defaults
+  and the same guarantees; and that producer vs librdkafka's defaults without idempotence
+  (the price of the guarantees themselves).
 - consume: `consume_batches` storing offsets once per batch vs a `poll()`-per-record loop
   storing each offset; both read the same topic from the beginning in fresh groups, and
   both commit the stored offsets in the background and on close.
@@ -21,6 +23,7 @@ from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import consumer_config, producer_config
 from shared.kafka.consumer import consume_batches, store_processed
 from shared.kafka.producer import delivering, produce
+from streamlearn.client import SampleProducer
 from streamlearn.v1 import sample_pb2
 
 FEATURES = 32
@@ -32,17 +35,35 @@ def run(ctx: BenchContext) -> list[Figure]:
     topic = f"bench.kafka.{uuid.uuid4().hex[:8]}"
     ensure_topics(AdminClient(ctx.kafka.client_config()), [TopicSpec(topic, 1)])
     payloads = [_payload(i) for i in range(count)]
+    samples = [sample_pb2.Sample.FromString(p) for p in payloads]
+    guaranteed = {"enable.idempotence": True, "acks": "all"}
     shared_rate = events_per_second(count, lambda: _produce_shared(ctx, topic, payloads))
+    sdk_rate = events_per_second(count, lambda: _produce_sdk(ctx, topic, samples))
+    same_rate = events_per_second(count, lambda: _produce_plain(ctx, topic, payloads, guaranteed))
     plain_rate = events_per_second(count, lambda: _produce_plain(ctx, topic, payloads))
-    total = 2 * count
+    total = 4 * count
     batch_rate = total / _consume_batches(ctx, topic, total)
     poll_rate = total / _consume_polling(ctx, topic, total)
     return [
         Figure(
-            "produce (idempotent, acks=all)",
+            "SDK SampleProducer.send (idempotent, acks=all)",
+            sdk_rate,
+            "events/s",
+            "librdkafka defaults, same guarantees",
+            same_rate,
+        ),
+        Figure(
+            "shared produce helper (idempotent, acks=all)",
             shared_rate,
             "events/s",
-            "librdkafka defaults",
+            "librdkafka defaults, same guarantees",
+            same_rate,
+        ),
+        Figure(
+            "librdkafka idempotent, acks=all",
+            same_rate,
+            "events/s",
+            "librdkafka defaults (no idempotence)",
             plain_rate,
         ),
         Figure(
@@ -74,8 +95,16 @@ def _produce_shared(ctx: BenchContext, topic: str, payloads: list[bytes]) -> Non
             produce(producer, topic, value, f"k{i % 64}".encode(), on_delivery=report)
 
 
-def _produce_plain(ctx: BenchContext, topic: str, payloads: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": ctx.kafka.bootstrap_servers})
+def _produce_sdk(ctx: BenchContext, topic: str, samples: list[sample_pb2.Sample]) -> None:
+    with SampleProducer(kafka=ctx.kafka, topic=topic, stream="bench") as producer:
+        for sample in samples:
+            producer.send(sample)
+
+
+def _produce_plain(
+    ctx: BenchContext, topic: str, payloads: list[bytes], settings: dict[str, object] | None = None
+) -> None:
+    producer = Producer({"bootstrap.servers": ctx.kafka.bootstrap_servers, **(settings or {})})
     for i, value in enumerate(payloads):
         while True:
             try:

@@ -45,14 +45,14 @@ def demo(
     duration: float | None = typer.Option(
         None,
         min=5,
-        help=f"Seconds to stream before the summary [default: {DURATION_S:.0f}; "
-        f"{TEXT_DURATION_S:.0f} with --text].",
+        help=f"Seconds to stream before the summary (default {DURATION_S:.0f}; "
+        f"{TEXT_DURATION_S:.0f} with --text).",
         show_default=False,
     ),
     rate: float | None = typer.Option(
         None,
         min=1,
-        help=f"Samples per second sent [default: {RATE:.0f}; {TEXT_RATE:.0f} texts with --text].",
+        help=f"Samples per second sent (default {RATE:.0f}; {TEXT_RATE:.0f} texts with --text).",
         show_default=False,
     ),
     keep_running: bool = typer.Option(False, help="Leave the system up afterwards."),
@@ -98,7 +98,8 @@ def demo(
 
     The dashboard shows events/s, the trainer's prequential metrics, versions registered and
     served, and the accuracy of the served model (fetched over gRPC) on held-out events of
-    the current concept. Ends after `--duration` or on Ctrl-C with a summary.
+    the current concept. Ends after `--duration` or on Ctrl-C with a summary. With
+    `--text`, a language model learns two domains of text instead.
     """
     console = Console()
     settings = settings_of(ctx)
