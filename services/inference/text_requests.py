@@ -26,10 +26,10 @@ from services.inference.text import (
     GENERATED,
     LENGTHS,
     LOGPROBS,
-    TEXT_INPUT,
     graph,
 )
 from shared.errors import InvalidArgument, ResourceExhausted
+from shared.serving import TEXT_INPUT
 from shared.text_generation import VOCAB, Decoding
 
 MAX_NEW_BYTES = "max_new_bytes"
