@@ -5,8 +5,9 @@ a slice test-then-train, exactly as a trainer of a text stream would (the same
 `TextLearner`, `texts_of` and `Batcher`): bits per byte, next-byte accuracy and, with
 held-out texts, each domain's bits per byte and forgetting, recorded every `every` events
 as a learning curve. Backtests of several configs over a two-domain text stream compare
-forgetting with and without replay or EWC side by side. Distillation needs the teacher
-from the registry and label delays labelled tabular samples: both are refused here.
+forgetting with and without replay, EWC or distillation (the teacher, a registered
+version, is loaded by the caller) side by side. Label delays apply to labelled tabular
+samples: they are refused here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from confluent_kafka import Message
 from services.replay.runs import stream_filter
 from services.trainer.batching import Batcher
 from services.trainer.text.config import TextModelConfig
+from services.trainer.text.distill import Teacher
 from services.trainer.text.learner import TextLearner
 from services.trainer.text.stream import texts_of
 from shared.errors import ConfigError
@@ -34,18 +36,18 @@ class TextRun:
     config: TextModelConfig
     every: int = 1000
     streams: frozenset[str] = frozenset()
+    teacher: Teacher | None = None  # the distillation teacher (`config.distill`)
     learner: TextLearner = field(init=False)
     curve: list[dict[str, float]] = field(default_factory=list)
     _batcher: Batcher = field(init=False)
     _next_point: int = 0
 
     def __post_init__(self) -> None:
-        if self.config.distill is not None:
+        if self.config.distill is not None and self.teacher is None:
             raise ConfigError(
-                f"{self.name}: distillation replays are not supported (the teacher lives in "
-                "the registry): drop `distill` to replay this config"
+                f"{self.name}: a distilled config replays with its teacher from the registry"
             )
-        self.learner = TextLearner(self.config, "cpu")
+        self.learner = TextLearner(self.config, "cpu", self.teacher)
         self._batcher = Batcher(self.config.batch_size, stream_filter(self.streams))
         self._next_point = self.every
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
 
 import torch
 from confluent_kafka import Consumer, Producer
@@ -13,10 +12,9 @@ from confluent_kafka.admin import AdminClient
 from grpc_health.v1 import health_pb2
 from prometheus_client import Info, start_http_server
 
-from services.trainer.config import DistillSpec
 from services.trainer.decode import PinnedStream
 from services.trainer.device import choose, torch_threads
-from services.trainer.distill import OnnxTabularTeacher
+from services.trainer.distill import OnnxTabularTeacher, registered_teacher
 from services.trainer.learner import Learner
 from services.trainer.learning import Learning
 from services.trainer.loop import TrainerLoop
@@ -29,14 +27,12 @@ from services.trainer.text.loop import TextTrainerLoop
 from services.trainer.text.stream import TextStreamLearner, text_device
 from services.trainer.versions import VersionPublisher
 from shared.clients.registry import RegistryClient
-from shared.errors import ConfigError
 from shared.grpc.server import build_server, mark_draining
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import admin_config, consumer_config, producer_config
 from shared.streams import Definition, load_definitions
 
 log = logging.getLogger(__name__)
-TeacherT = TypeVar("TeacherT")
 
 DEVICE = Info("streamlearn_trainer_device", "Where the trainer learns, on which path, and why")
 
@@ -73,7 +69,7 @@ def build(settings: TrainerSettings, registry: RegistryClient | None = None) -> 
     config = reconcile(settings.config, definition)
     pinned = PinnedStream(stream, config, definition, lookup)
     features, outputs = config.model.features, config.outputs
-    teacher, tags = _teacher(
+    teacher, tags = registered_teacher(
         config.distill,
         registry,
         lambda data, name: OnnxTabularTeacher(data, name, features, outputs),
@@ -99,7 +95,7 @@ def _build_text(
 ) -> TrainerLoop:
     """The loop of a text stream: the language model of `settings.text` learns its texts."""
     placement = text_device(settings.device, torch.cuda.is_available())
-    teacher, tags = _teacher(settings.text.distill, registry, OnnxTeacher)
+    teacher, tags = registered_teacher(settings.text.distill, registry, OnnxTeacher)
     learner = TextStreamLearner(settings.text, placement, teacher)
     # No feature schema to featurize with: pinned for lineage (the stream's definition).
     pinned = PinnedStream(settings.stream, settings.config, definition, lookup)
@@ -118,32 +114,6 @@ def _build_text(
             tags,
         )
     return _loop(TextTrainerLoop, learner, settings, publisher, alone, pinned)
-
-
-def _teacher(
-    spec: DistillSpec | None,
-    registry: RegistryClient | None,
-    load: Callable[[bytes, str], TeacherT],
-) -> tuple[TeacherT | None, dict[str, str]]:
-    """The distillation teacher, from the registry, and the tag naming it on each version.
-
-    Resolved once, at start: the student keeps learning from that version until a restart
-    (an alias moving mid-stream would change the targets under the same config).
-
-    Raises:
-        ConfigError: distillation without a registry, or a teacher that is no language model.
-        NotFound: the teacher's model, version or alias does not exist.
-
-    """
-    if spec is None:
-        return None, {}
-    if registry is None:
-        raise ConfigError("distillation needs the registry, where the teacher is")
-    alias = "" if spec.version else spec.alias
-    version, data = registry.download(spec.teacher, version=spec.version, alias=alias)
-    name = f"{spec.teacher}:v{version.version}"
-    log.info("distillation teacher loaded", extra={"teacher": name})
-    return load(data, name), {"teacher": name}
 
 
 def _single(admin: AdminClient, settings: TrainerSettings) -> Callable[[], None]:

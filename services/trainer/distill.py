@@ -15,7 +15,9 @@ moves no gradient.
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -25,7 +27,13 @@ from shared.errors import ConfigError
 from shared.ort import make_session
 from shared.serving import INPUT, OUTPUT
 
+if TYPE_CHECKING:
+    from services.trainer.config import DistillSpec
+    from shared.clients.registry import RegistryClient
+
+log = logging.getLogger(__name__)
 SPARSE_INPUT = "sparse"  # as services/trainer/export.py names it
+TeacherT = TypeVar("TeacherT")
 _EPS = 1e-6
 
 
@@ -92,3 +100,30 @@ def soft_losses(
     target = torch.softmax(torch.log(teacher.clamp_min(_EPS)) / temperature, dim=-1)
     soft = -(target * torch.log_softmax(scores / temperature, dim=-1)).sum(dim=-1)
     return soft * temperature**2
+
+
+def registered_teacher(
+    spec: DistillSpec | None,
+    registry: RegistryClient | None,
+    load: Callable[[bytes, str], TeacherT],
+) -> tuple[TeacherT | None, dict[str, str]]:
+    """The distillation teacher of `spec`, from the registry, and the tag naming its version.
+
+    Resolved once (a trainer's start, a replay): the student keeps learning from that
+    version, as an alias moving mid-stream would change the targets under the same config.
+    `load` makes the teacher of the version's bytes and name (`model:vN`).
+
+    Raises:
+        ConfigError: distillation without a registry, or a teacher `load` refuses.
+        NotFound: the teacher's model, version or alias does not exist.
+
+    """
+    if spec is None:
+        return None, {}
+    if registry is None:
+        raise ConfigError("distillation needs the registry, where the teacher is")
+    alias = "" if spec.version else spec.alias
+    version, data = registry.download(spec.teacher, version=spec.version, alias=alias)
+    name = f"{spec.teacher}:v{version.version}"
+    log.info("distillation teacher loaded", extra={"teacher": name})
+    return load(data, name), {"teacher": name}

@@ -37,7 +37,9 @@ from streamlearn.cli.streams import streams_topic
 if TYPE_CHECKING:
     from services.replay.runs import Run
     from services.replay.text_runs import TextRun
+    from services.trainer.config import DistillSpec
     from services.trainer.text.config import TextModelConfig
+    from services.trainer.text.distill import Teacher
     from streamlearn.v1.stream_pb2 import StreamDefinition
 
 app = typer.Typer(
@@ -107,7 +109,9 @@ def _configs(
     streams: list[str] | None = None,
     definition: StreamDefinition | None = None,
     label_delay: LabelDelay | None = None,
+    teacher_of: Callable[[DistillSpec], Teacher] | None = None,
 ) -> list[Run | TextRun]:
+    """A run per config; `teacher_of` loads a distilled language model's teacher."""
     from services.replay.runs import Run
     from services.replay.text_runs import TextRun
 
@@ -124,8 +128,37 @@ def _configs(
         elif label_delay is not None:
             raise ConfigError(f"{path}: a label delay applies to labelled samples, not texts")
         else:
-            runs.append(TextRun(path.stem, config, every, chosen))
+            spec = config.distill
+            teacher = teacher_of(spec) if spec is not None and teacher_of is not None else None
+            runs.append(TextRun(path.stem, config, every, chosen, teacher))
     return runs
+
+
+@contextmanager
+def _teachers(
+    ctx: typer.Context, configs: list[TrainerConfig | TextModelConfig]
+) -> Iterator[Callable[[DistillSpec], Teacher] | None]:
+    """How to load the teachers of distilled language-model configs (None: none is)."""
+    from services.trainer.text.config import TextModelConfig
+
+    if not any(isinstance(c, TextModelConfig) and c.distill is not None for c in configs):
+        yield None
+        return
+    from services.trainer.distill import registered_teacher
+    from services.trainer.text.distill import OnnxTeacher
+
+    settings = settings_of(ctx)
+    with (
+        needs("the registry", settings.registry_address, settings.grpc_security()),
+        RegistryClient(settings.registry_address, security=settings.grpc_security()) as registry,
+    ):
+
+        def teacher_of(spec: DistillSpec) -> Teacher:
+            teacher, _ = registered_teacher(spec, registry, OnnxTeacher)
+            assert teacher is not None  # a spec always has one
+            return teacher
+
+        yield teacher_of
 
 
 def _label_delay(text: str) -> LabelDelay | None:
@@ -208,11 +241,10 @@ def backtest(
     from services.replay import replay  # the trainer's code: torch, ONNX Runtime
 
     delay = _label_delay(label_delay)  # bad options stop before the broker is asked
-    for path in config:
-        _any_config(path)
+    configs = [_any_config(path) for path in config]
     slice_args = (topic, partitions, from_offset, to_offset, from_time, to_time)
-    with _sliced(ctx, *slice_args) as (kafka, reader, piece):
-        runs = _configs(config, every, stream, _definition(kafka, stream), delay)
+    with _sliced(ctx, *slice_args) as (kafka, reader, piece), _teachers(ctx, configs) as teachers:
+        runs = _configs(config, every, stream, _definition(kafka, stream), delay, teachers)
         with _progress(len(piece)) as progress:
             replay.backtest(reader, piece, runs, progress)
     _finish("backtest", piece, [r.report() for r in runs], metric, report, png, delay)

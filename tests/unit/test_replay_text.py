@@ -11,6 +11,9 @@ from services.replay.report import plot
 from services.replay.text_runs import TextRun
 from services.trainer.config import DistillSpec, TrainerConfig
 from services.trainer.text.config import TextModelConfig
+from services.trainer.text.distill import OnnxTeacher
+from services.trainer.text.export import TextOnnxExporter
+from services.trainer.text.learner import TextLearner
 from shared.errors import ConfigError
 from shared.fakes import FakeMessage
 from streamlearn.cli.replay import _any_config, _configs
@@ -70,5 +73,18 @@ def test_the_cli_reads_language_model_configs_beside_trainer_configs(tmp_path: P
     distilled.write_text(
         BASE.model_copy(update={"distill": DistillSpec(teacher="t")}).model_dump_json()
     )
-    with pytest.raises(ConfigError, match="distillation replays"):
-        _configs([distilled])
+    with pytest.raises(ConfigError, match="replays with its teacher"):
+        _configs([distilled])  # no registry to load it from
+    teacher = TextLearner(BASE)
+    teacher.learn([b"abcabcabc"] * 30)
+    loaded = OnnxTeacher(TextOnnxExporter(teacher).export(), "t:v1")
+    asked: list[DistillSpec] = []
+
+    def teacher_of(spec: DistillSpec) -> OnnxTeacher:
+        asked.append(spec)
+        return loaded
+
+    [run] = _configs([distilled], every=100, teacher_of=teacher_of)
+    assert asked == [DistillSpec(teacher="t")] and run.learner.teacher is loaded
+    run.feed(records()[:120])  # type: ignore[arg-type]
+    assert run.learner.events == 108  # (every tenth held out) learned with soft targets
