@@ -40,6 +40,7 @@ def lineage_from_pb(pb: registry_pb2.Lineage) -> Lineage:
         pb.parent_version,
         pb.trainer_id,
         _definition_json(pb),
+        pb.teacher,
     )
 
 
@@ -69,6 +70,7 @@ def lineage_to_pb(lineage: Lineage) -> registry_pb2.Lineage:
         parent_version=lineage.parent_version,
         trainer_id=lineage.trainer_id,
         stream_definition=_definition(lineage.stream_definition_json),
+        teacher=lineage.teacher,
     )
 
 

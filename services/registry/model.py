@@ -34,6 +34,7 @@ class Lineage:
     # The stream definition the version was trained on (feature schema, buckets, revision),
     # as protobuf JSON: inference featurizes named inputs with exactly this. "" when unset.
     stream_definition_json: str = ""
+    teacher: str = ""  # the version a distilled model learned from ("model:vN"), or ""
 
 
 @dataclass(frozen=True)

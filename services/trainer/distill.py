@@ -126,4 +126,4 @@ def registered_teacher(
     version, data = registry.download(spec.teacher, version=spec.version, alias=alias)
     name = f"{spec.teacher}:v{version.version}"
     log.info("distillation teacher loaded", extra={"teacher": name})
-    return load(data, name), {"teacher": name}
+    return load(data, name), {"teacher": name}  # versions.TEACHER_TAG

@@ -16,6 +16,7 @@ from shared.clients.registry import RegistryClient
 from streamlearn.v1 import registry_pb2
 
 log = logging.getLogger(__name__)
+TEACHER_TAG = "teacher"  # the tag (and lineage field) naming a distillation teacher
 
 
 class VersionPublisher:
@@ -75,6 +76,7 @@ class VersionPublisher:
         )
         if self.pinned is not None and self.pinned.definition is not None:
             lineage.stream_definition.CopyFrom(self.pinned.definition)
+        lineage.teacher = self._tags.get(TEACHER_TAG, "")
         drifts = self._learner.drifts
         tags = dict(self._tags)
         if drifts > self.drifts_tagged:

@@ -182,5 +182,5 @@ def test_a_student_learns_from_a_registered_teacher_named_on_each_version(
         assert process.wait(60) == 0, log.read_text()[-3000:]
     with RegistryClient(registry_service.address) as registry:
         version = registry.get_version("small")
-    assert version.tags["teacher"] == f"big:v{registered}"
+    assert version.tags["teacher"] == version.lineage.teacher == f"big:v{registered}"
     assert json.loads(version.lineage.config_json)["distill"]["teacher"] == "big"

@@ -214,10 +214,10 @@ def test_the_stream_definition_of_a_version_survives_the_store_and_the_wire(reg:
             crosses=[stream_pb2.FeatureCross(left="country", right="device")],
         ),
     )
-    sent = registry_pb2.Lineage(stream="clicks", stream_definition=definition)
+    sent = registry_pb2.Lineage(stream="clicks", stream_definition=definition, teacher="big:v3")
     register(reg, b"one", lineage=lineage_from_pb(sent))
     back = lineage_to_pb(reg.get_version(VersionRef("m", 1)).lineage)
-    assert back.stream_definition == definition
+    assert back.stream_definition == definition and back.teacher == "big:v3"
     register(reg, b"two", lineage=lineage_from_pb(registry_pb2.Lineage(stream="clicks")))
     assert not lineage_to_pb(reg.get_version(VersionRef("m", 2)).lineage).HasField(
         "stream_definition"

@@ -45,7 +45,7 @@ class OffsetRange(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., partition: _Optional[int] = ..., first_offset: _Optional[int] = ..., next_offset: _Optional[int] = ...) -> None: ...
 
 class Lineage(_message.Message):
-    __slots__ = ("stream", "offsets", "events_seen", "metrics", "config_hash", "config_json", "parent_version", "trainer_id", "stream_definition")
+    __slots__ = ("stream", "offsets", "events_seen", "metrics", "config_hash", "config_json", "parent_version", "trainer_id", "stream_definition", "teacher")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Lineage(_message.Message):
     PARENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
     stream: str
     offsets: _containers.RepeatedCompositeFieldContainer[OffsetRange]
     events_seen: int
@@ -71,7 +72,8 @@ class Lineage(_message.Message):
     parent_version: int
     trainer_id: str
     stream_definition: _stream_pb2.StreamDefinition
-    def __init__(self, stream: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[OffsetRange, _Mapping]]] = ..., events_seen: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., config_hash: _Optional[str] = ..., config_json: _Optional[str] = ..., parent_version: _Optional[int] = ..., trainer_id: _Optional[str] = ..., stream_definition: _Optional[_Union[_stream_pb2.StreamDefinition, _Mapping]] = ...) -> None: ...
+    teacher: str
+    def __init__(self, stream: _Optional[str] = ..., offsets: _Optional[_Iterable[_Union[OffsetRange, _Mapping]]] = ..., events_seen: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., config_hash: _Optional[str] = ..., config_json: _Optional[str] = ..., parent_version: _Optional[int] = ..., trainer_id: _Optional[str] = ..., stream_definition: _Optional[_Union[_stream_pb2.StreamDefinition, _Mapping]] = ..., teacher: _Optional[str] = ...) -> None: ...
 
 class Artifact(_message.Message):
     __slots__ = ("sha256", "size_bytes", "format")
