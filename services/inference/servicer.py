@@ -136,7 +136,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     @domain_errors
     def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:  # noqa: N802
         """One inference (a generation answers its whole continuation at once)."""
-        (response,) = self._answers(request, stream=False, active=context.is_active)
+        (response,) = self._answers(request, stream=False, active=_waiting(context))
         return response
 
     def ModelStreamInfer(  # noqa: N802
@@ -153,7 +153,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         """
         for request in request_iterator:
             try:
-                for response in self._answers(request, stream=True, active=context.is_active):
+                for response in self._answers(request, stream=True, active=_waiting(context)):
                     yield pb.ModelStreamInferResponse(infer_response=response)
             except StreamlearnError as exc:
                 yield pb.ModelStreamInferResponse(error_message=str(exc))
@@ -305,6 +305,19 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 self._engine.max_delay_s * 1e6
             )
         return config
+
+
+def _waiting(context: Any) -> Callable[[], bool]:
+    """Whether the caller still waits, as gRPC's `is_active` says.
+
+    An in-process caller that passes no gRPC context (tools, tests) always waits.
+    """
+    active = getattr(context, "is_active", None)
+    return active if callable(active) else _always
+
+
+def _always() -> bool:
+    return True
 
 
 def _text_config(model: LoadedModel, graph: text.TextGraph) -> model_config_pb2.ModelConfig:

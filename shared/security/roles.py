@@ -7,8 +7,9 @@ Health checks and reflection are open: probes and tooling carry no credentials. 
 starve the authenticated calls); any authenticated principal may watch.
 
 The service roles (`trainer`, `inference`, `ingestion`) hold exactly what their service
-calls: the trainer creates its model and registers versions; inference reads versions and
-their artifacts (it follows changes on Kafka); ingestion calls no gRPC method. Live metrics
+calls: the trainer creates its model, registers versions and downloads a distillation
+teacher; inference reads versions and their artifacts (it follows changes on Kafka);
+ingestion calls no gRPC method. Live metrics
 (`ReportLiveMetric`, which may roll production back) come from whoever may roll back: a
 promoter (e.g. a monitoring job holding a promoter token).
 """
@@ -79,7 +80,8 @@ REGISTRY_PROMOTE = _methods(
     _REGISTRY, "SetAlias", "Promote", "Rollback", "SetTags", "ReportLiveMetric"
 )
 REGISTRY_ADMIN = _methods(_REGISTRY, "DeleteAlias", "CreateModel")
-TRAINER_CALLS = _methods(_REGISTRY, "CreateModel", "RegisterVersion")
+# DownloadArtifact: a distilled model's teacher (`services/trainer/distill.py`)
+TRAINER_CALLS = _methods(_REGISTRY, "CreateModel", "RegisterVersion", "DownloadArtifact")
 INFERENCE_CALLS = _methods(_REGISTRY, "GetVersion", "DownloadArtifact")
 _WATCH_HEALTH = frozenset({HEALTH_WATCH})
 

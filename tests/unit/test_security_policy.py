@@ -121,7 +121,10 @@ def test_each_role_holds_exactly_its_rights() -> None:
     assert granted(roles.PROMOTER) == granted(roles.READER) | registry(
         "SetAlias", "Promote", "Rollback", "SetTags", "ReportLiveMetric"
     )
-    assert granted(roles.TRAINER) == watch | registry("CreateModel", "RegisterVersion")
+    # DownloadArtifact: the teacher a distilled model learns from
+    assert granted(roles.TRAINER) == watch | registry(
+        "CreateModel", "RegisterVersion", "DownloadArtifact"
+    )
     assert granted(roles.INFERENCE) == watch | registry("GetVersion", "DownloadArtifact")
     assert granted(roles.INGESTION) == watch
     only_admin = {m for m, allowed in roles.POLICY.items() if allowed == {roles.ADMIN}}
