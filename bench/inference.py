@@ -3,7 +3,10 @@
 For the demo model (logistic regression, 32 features, batch of 1 row per request) at
 concurrency 1, 8 and 32, with dynamic batching off and on, the service's p50/p99 latency and
 throughput are reported beside ONNX Runtime's `session.run` on the same inputs from the same
-number of threads. Registry and inference run as separate processes, like in production.
+number of threads, and its throughput beside a bare grpcio server answering the same request
+with a fixed response of the same shape (`echo.py`, as many worker threads, its own process,
+the same client): what the protocol and model path cost beyond Python gRPC. Registry and
+inference run as separate processes, like in production.
 """
 
 from __future__ import annotations
@@ -45,12 +48,33 @@ def run(ctx: BenchContext) -> list[Figure]:
         return lambda: session.run([OUTPUT], {INPUT: x})
 
     direct = {c: _load(c, seconds, ort_call) for c in LEVELS}
+    echo = _measure_echo(x, seconds)
     figures = []
     for label, delay_us in (("unbatched", 0), ("batched", 500)):
         served = _measure_service(ctx, model, x, delay_us, seconds)
         for c in LEVELS:
             figures += _compare(f"c={c} {label}", served[c], direct[c])
+            figures.append(
+                Figure(
+                    f"throughput c={c} {label}",
+                    served[c]["rps"],
+                    "req/s",
+                    "bare grpcio echo",
+                    echo[c]["rps"],
+                )
+            )
     return figures
+
+
+def _measure_echo(x: np.ndarray, seconds: float) -> dict[int, dict[str, float]]:
+    """The same client against a bare grpcio server answering a fixed response (`echo.py`)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp, service(
+        "bench.echo", {}, address, "inference.GRPCInferenceService", Path(tmp) / "echo.log",
+        args=[str(port)],
+    ):  # fmt: skip
+        return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
 
 
 def _compare(label: str, served: dict[str, float], direct: dict[str, float]) -> list[Figure]:

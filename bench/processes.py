@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,11 +27,12 @@ def service(
     health_name: str,
     log: Path,
     timeout: float = 60.0,
+    args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `python -m module` until the block ends; wait until `health_name` is SERVING."""
+    """Run `python -m module *args` until the block ends; wait until `health_name` is SERVING."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             env=os.environ | env,
             stdout=out,
             stderr=subprocess.STDOUT,
