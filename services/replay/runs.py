@@ -19,9 +19,9 @@ learner's own test-then-train metrics stay in the report as "immediate".
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Message
 
@@ -29,7 +29,7 @@ from services.replay.delay import LabelDelay
 from services.replay.delayed import Delayed
 from services.trainer.batching import Batcher, StreamFilter
 from services.trainer.config import TrainerConfig
-from services.trainer.decode import decode
+from services.trainer.decode import decode_for
 from services.trainer.learner import Batch, Learner
 from services.trainer.settings import reconcile
 from shared.features import FeatureSpace, Featurizer
@@ -59,7 +59,7 @@ class Run:
     stopped_at: int | None = None  # events seen when successive halving stopped it
     _batcher: Batcher = field(init=False)
     _delayed: Delayed | None = field(init=False, default=None)
-    _next_point: int = 0
+    next_point: int = field(init=False, default=0)  # events at the next curve point
 
     def __post_init__(self) -> None:
         self.config = reconcile(self.config, self.definition)
@@ -68,7 +68,7 @@ class Run:
         self.featurizer = Featurizer(space) if space is not None else None
         self.learner = Learner(self.config, "cpu")
         self._batcher = Batcher(self.config.batch_size, stream_filter(self.streams))
-        self._next_point = self.every
+        self.next_point = self.every
         if self.label_delay is not None:
             self._delayed = Delayed(
                 self.learner, self.label_delay, self.every, self.curve, self.featurizer
@@ -82,14 +82,7 @@ class Run:
     def feed(self, records: Sequence[Message]) -> None:
         """Learn from the next records of the slice, in order."""
         for segment in self._batcher.add(records):
-            config = self.config
-            batch, _ = decode(
-                segment,
-                config.task,
-                config.model.features,
-                self.featurizer,
-                outputs=config.outputs,
-            )
+            batch, _ = decode_for(self.config, segment, self.featurizer)
             if self._delayed is not None:
                 self._delayed.feed(segment, batch)
             else:
@@ -97,18 +90,8 @@ class Run:
 
     def _learn(self, batch: Batch) -> None:
         """Test-then-train: learn every event of `batch` at once."""
-        # Learn up to each curve point, so points fall on multiples of `every`; slices
-        # stay whole mini-batches, so the grouping is the live trainer's.
-        step, start = self.config.batch_size, 0
-        while start < len(batch):
-            room = max(self._next_point - self.events, 1)
-            stop = start + max(room // step, 1) * step
-            self.learner.learn(batch.slice(start, stop))
-            start = stop
-            if self.events >= self._next_point:
-                self.curve.append(self.snapshot())
-                while self._next_point <= self.events:
-                    self._next_point += self.every
+        step = self.config.batch_size
+        learn_by_points(self, len(batch), step, lambda a, b: self.learner.learn(batch.slice(a, b)))
 
     def finish(self) -> None:
         """Learn the held events (with a label delay) and record the final point.
@@ -157,6 +140,43 @@ class Run:
             out["held"] = self._delayed.held
             out["bad_delays"] = self._delayed.bad_delays
         return out
+
+
+class CurvePoints(Protocol):
+    """A run that records its metrics every `every` events (`learn_by_points`)."""
+
+    every: int
+    curve: list[dict[str, float]]
+    next_point: int
+
+    @property
+    def events(self) -> int:
+        """Events seen so far."""
+        ...
+
+    def snapshot(self) -> dict[str, float]:
+        """The metrics now."""
+        ...
+
+
+def learn_by_points(
+    run: CurvePoints, rows: int, step: int, learn: Callable[[int, int], None]
+) -> None:
+    """Learn rows [0, rows) through `learn(start, stop)`, recording `run`'s curve points.
+
+    Slices end at each curve point, so points fall on multiples of `every` events, and stay
+    whole mini-batches of `step`, so the grouping is the live trainer's.
+    """
+    start = 0
+    while start < rows:
+        room = max(run.next_point - run.events, 1)
+        stop = start + max(room // step, 1) * step
+        learn(start, stop)
+        start = stop
+        if run.events >= run.next_point:
+            run.curve.append(run.snapshot())
+            while run.next_point <= run.events:
+                run.next_point += run.every
 
 
 def stream_filter(streams: frozenset[str]) -> StreamFilter | None:

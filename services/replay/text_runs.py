@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from services.replay.runs import stream_filter
+from services.replay.runs import learn_by_points, stream_filter
 from services.trainer.batching import Batcher
 from services.trainer.text.config import TextModelConfig
 from services.trainer.text.distill import Teacher
@@ -40,7 +40,7 @@ class TextRun:
     learner: TextLearner = field(init=False)
     curve: list[dict[str, float]] = field(default_factory=list)
     _batcher: Batcher = field(init=False)
-    _next_point: int = 0
+    next_point: int = field(init=False, default=0)  # events at the next curve point
 
     def __post_init__(self) -> None:
         if self.config.distill is not None and self.teacher is None:
@@ -49,7 +49,7 @@ class TextRun:
             )
         self.learner = TextLearner(self.config, "cpu", self.teacher)
         self._batcher = Batcher(self.config.batch_size, stream_filter(self.streams))
-        self._next_point = self.every
+        self.next_point = self.every
 
     @property
     def events(self) -> int:
@@ -60,17 +60,16 @@ class TextRun:
     def feed(self, records: Sequence[Message]) -> None:
         """Learn from the next records of the slice, in order, up to each curve point."""
         for segment in self._batcher.add(records):
-            texts, domains, labels = texts_of(segment)
-            step, start = self.config.batch_size, 0
-            while start < len(texts):
-                room = max(self._next_point - self.events, 1)
-                stop = start + max(room // step, 1) * step
-                self.learner.learn(texts[start:stop], domains[start:stop], labels[start:stop])
-                start = stop
-                if self.events >= self._next_point:
-                    self.curve.append(self.snapshot())
-                    while self._next_point <= self.events:
-                        self._next_point += self.every
+            self._learn(*texts_of(segment))
+
+    def _learn(self, texts: list[bytes], domains: list[str], labels: list[int]) -> None:
+        """Test-then-train on a segment's texts, up to each curve point."""
+
+        def learn(start: int, stop: int) -> None:
+            part = slice(start, stop)
+            self.learner.learn(texts[part], domains[part], labels[part])
+
+        learn_by_points(self, len(texts), self.config.batch_size, learn)
 
     def finish(self) -> None:
         """Record the final point."""
