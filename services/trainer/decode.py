@@ -115,6 +115,19 @@ def decode(
     return batch, len(bad)
 
 
+def decode_for(
+    config: TrainerConfig,
+    messages: Sequence[Message],
+    featurizer: Featurizer | None = None,
+    *,
+    resolve: Resolve | None = None,
+) -> tuple[Batch, int]:
+    """`decode` for a learner of `config`: its task, features and output width."""
+    features = config.model.features
+    outputs = config.outputs
+    return decode(messages, config.task, features, featurizer, resolve=resolve, outputs=outputs)
+
+
 def _columns(value: bytes, msg: Message, features: int) -> tuple[samples.Columns, int]:
     """The rows of a `SampleBatch` record; an unusable one becomes one row of NaN."""
     try:

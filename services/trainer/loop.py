@@ -35,7 +35,7 @@ from prometheus_client import Counter, Gauge
 
 from services.trainer import checkpoint
 from services.trainer.batching import Batcher, StreamFilter, partition_key
-from services.trainer.decode import PinnedStream, decode
+from services.trainer.decode import PinnedStream, decode_for
 from services.trainer.export import OnnxExporter
 from services.trainer.learner import Learner
 from services.trainer.learning import Exporter, Learning
@@ -267,16 +267,8 @@ class TrainerLoop:
         """Decode and learn `applying`; returns how to make the exporter (None: not yet)."""
         learner = self.learner
         assert isinstance(learner, Learner)  # a loop over tabular samples
-        config = learner.config
         pinned = self.pinned
-        batch, _ = decode(
-            applying,
-            config.task,
-            config.model.features,
-            pinned.featurizer,
-            resolve=pinned.resolve,
-            outputs=config.outputs,
-        )
+        batch, _ = decode_for(learner.config, applying, pinned.featurizer, resolve=pinned.resolve)
         learner.learn(batch)
         probe = batch.finite_rows(16)
         return lambda: OnnxExporter(learner, probe) if len(probe) else None
