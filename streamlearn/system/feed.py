@@ -11,6 +11,7 @@ import heapq
 import threading
 import time
 import uuid
+from typing import Self
 
 import numpy as np
 
@@ -24,31 +25,25 @@ from streamlearn.system.traffic import TrafficClient
 KEYS = 12  # records spread over the raw topic's partitions by key
 
 
-class Feed:
-    """Sends `total` samples of `dataset` at `rate`/s in columnar records of 50 ms each."""
+class BackgroundFeed:
+    """Traffic sent by `_send` on its own thread through `producer`, until done or stopped.
 
-    def __init__(
-        self, kafka: KafkaSettings, stream: str, dataset: Synthetic, rate: float, total: int
-    ) -> None:
-        self._producer = SampleProducer(kafka=kafka, stream=stream)
-        self._dataset, self._rate, self.total = dataset, rate, total
+    `stop` waits for the thread and every acknowledgement, and raises what `_send` raised.
+    """
+
+    def __init__(self, producer: SampleProducer, name: str) -> None:
+        self._producer = producer
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feed", daemon=True)
-        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.error: Exception | None = None
 
-    @property
-    def drifted(self) -> bool:
-        """The concept has flipped in what was sent so far."""
-        return self.sent >= self._dataset.drift_every
-
-    def start(self) -> Feed:
+    def start(self) -> Self:
         """Begin sending."""
         self._thread.start()
         return self
 
     def stop(self) -> int:
-        """Stop, wait for every acknowledgement; returns the samples delivered."""
+        """Stop, wait for every acknowledgement; returns the records' samples delivered."""
         self._stop.set()
         self._thread.join(30)
         if self.error is not None:
@@ -56,22 +51,44 @@ class Feed:
         return self._producer.flush()
 
     def _run(self) -> None:
-        chunk = max(1, int(self._rate / 20))
-        started = time.monotonic()
         try:
-            for n, (x, y) in enumerate(self._dataset.chunks(self.total, chunk)):
-                if self._stop.is_set():
-                    return
-                self._producer.send_columns(x, y, keys=[f"demo-{n % KEYS}"] * len(x))
-                self.sent += len(x)
-                ahead = started + self.sent / self._rate - time.monotonic()
-                if ahead > 0:
-                    self._stop.wait(ahead)
+            self._send()
         except Exception as exc:  # surfaced by stop()
             self.error = exc
 
+    def _send(self) -> None:
+        raise NotImplementedError
 
-class FeedbackFeed:
+
+class Feed(BackgroundFeed):
+    """Sends `total` samples of `dataset` at `rate`/s in columnar records of 50 ms each."""
+
+    def __init__(
+        self, kafka: KafkaSettings, stream: str, dataset: Synthetic, rate: float, total: int
+    ) -> None:
+        super().__init__(SampleProducer(kafka=kafka, stream=stream), "feed")
+        self._dataset, self._rate, self.total = dataset, rate, total
+        self.sent = 0
+
+    @property
+    def drifted(self) -> bool:
+        """The concept has flipped in what was sent so far."""
+        return self.sent >= self._dataset.drift_every
+
+    def _send(self) -> None:
+        chunk = max(1, int(self._rate / 20))
+        started = time.monotonic()
+        for n, (x, y) in enumerate(self._dataset.chunks(self.total, chunk)):
+            if self._stop.is_set():
+                return
+            self._producer.send_columns(x, y, keys=[f"demo-{n % KEYS}"] * len(x))
+            self.sent += len(x)
+            ahead = started + self.sent / self._rate - time.monotonic()
+            if ahead > 0:
+                self._stop.wait(ahead)
+
+
+class FeedbackFeed(BackgroundFeed):
     """Serves `total` rows of `dataset` at `rate`/s through inference; a user clicks on them.
 
     Instead of labelled samples: unlabelled requests (each with its own id, so inference
@@ -106,9 +123,10 @@ class FeedbackFeed:
             bootstrap: Labelled samples to send first when nothing is served yet.
 
         """
-        self._producer = SampleProducer(
+        producer = SampleProducer(
             kafka=kafka, topic=topics.raw, feedback_topic=topics.feedback, stream=names[1]
         )
+        super().__init__(producer, "feedback-feed")
         self._inference, (self._model, self._stream) = inference, names
         self._dataset, self._user = dataset, user
         self._rate, self.total = pace
@@ -116,52 +134,37 @@ class FeedbackFeed:
         self._bootstrap = bootstrap
         self._run_id = uuid.uuid4().hex[:8]  # ids of one run never meet another's
         self._due: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="feedback-feed", daemon=True)
         self.sent = 0  # rows answered (and logged)
         self.clicks = 0  # feedback records queued
         self.unserved = 0  # requests refused while no version was served
-        self.error: Exception | None = None
 
     @property
     def drifted(self) -> bool:
         """The concept has flipped in what was served so far."""
         return self.sent >= self._dataset.drift_every
 
-    def start(self) -> FeedbackFeed:
-        """Begin serving."""
-        self._thread.start()
-        return self
-
     def stop(self) -> int:
         """Stop, wait for every acknowledgement; returns the rows served.
 
         Clicks not yet due are dropped: those rows become negatives, as a user who leaves.
         """
-        self._stop.set()
-        self._thread.join(30)
-        if self.error is not None:
-            raise self.error
-        self._producer.flush()
+        super().stop()
         return self.sent
 
-    def _run(self) -> None:
-        try:
-            started: float | None = None
-            chunks = self._dataset.chunks(self.total, self._rows)
-            for n, (x, _labels) in enumerate(chunks):
-                while not self._serve(f"{self._run_id}-{n}", x):
-                    if self._stop.wait(0.2):
-                        return
-                started = time.monotonic() if started is None else started
-                self._give(time.monotonic())
-                ahead = started + self.sent / self._rate - time.monotonic()
-                if ahead > 0 and self._stop.wait(ahead):
+    def _send(self) -> None:
+        started: float | None = None
+        chunks = self._dataset.chunks(self.total, self._rows)
+        for n, (x, _labels) in enumerate(chunks):
+            while not self._serve(f"{self._run_id}-{n}", x):
+                if self._stop.wait(0.2):
                     return
-            while self._due and not self._stop.wait(max(0.0, self._due[0][0] - time.monotonic())):
-                self._give(time.monotonic())
-        except Exception as exc:  # surfaced by stop()
-            self.error = exc
+            started = time.monotonic() if started is None else started
+            self._give(time.monotonic())
+            ahead = started + self.sent / self._rate - time.monotonic()
+            if ahead > 0 and self._stop.wait(ahead):
+                return
+        while self._due and not self._stop.wait(max(0.0, self._due[0][0] - time.monotonic())):
+            self._give(time.monotonic())
 
     def _serve(self, request_id: str, x: np.ndarray) -> bool:
         """One request and the user's clicks on it; False while nothing is served."""

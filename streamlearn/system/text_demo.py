@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from itertools import islice
+from typing import Self
 
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
@@ -40,6 +41,7 @@ from streamlearn.cli.settings import CliSettings
 from streamlearn.client.inference import InferenceClient
 from streamlearn.client.producer import SampleProducer
 from streamlearn.system.control import LocalSystem
+from streamlearn.system.feed import BackgroundFeed
 from streamlearn.system.grammars import PROMPTS, TwoDomains
 from streamlearn.system.text_view import (
     MODEL,
@@ -98,48 +100,33 @@ def system_defaults(stream: str, config: TextModelConfig) -> dict[str, str]:
 # -- the traffic and the watch ------------------------------------------------------------
 
 
-class TextFeed:
+class TextFeed(BackgroundFeed):
     """Sends `total` texts of `domains` at `rate`/s, in bursts of 50 ms, on its own thread."""
 
     def __init__(
         self, producer: SampleProducer, domains: TwoDomains, rate: float, total: int
     ) -> None:
-        self._producer, self._domains = producer, domains
-        self._rate, self.total = rate, total
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="text-feed", daemon=True)
+        super().__init__(producer, "text-feed")
+        self._domains, self._rate, self.total = domains, rate, total
         self._started = time.monotonic()
         self.progress = FeedProgress(0, domains.domain_at(0))
-        self.error: Exception | None = None
 
-    def start(self) -> TextFeed:
-        """Begin sending."""
+    def start(self) -> Self:
+        """Begin sending (the pace and the switch time count from now)."""
         self._started = time.monotonic()
-        self._thread.start()
-        return self
+        return super().start()
 
-    def stop(self) -> int:
-        """Stop, wait for every acknowledgement; returns the texts delivered."""
-        self._stop.set()
-        self._thread.join(30)
-        if self.error is not None:
-            raise self.error
-        return self._producer.flush()
-
-    def _run(self) -> None:
+    def _send(self) -> None:
         burst = max(1, int(self._rate / 20))
-        try:
-            for n, (domain, text) in enumerate(islice(self._domains.texts(), self.total)):
-                if self._stop.is_set():
-                    return
-                self._producer.send(
-                    {"key": f"text-{n % KEYS}", "text": text, "attributes": {"domain": domain}}
-                )
-                self._advance(domain)
-                if self.progress.sent % burst == 0 and self._pace():
-                    return
-        except Exception as exc:  # surfaced by stop()
-            self.error = exc
+        for n, (domain, text) in enumerate(islice(self._domains.texts(), self.total)):
+            if self._stop.is_set():
+                return
+            self._producer.send(
+                {"key": f"text-{n % KEYS}", "text": text, "attributes": {"domain": domain}}
+            )
+            self._advance(domain)
+            if self.progress.sent % burst == 0 and self._pace():
+                return
 
     def _advance(self, domain: str) -> None:
         """Count one text; the first of another domain marks the switch."""
