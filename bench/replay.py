@@ -13,12 +13,9 @@ would look faster than it is.
 from __future__ import annotations
 
 import statistics
-import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
@@ -27,10 +24,7 @@ from bench.core import BenchContext, Figure
 from services.replay import replay
 from services.replay.runs import Run
 from services.replay.slices import SliceReader, SliceSpec, resolve
-from services.trainer.app import build
-from services.trainer.settings import TrainerSettings
 from shared.kafka.admin import TopicSpec, ensure_topics
-from shared.settings import TopicSettings
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -49,7 +43,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     backtest: list[float] = []
     measures: list[tuple[list[float], Callable[[], float]]] = [
         (live, lambda: trainer.from_kafka(ctx, topic, n, 1, from_creation=True)),
-        (service, lambda: _service_loop(ctx, topic, n)),
+        (service, lambda: trainer.service_loop(ctx, topic, n)),
         (backtest, lambda: _backtest(ctx, topic, n)),
     ]
     for round_ in range(3):  # each takes every position once: no order bias
@@ -72,31 +66,6 @@ def run(ctx: BenchContext) -> list[Figure]:
             statistics.median(live),
         ),
     ]
-
-
-def _service_loop(ctx: BenchContext, topic: str, n: int) -> float:
-    """The trainer service's own loop (checkpoints and offsets as deployed; no registry)."""
-    with tempfile.TemporaryDirectory() as state:
-        settings = TrainerSettings(
-            kafka=ctx.kafka,
-            topics=TopicSettings(train=topic, metrics=f"{topic}.metrics"),
-            state_dir=Path(state),
-            consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
-            config=trainer.config(1),
-            stream="bench",
-            metrics_port=0,
-        )
-        started = time.perf_counter()
-        loop = build(settings)
-        stop = threading.Event()
-        worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
-        worker.start()
-        while loop.learner.applied < n and worker.is_alive():
-            time.sleep(0.002)
-        elapsed = time.perf_counter() - started
-        stop.set()
-        worker.join(60)
-    return n / elapsed
 
 
 def _backtest(ctx: BenchContext, topic: str, n: int) -> float:

@@ -1,20 +1,31 @@
-"""Per-event learning throughput, end to end from Kafka, beside River and Vowpal Wabbit.
+"""Per-event learning throughput, end to end from Kafka, beside Vowpal Wabbit and River.
 
-One stream (logistic labels, 32 dense features) is produced to a fresh topic. streamlearn
-consumes it from Kafka, decodes each `Sample` and learns event by event (batch 1, compiled
-path), and again with mini-batches of 256 (torch path). River's `learn_one` and Vowpal
-Wabbit's command-line learner (`python -m vowpalwabbit`, text parsing included) learn the
-same events in the same run; so does the naive torch loop (`backward(); step()` per event).
+One stream (logistic labels, 32 dense features) is produced to a fresh topic, one `Sample`
+per record with the headers ingestion forwards, and again as columnar `SampleBatch` records
+of 1,000 rows. In the same run, three rounds alternating (each measure takes every position
+once), medians reported:
+- the trainer service's own loop (`TrainerLoop` as deployed: stream filter, per-partition
+  cuts, offsets, checkpoints every 10k events / 10 s; no registry), per event (batch 1,
+  compiled path), on the single-sample topic and on the columnar one;
+- a bare consume -> decode -> learn loop (the learner and decoder alone);
+- Vowpal Wabbit's command-line learner on the same events (`python -m vowpalwabbit`, text
+  parsing included, its start-up measured on an empty file and subtracted).
+Once each: mini-batches of 256 (torch path), River's `learn_one` and a naive torch loop
+(`backward(); step()` per event) on a slice. Each Kafka measure is timed from its consumer's
+creation to the last event learned, after a warm-up that loads the compiled code, with the
+heap settled as the services settle it (`shared.lifecycle.settle_heap`).
 """
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +34,20 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.core import BenchContext, Figure
+from services.trainer.app import build
 from services.trainer.config import ModelSpec, OptimizerSpec, TrainerConfig
 from services.trainer.decode import decode
 from services.trainer.learner import Batch, Learner
 from services.trainer.settings import TrainerSettings
+from shared import samples
 from shared.fakes import FakeMessage
 from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import consumer_config, producer_config
 from shared.kafka.consumer import consume_batches
 from shared.kafka.producer import delivering, produce
+from shared.lifecycle import settle_heap
+from shared.settings import TopicSettings
+from streamlearn.client.producer import SampleProducer
 from streamlearn.v1 import sample_pb2
 
 FEATURES = 32
@@ -41,23 +57,63 @@ LR = 0.01
 MAX_FETCH = TrainerSettings.model_fields["fetch_partition_bytes"].default
 
 
+ROUNDS = 3
+_HEADERS = [(samples.CONTENT_TYPE, samples.SAMPLE_TYPE)]
+
+
 def run(ctx: BenchContext) -> list[Figure]:
-    """Kafka-fed streamlearn vs River, VW and naive torch on the same events."""
-    n = ctx.count(200_000)
+    """Kafka-fed streamlearn vs VW (medians of alternated rounds), River and naive torch."""
+    n = ctx.count(500_000)
     x, y = stream(n)
-    topic = f"bench.trainer.{uuid.uuid4().hex[:8]}"
-    ensure_topics(AdminClient(ctx.kafka.client_config()), [TopicSpec(topic, 1)])
-    produce_stream(ctx, topic, x, y)
-    per_event = from_kafka(ctx, topic, n, batch_size=1)
-    mini_batch = from_kafka(ctx, topic, n, batch_size=256)
-    river, vw = _river(x, y), _vw(x, y)
+    single, columnar = (f"bench.trainer.{kind}.{uuid.uuid4().hex[:8]}" for kind in "sc")
+    ensure_topics(
+        AdminClient(ctx.kafka.client_config()), [TopicSpec(single, 1), TopicSpec(columnar, 1)]
+    )
+    produce_stream(ctx, single, x, y)
+    produce_columns(ctx, columnar, x, y)
+    from_kafka(ctx, single, min(n, 1000), batch_size=1)  # compile and load outside the timing
+    settle_heap()
+    with tempfile.TemporaryDirectory() as tmp:
+        vw = _VowpalWabbit(Path(tmp), x, y)
+        measures: dict[str, Callable[[], float]] = {
+            "service": lambda: service_loop(ctx, single, n, from_first=True),
+            "columnar": lambda: service_loop(ctx, columnar, n, from_first=True),
+            "bare": lambda: from_kafka(ctx, single, n, batch_size=1),
+            "vw": vw.rate,
+        }
+        rates = alternated(measures, ROUNDS)
+    mini_batch = from_kafka(ctx, single, n, batch_size=256)
+    part = min(n, 50_000)
+    river = _river(x[:part], y[:part])
     naive = _naive_torch(x[: min(n, 20_000)], y[: min(n, 20_000)])
+    vw_rate = rates["vw"]
+    each = f"(median of {ROUNDS})"
     return [
-        Figure("per-event, from Kafka", per_event, "events/s", "River learn_one", river),
-        Figure("per-event, from Kafka", per_event, "events/s", "VW command line", vw),
+        Figure(f"per event from Kafka, trainer loop {each}", rates["service"], "events/s",
+               "VW command line", vw_rate),
+        Figure(f"per event from Kafka, consume-decode-learn {each}", rates["bare"], "events/s",
+               "VW command line", vw_rate),
+        Figure(f"per event from SampleBatch records, trainer loop {each}", rates["columnar"],
+               "events/s", "VW command line", vw_rate),
+        Figure("per event from Kafka, trainer loop", rates["service"], "events/s",
+               "River learn_one", river),
         Figure("mini-batch 256, from Kafka", mini_batch, "events/s", "River learn_one", river),
         Figure("naive torch per event (in memory)", naive, "events/s", "River learn_one", river),
-    ]
+    ]  # fmt: skip
+
+
+def alternated(measures: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median of each measure over `rounds`, each round starting one measure further on.
+
+    On a 2-core box the broker's pauses otherwise favour whichever runs first.
+    """
+    names = list(measures)
+    results: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(measures[name]())
+    return {name: statistics.median(values) for name, values in results.items()}
 
 
 def stream(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +125,7 @@ def stream(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def produce_stream(ctx: BenchContext, topic: str, x: np.ndarray, y: np.ndarray) -> None:
+    """One `Sample` per record, with the content-type header ingestion forwards."""
     producer = Producer(producer_config(ctx.kafka))
     with delivering(producer) as report:
         for i in range(len(y)):
@@ -79,7 +136,51 @@ def produce_stream(ctx: BenchContext, topic: str, x: np.ndarray, y: np.ndarray) 
                 dense=x[i].tolist(),
                 class_index=int(y[i]),
             )
-            produce(producer, topic, sample.SerializeToString(), partition=0, on_delivery=report)
+            value = sample.SerializeToString()
+            produce(producer, topic, value, partition=0, headers=_HEADERS, on_delivery=report)
+
+
+def produce_columns(ctx: BenchContext, topic: str, x: np.ndarray, y: np.ndarray) -> None:
+    """The same events as `SampleBatch` records of 1,000 rows (the SDK's columnar path)."""
+    with SampleProducer(kafka=ctx.kafka, topic=topic, stream="bench") as producer:
+        for start in range(0, len(y), 1000):
+            rows = slice(start, start + 1000)
+            keys = [f"k{i % 64}" for i in range(start, start + len(y[rows]))]
+            producer.send_columns(x[rows], y[rows], keys=keys)
+
+
+def service_loop(ctx: BenchContext, topic: str, n: int, *, from_first: bool = False) -> float:
+    """The trainer service's own loop (checkpoints and offsets as deployed; no registry).
+
+    Timed from the loop's creation (joining the group included), or with `from_first` from
+    its first event learned to its last, as a throughput.
+    """
+    with tempfile.TemporaryDirectory() as state:
+        settings = TrainerSettings(
+            kafka=ctx.kafka,
+            topics=TopicSettings(train=topic, metrics=f"{topic}.metrics"),
+            state_dir=Path(state),
+            consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
+            config=config(1),
+            stream="bench",
+            metrics_port=0,
+        )
+        started = time.perf_counter()
+        loop = build(settings)
+        stop = threading.Event()
+        worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+        worker.start()
+        before = 0
+        while from_first and loop.learner.applied == 0 and worker.is_alive():
+            time.sleep(0.0005)
+        if from_first:
+            started, before = time.perf_counter(), loop.learner.applied
+        while loop.learner.applied < n and worker.is_alive():
+            time.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        worker.join(60)
+    return (n - before) / elapsed
 
 
 def config(batch_size: int) -> TrainerConfig:
@@ -143,26 +244,26 @@ def _river(x: np.ndarray, y: np.ndarray) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
-def _vw(x: np.ndarray, y: np.ndarray) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        data, empty = Path(tmp) / "data.vw", Path(tmp) / "empty.vw"
-        with data.open("w") as out:
+class _VowpalWabbit:
+    """VW's command line on the events as VW text, its start-up measured and subtracted."""
+
+    ARGS = ("--loss_function", "logistic", "--learning_rate", str(LR), "--quiet",
+            "--no_stdin", "--noconstant")  # fmt: skip
+
+    def __init__(self, folder: Path, x: np.ndarray, y: np.ndarray) -> None:
+        self.data, self.empty, self.events = folder / "data.vw", folder / "empty.vw", len(y)
+        with self.data.open("w") as out:
             for row, label in zip(x, y, strict=True):
                 features = " ".join(f"{j}:{v:.6g}" for j, v in enumerate(row))
                 out.write(f"{1 if label else -1} | {features}\n")
-        empty.write_text("")
-        args = [
-            "--loss_function",
-            "logistic",
-            "--learning_rate",
-            str(LR),
-            "--quiet",
-            "--no_stdin",
-            "--noconstant",
-        ]
-        startup = _timed([sys.executable, "-m", "vowpalwabbit", "-d", str(empty), *args])
-        total = _timed([sys.executable, "-m", "vowpalwabbit", "-d", str(data), *args])
-    return len(y) / max(total - startup, 1e-9)
+        self.empty.write_text("")
+
+    def rate(self) -> float:
+        """Events per second of one learning pass."""
+        command = [sys.executable, "-m", "vowpalwabbit", *self.ARGS, "-d"]
+        startup = _timed([*command, str(self.empty)])
+        total = _timed([*command, str(self.data)])
+        return self.events / max(total - startup, 1e-9)
 
 
 def _timed(command: list[str]) -> float:

@@ -35,6 +35,16 @@ def is_batch(headers: Headers | None) -> bool:
     return any(k == CONTENT_TYPE and v == BATCH_TYPE for k, v in headers or ())
 
 
+def is_batch_record(msg: Message) -> bool:
+    """`is_batch(headers_of(msg))` without converting each header (one lookup per record)."""
+    raw = msg.headers()
+    if not raw:
+        return False
+    if isinstance(raw, list):  # what a consumer returns: (name, bytes) pairs
+        return (CONTENT_TYPE, BATCH_TYPE) in raw
+    return is_batch(headers_of(msg))
+
+
 def headers_of(msg: Message) -> Headers:
     """A confluent-kafka record's headers, as (name, bytes) pairs."""
     raw = msg.headers() or []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.ingestion.app import build, run
 from services.ingestion.settings import IngestionSettings
-from shared.lifecycle import stop_on_signals
+from shared.lifecycle import settle_heap, stop_on_signals
 from shared.logs import configure_logging
 
 
@@ -13,7 +13,9 @@ def main() -> None:
     settings = IngestionSettings()
     configure_logging("ingestion", settings.log_level, json_format=settings.log_json)
     stop = stop_on_signals()  # (the faust engine installs its own handlers)
-    run(build(settings, stop), stop)
+    app = build(settings, stop)
+    settle_heap()
+    run(app, stop)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 from services.joiner.app import build, run
 from services.joiner.settings import JoinerSettings
 from shared.errors import StreamlearnError
-from shared.lifecycle import stop_on_signals
+from shared.lifecycle import settle_heap, stop_on_signals
 from shared.logs import configure_logging
 
 log = logging.getLogger("services.joiner")
@@ -19,7 +19,9 @@ def main() -> None:
     configure_logging("joiner", settings.log_level, json_format=settings.log_json)
     stop = stop_on_signals()
     try:
-        run(build(settings, stop), stop)
+        joiner = build(settings, stop)
+        settle_heap()
+        run(joiner, stop)
     except StreamlearnError as exc:
         log.critical("joiner stopped on an error", extra={"error": str(exc)})
         raise SystemExit(f"joiner stopped: {exc}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.registry.app import build, run
 from services.registry.settings import RegistrySettings
-from shared.lifecycle import stop_on_signals
+from shared.lifecycle import settle_heap, stop_on_signals
 from shared.logs import configure_logging
 
 
@@ -13,7 +13,9 @@ def main() -> None:
     settings = RegistrySettings()
     configure_logging("registry", settings.log_level, json_format=settings.log_json)
     stop = stop_on_signals()
-    run(build(settings), stop)
+    service = build(settings)
+    settle_heap()
+    run(service, stop)
 
 
 if __name__ == "__main__":

@@ -58,13 +58,17 @@ class StreamFilter:
 
     def keep(self, records: Sequence[Message]) -> list[bool]:
         """Per record, whether it is to be learned."""
+        return self.keep_array(records).tolist()  # type: ignore[no-any-return]
+
+    def keep_array(self, records: Sequence[Message]) -> np.ndarray:
+        """`keep` as a boolean array (no Python object per record)."""
         n = len(records)
         if n == 0:
-            return []
+            return np.zeros(0, dtype=bool)
         values = [m.value() or b"" for m in records]
-        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
         ends = np.cumsum(lengths)
-        batch = [samples.is_batch(samples.headers_of(m)) for m in records]
+        batch = [samples.is_batch_record(m) for m in records]
         fields = np.where(batch, wire.BATCH_STREAM, wire.SAMPLE_STREAM).astype(np.int64)
         buf = np.frombuffer(b"".join(values), dtype=np.uint8)
         found = np.empty(n, dtype=np.int64)
@@ -84,7 +88,7 @@ class StreamFilter:
             skipped[stream] = skipped.get(stream, 0) + 1
         for stream, count in skipped.items():
             self._skipped(stream, count)
-        return keep.tolist()  # type: ignore[no-any-return]
+        return keep
 
     def _skipped(self, stream: str, count: int) -> None:
         if stream not in self._seen and len(self._seen) < MAX_STREAM_LABELS:
@@ -135,17 +139,17 @@ class Batcher:
 
     def add(self, records: Sequence[Message]) -> list[list[Message]]:
         """Segments of whole mini-batches ready to learn, partition by partition."""
-        grouped: dict[str, list[Message]] = {}
-        wanted = self.streams.keep(records) if self.streams else [True] * len(records)
-        for msg, keep in zip(records, wanted, strict=True):
-            key = partition_key(msg)
-            self._read_to[key] = int(msg.offset() or 0) + 1
-            if keep:
-                grouped.setdefault(key, []).append(msg)
+        if not records:
+            return []
+        wanted = self.streams.keep_array(records) if self.streams else None
         segments: list[list[Message]] = []
-        for key, kept in grouped.items():
-            cut, self._pending[key] = mini_batch_cut(self._pending.get(key, []) + kept, self.size)
-            segments += cut
+        for key, kept, read_to in _by_partition(records, wanted):
+            self._read_to[key] = read_to
+            if kept:
+                cut, self._pending[key] = mini_batch_cut(
+                    self._pending.get(key, []) + kept, self.size
+                )
+                segments += cut
         return segments
 
     def settled(self) -> dict[str, int]:
@@ -164,6 +168,44 @@ class Batcher:
     def pending(self) -> int:
         """Messages held back, all partitions together."""
         return sum(len(p) for p in self._pending.values())
+
+
+def _by_partition(
+    records: Sequence[Message], wanted: np.ndarray | None
+) -> list[tuple[str, list[Message], int]]:
+    """Per partition: its key, its wanted records, the offset after its last record read.
+
+    Partitions come in the order of their first wanted record (those with none last).
+
+    Reads each record's partition (and topic) once: at a million records a second, a key
+    string per record cost more than learning them.
+    """
+    partitions = np.fromiter((m.partition() for m in records), dtype=np.int64, count=len(records))
+    topics = {m.topic() for m in records}
+    if len(topics) == 1:
+        topic = topics.pop()
+        codes = partitions
+        names = {int(p): f"{topic}:{p}" for p in np.unique(partitions)}
+    else:  # several topics: one code per topic:partition (rare: a trainer reads one topic)
+        keys = [partition_key(m) for m in records]
+        names = dict(enumerate(dict.fromkeys(keys)))
+        index = {k: i for i, k in names.items()}
+        codes = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+    single = bool((codes == codes[0]).all())
+    out = []
+    for code in [int(codes[0])] if single else list(dict.fromkeys(codes.tolist())):
+        rows = None if single else np.flatnonzero(codes == code)
+        last = len(records) - 1 if rows is None else int(rows[-1])
+        key = names[code]
+        if wanted is None or (rows is None and wanted.all()):
+            kept = list(records) if rows is None else [records[i] for i in rows.tolist()]
+        else:
+            chosen = np.flatnonzero(wanted) if rows is None else rows[wanted[rows]]
+            kept = [records[i] for i in chosen.tolist()]
+        out.append((key, kept, int(records[last].offset() or 0) + 1))
+    if len(out) > 1:  # learned in order of each partition's first record learned
+        out.sort(key=lambda part: records.index(part[1][0]) if part[1] else len(records))
+    return out
 
 
 def mini_batch_cut(

@@ -74,13 +74,20 @@ def _valid(
 
 
 @numba.njit(cache=True, fastmath=False)
-def _welford(stats: np.ndarray, j: int, value: float) -> None:
-    """Fold one value into (count, mean, M2) at column j: Chan's update for one row."""
+def _welford(stats: np.ndarray, j: int, value: float, share: np.ndarray) -> None:
+    """Fold one value into (count, mean, M2) at column j: Chan's update for one row.
+
+    `share` caches count / (count + 1) for the last count seen (share[0] the count, share[1]
+    the ratio): columns with the same count (all of them, without missing values) divide
+    once per event instead of once per column, to the same bits.
+    """
     count, mean, m2 = stats[0, j], stats[1, j], stats[2, j]
     total = count + 1.0
     delta = value - mean
+    if share[0] != count:
+        share[0], share[1] = count, count * 1.0 / total
     stats[1, j] = mean + delta * 1.0 / total
-    stats[2, j] = m2 + 0.0 + delta * delta * (count * 1.0 / total)
+    stats[2, j] = m2 + 0.0 + delta * delta * share[1]
     stats[0, j] = total
 
 
@@ -116,8 +123,20 @@ def _floor(loss: int, guard: np.ndarray, delta: float) -> float:
 
 
 @numba.njit(cache=True, fastmath=False)
+def _spread(stats: np.ndarray, spread: np.ndarray) -> None:
+    """Each column's standard deviation from (count, mean, M2); 0 where the variance is 0.
+
+    Computed once per change of the statistics: an event's score and its update both use
+    the statistics as they stand, the update's being the next event's score's.
+    """
+    for j in range(spread.shape[0]):
+        var = stats[2, j] / max(stats[0, j], 1.0)
+        spread[j] = math.sqrt(var) if var > 0 else 0.0
+
+
+@numba.njit(cache=True, fastmath=False)
 def _standardise(
-    x: np.ndarray, i: int, stats: np.ndarray, standardize: bool, z: np.ndarray
+    x: np.ndarray, i: int, stats: np.ndarray, spread: np.ndarray, standardize: bool, z: np.ndarray
 ) -> None:
     for j in range(x.shape[1]):
         v = x[i, j]
@@ -126,8 +145,8 @@ def _standardise(
         elif not standardize:
             z[j] = v
         else:
-            var = stats[2, j] / max(stats[0, j], 1.0)
-            z[j] = np.float32((np.float64(v) - stats[1, j]) / math.sqrt(var)) if var > 0 else 0.0
+            sd = spread[j]
+            z[j] = np.float32((np.float64(v) - stats[1, j]) / sd) if sd > 0 else 0.0
 
 
 @numba.njit(cache=True, fastmath=False)
@@ -212,9 +231,13 @@ def learn_events(
     z = np.zeros(f, dtype=np.float32)
     stats = np.zeros((3, f), dtype=np.float64)  # working copy, written back per event
     saved = np.zeros((3, f), dtype=np.float64)
+    spread = np.zeros(f, dtype=np.float64)  # of `stats`, kept current with them
+    spread_saved = np.zeros(f, dtype=np.float64)
+    share = np.full(2, -1.0)
     if standardize:
         for j in range(f):
             stats[0, j], stats[1, j], stats[2, j] = x_count[j], x_mean[j], x_m2[j]
+        _spread(stats, spread)
     regression = loss != BCE
     steps = 0
     at = np.zeros(1)  # the score `normalized` takes its update at
@@ -226,7 +249,7 @@ def learn_events(
             _welford_label(guard, np.float64(y[i]))
         # scored (metrics, guard, drift) with the statistics before the event, as River's
         # pipelines predict ...
-        _standardise(x, i, stats, standardize, z)
+        _standardise(x, i, stats, spread, standardize, z)
         scored = _score(w, b, emb, z, ids, i)
         at[0] = scored
         raw, grad = _loss_and_grad(loss, scored, y[i], delta)
@@ -235,10 +258,12 @@ def learn_events(
         # ... and learned with the statistics including it, as River's learn_one
         if standardize:
             saved[:, :] = stats
+            spread_saved[:] = spread
             for j in range(f):
                 if not math.isnan(x[i, j]):
-                    _welford(stats, j, np.float64(x[i, j]))
-            _standardise(x, i, stats, standardize, z)
+                    _welford(stats, j, np.float64(x[i, j]), share)
+            _spread(stats, spread)
+            _standardise(x, i, stats, spread, standardize, z)
             at[0] = _score(w, b, emb, z, ids, i)
             trained, grad = _loss_and_grad(loss, at[0], y[i], delta)
             trained *= weight[i]
@@ -249,17 +274,17 @@ def learn_events(
         status[i] = REFUSED
         if not (math.isfinite(value) and math.isfinite(trained) and math.isfinite(grad)):
             if standardize:
-                stats[:, :] = saved
+                stats[:, :], spread[:] = saved, spread_saved
             continue
         # (normalized: its kernel refuses what it cannot learn, as on the torch path)
         if optimizer != NORMALIZED and not math.isfinite(abs(grad) * math.sqrt(norm2)):
             if standardize:
-                stats[:, :] = saved
+                stats[:, :], spread[:] = saved, spread_saved
             continue
         guarded = ratio > 0.0 and guard[1] >= warmup
         if guarded and raw > ratio * max(guard[0], _floor(loss, guard, delta)):
             if standardize:
-                stats[:, :] = saved
+                stats[:, :], spread[:] = saved, spread_saved
             status[i] = DIVERGING
             continue
         lr = base_lr * _factor(schedule, float(epoch + steps), scale, gamma)
@@ -268,7 +293,7 @@ def learn_events(
             w, b, emb, s1w, s1b, g_emb, s2w, s_emb, norm,
         ):  # fmt: skip
             if standardize:
-                stats[:, :] = saved
+                stats[:, :], spread[:] = saved, spread_saved
             continue
         scale_clip = 1.0
         if clip > 0.0 and abs(grad) * math.sqrt(norm2) > clip:

@@ -37,7 +37,7 @@ from services.trainer import checkpoint
 from services.trainer.batching import Batcher, StreamFilter, partition_key
 from services.trainer.decode import PinnedStream, decode_for
 from services.trainer.export import OnnxExporter
-from services.trainer.learner import Learner
+from services.trainer.learner import Batch, Learner
 from services.trainer.learning import Exporter, Learning
 from services.trainer.progress import Every, Positions
 from services.trainer.versions import VersionPublisher
@@ -205,6 +205,10 @@ class TrainerLoop:
 
     def _current(self, fetched: list[tuple[Message, int]]) -> list[Message]:
         """The records of the current assignment; error events are handled on the way."""
+        if fetched and fetched[0][1] == fetched[-1][1]:  # stamps only grow within a fetch
+            records = [m for m, _ in fetched]
+            if self._all_current(records, fetched[0][1]):
+                return records
         records = []
         for msg, epoch in fetched:
             error = msg.error()
@@ -215,6 +219,19 @@ class TrainerLoop:
             else:  # fetched before its partition's (re)assignment: it will be read again
                 log.debug("dropped a record of an earlier assignment", extra={"at": where(msg)})
         return records
+
+    def _all_current(self, records: list[Message], epoch: int) -> bool:
+        """No error event, and every record's partition assigned at or before `epoch`.
+
+        One pass over the records and one lookup per partition, instead of a lookup per
+        record: the common case of a fetch with no rebalance in it.
+        """
+        if any([m.error() for m in records]):
+            return False
+        topics = {m.topic() for m in records}
+        partitions = {m.partition() for m in records}
+        assigned = self._assigned
+        return all(assigned.get(f"{t}:{p}", epoch + 1) <= epoch for t in topics for p in partitions)
 
     def _consumer_error(self, error: KafkaError) -> None:
         """EOF is no error; a fatal one raises ConsumerFatal; others are counted and logged."""
@@ -270,8 +287,7 @@ class TrainerLoop:
         pinned = self.pinned
         batch, _ = decode_for(learner.config, applying, pinned.featurizer, resolve=pinned.resolve)
         learner.learn(batch)
-        probe = batch.finite_rows(16)
-        return lambda: OnnxExporter(learner, probe) if len(probe) else None
+        return lambda: _exporter(learner, batch.finite_rows(16))
 
     def _housekeeping(self) -> None:
         if self._checkpoint_every.due():
@@ -419,6 +435,11 @@ def _layout(pinned: PinnedStream) -> str:
         return ""
     space = pinned.featurizer.space
     return json.dumps([space.numeric, space.categorical, space.crosses, space.buckets])
+
+
+def _exporter(learner: Learner, probe: Batch) -> Exporter | None:
+    """An exporter checked on `probe`, once some rows are usable (None: not yet)."""
+    return OnnxExporter(learner, probe) if len(probe) else None
 
 
 def _split(key: str) -> tuple[str, int]:

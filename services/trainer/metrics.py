@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 _EPS = 1e-12
 
@@ -38,22 +39,27 @@ class Prequential:
         self.events += n
 
     def state(self) -> dict[str, object]:
-        """The window as plain lists (checkpoints load with torch's weights-only unpickler)."""
+        """The window as tensors (checkpoints load with torch's weights-only unpickler).
+
+        Tensors, not lists: a checkpoint pickles four objects instead of 4,000 floats
+        (6 ms a checkpoint before, the most of a trainer's time at 10k events per checkpoint
+        and a million events a second). Lists from older checkpoints restore as well.
+        """
         return {
             "events": self.events,
-            "loss": self._loss.tolist(),
-            "label": self._label.tolist(),
-            "score": self._score.tolist(),
-            "hit": self._hit.tolist(),
+            "loss": torch.from_numpy(self._loss.copy()),
+            "label": torch.from_numpy(self._label.copy()),
+            "score": torch.from_numpy(self._score.copy()),
+            "hit": torch.from_numpy(self._hit.copy()),
         }
 
     def restore(self, state: dict[str, object]) -> None:
         """Continue from `state()`."""
         self.events = int(state["events"])  # type: ignore[call-overload]
-        self._loss = np.asarray(state["loss"], dtype=float)
-        self._label = np.asarray(state["label"], dtype=float)
-        self._score = np.asarray(state["score"], dtype=float)
-        self._hit = np.asarray(state["hit"], dtype=bool)
+        self._loss = _array(state["loss"], float)
+        self._label = _array(state["label"], float)
+        self._score = _array(state["score"], float)
+        self._hit = _array(state["hit"], bool)
 
     def snapshot(self) -> dict[str, float]:
         """Metrics over the window (empty before the first event)."""
@@ -93,3 +99,9 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     sums = np.bincount(inverse, weights=ranks)
     ranks = (sums / counts)[inverse]
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _array(saved: object, dtype: type) -> np.ndarray:
+    """A saved window column (a tensor, or a list from an older checkpoint) as a new array."""
+    values = saved.numpy() if isinstance(saved, torch.Tensor) else saved
+    return np.array(values, dtype=dtype)

@@ -17,12 +17,19 @@ class Positions:
     first: dict[str, int] = field(default_factory=dict)
 
     def advance(self, applied: Sequence[Message]) -> None:
-        """Record that these records (in consume order) were applied."""
-        for msg in applied:
-            key = f"{msg.topic()}:{msg.partition()}"
-            offset = int(msg.offset() or 0)
-            self.first.setdefault(key, offset)
-            self.next[key] = offset + 1
+        """Record that these records of one partition (in offset order) were applied.
+
+        `Batcher` cuts segments per partition: only the first and the last record move the
+        positions, so a segment costs the same whatever its length.
+        """
+        if not applied:
+            return
+        head, tail = applied[0], applied[-1]
+        key = f"{head.topic()}:{head.partition()}"
+        if key != f"{tail.topic()}:{tail.partition()}":
+            raise ValueError(f"a segment spans partitions: {key} and {tail.topic()}")
+        self.first.setdefault(key, int(head.offset() or 0))
+        self.next[key] = int(tail.offset() or 0) + 1
 
     def pass_over(self, read_to: dict[str, int]) -> int:
         """Move positions past records read and not to be learned; returns how many.

@@ -50,11 +50,15 @@ def _decode_one(
     named: np.ndarray,
     served: np.ndarray,
     row: int,
+    scratch: np.ndarray,
 ) -> int:
+    # Floats are copied byte for byte: into the row's bytes (x_bytes, served_bytes: the
+    # same memory as x and served) or into `scratch`, read through its float views.
     features, outputs = x.shape[1], served.shape[1]
+    x_bytes, served_bytes = x[row].view(np.uint8), served[row].view(np.uint8)
+    as_f32, as_f64 = scratch.view(np.float32), scratch.view(np.float64)
     count, seen, scores = 0, 0, 0  # seen: which label of the oneof arrived (1 regression, 2 class)
     regression, klass, weight = 0.0, 0, 0.0
-    scratch = np.empty(8, np.uint8)
     while pos < end:
         tag, pos = _varint(buf, pos, end)
         if pos < 0 or tag >> 3 == 0 or tag > 0xFFFFFFFF:  # protobuf refuses field 0 and >32 bits
@@ -71,15 +75,17 @@ def _decode_one(
             if pos + 8 > end:
                 return MALFORMED
             if field == REGRESSION:
-                scratch[:8] = buf[pos : pos + 8]
-                regression = scratch[:8].view(np.float64)[0]
+                for k in range(8):
+                    scratch[k] = buf[pos + k]
+                regression = as_f64[0]
                 seen = 1
             pos += 8
         elif wire == 5:
             if pos + 4 > end:
                 return MALFORMED
-            scratch[:4] = buf[pos : pos + 4]
-            value32 = scratch[:4].view(np.float32)[0]
+            for k in range(4):
+                scratch[k] = buf[pos + k]
+            value32 = as_f32[0]
             if field == WEIGHT:
                 weight = value32
             elif field == DENSE:  # an unpacked repeated float
@@ -103,19 +109,17 @@ def _decode_one(
             if field == DENSE:
                 if length % 4:
                     return MALFORMED
-                for k in range(length // 4):
-                    if count < features:
-                        scratch[:4] = buf[pos + 4 * k : pos + 4 * k + 4]
-                        x[row, count] = scratch[:4].view(np.float32)[0]
-                    count += 1
+                kept = min(length // 4, features - count) if count < features else 0
+                for k in range(4 * kept):
+                    x_bytes[4 * count + k] = buf[pos + k]
+                count += length // 4
             if field == SERVED:
                 if length % 4:
                     return MALFORMED
-                for k in range(length // 4):
-                    if scores < outputs:
-                        scratch[:4] = buf[pos + 4 * k : pos + 4 * k + 4]
-                        served[row, scores] = scratch[:4].view(np.float32)[0]
-                    scores += 1
+                kept = min(length // 4, outputs - scores) if scores < outputs else 0
+                for k in range(4 * kept):
+                    served_bytes[4 * scores + k] = buf[pos + k]
+                scores += length // 4
             pos += length
         else:
             return MALFORMED  # groups (wire types 3, 4) are not in this schema
@@ -164,8 +168,11 @@ def decode_rows(
     served[i] (one column per model output, NaN beforehand) gets record i's `served_score`
     when it has exactly that many values, and stays NaN otherwise.
     """
+    scratch = np.empty(8, np.uint8)
     for i in range(len(starts)):
-        status[i] = _decode_one(buf, starts[i], ends[i], x, labels, weights, named, served, i)
+        status[i] = _decode_one(
+            buf, starts[i], ends[i], x, labels, weights, named, served, i, scratch
+        )
 
 
 @numba.njit(cache=True)

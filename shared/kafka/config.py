@@ -7,6 +7,8 @@ from typing import Any
 from shared.kafka.outage import SERVICE_STATISTICS_MS, ConnectionLog
 from shared.settings import KafkaSettings
 
+FETCH_QUEUE_BACKOFF_MS = 10
+
 
 def producer_config(
     kafka: KafkaSettings, *, transactional_id: str | None = None, **overrides: Any
@@ -43,6 +45,11 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
     Offsets are stored by the application after processing (`store_processed`), never
     automatically; auto-commit then commits only those stored offsets, every second and on
     close. Reads only committed transactional data.
+
+    Once its local queue holds `queued.min.messages`, librdkafka postpones a partition's next
+    fetch by `fetch.queue.backoff.ms` (default 1 s): a consumer that drains its queue faster
+    than that waits out the rest of the second. Measured on the 2-core box reading 1M small
+    records: 210-330k records/s with the default, 1.8-3.0M/s with 10 ms.
     """
     config = kafka.client_config() | {
         "group.id": group_id,
@@ -52,6 +59,7 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
         "enable.partition.eof": False,
+        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
     }
     # A consumer polls all the time: statistics are cheap and tell when brokers are back.
     if isinstance(logger := config.get("logger"), ConnectionLog):

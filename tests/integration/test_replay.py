@@ -25,7 +25,7 @@ from shared.errors import InvalidArgument, NotFound
 from shared.settings import KafkaSettings
 from streamlearn.client.datasets import Synthetic
 from streamlearn.client.producer import SampleProducer
-from tests.helpers import read_to_end, wait_until
+from tests.helpers import plain, read_to_end, wait_until
 from tests.integration.conftest import Running
 from tests.integration.test_trainer_crash import progress, running, trainer_env
 
@@ -92,7 +92,7 @@ def test_replaying_with_the_live_trainers_config_reproduces_its_metrics(
     assert saved is not None
     piece = resolve(kafka, SliceSpec(drift_topic))
     [run] = replay.backtest(kafka, piece, [Run("replayed", live, streams=frozenset({"drift"}))])
-    assert run.learner.metrics.state() == saved["learner"]["metrics"]
+    assert plain(run.learner.metrics.state()) == plain(saved["learner"]["metrics"])
     assert run.learner.metrics.snapshot()["loss"] > 0
 
 
@@ -212,7 +212,7 @@ def test_label_delays_on_a_real_slice(kafka: KafkaSettings, timed_topic: str) ->
     for run in runs:
         assert run.learner.applied == TIMED
     # no delay: the merged partitions learned exactly as test-then-train learns them
-    assert today.learner.metrics.state() == zero.learner.metrics.state()
+    assert plain(today.learner.metrics.state()) == plain(zero.learner.metrics.state())
     assert zero.report()["final"]["loss"] == pytest.approx(today.report()["final"]["loss"], 1e-5)
     # 2 s of labels still on their way (200 events): served predictions are a little worse
     served = {r.name: r.report()["final"] for r in runs}

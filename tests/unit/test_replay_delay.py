@@ -30,6 +30,7 @@ from shared import samples
 from shared.errors import InvalidArgument
 from shared.fakes import FakeMessage
 from streamlearn.v1 import sample_pb2
+from tests.helpers import plain
 
 T0 = 1_700_000_000_000  # unix ms
 Optimizer = Literal["sgd", "adam"]
@@ -112,7 +113,7 @@ def same_state(a: Run, b: Run) -> bool:
     tensors = all(torch.equal(t, state_b["network"][k]) for k, t in state_a["network"].items())
     return (
         tensors
-        and state_a["metrics"] == state_b["metrics"]
+        and plain(state_a["metrics"]) == plain(state_b["metrics"])
         and ((a.learner.applied, a.learner.skipped) == (b.learner.applied, b.learner.skipped))
     )
 

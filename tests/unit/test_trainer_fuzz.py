@@ -223,3 +223,49 @@ def test_extreme_shapes_decode_or_are_refused_as_wrong_shape(
     assert bad == (0 if len(dense) == features else 1)
     if len(dense) == features:
         np.testing.assert_array_equal(batch.features.numpy()[0], np.float32(dense))
+
+
+def _reference_cut(
+    records: list[FakeMessage], wanted: list[bool], size: int
+) -> tuple[list[list[int]], dict[str, int]]:
+    """What the batcher must return, record by record (offsets stand for the records)."""
+    grouped: dict[str, list[FakeMessage]] = {}
+    read_to: dict[str, int] = {}
+    for msg, keep in zip(records, wanted, strict=True):
+        key = f"{msg.topic()}:{msg.partition()}"
+        read_to[key] = msg.offset() + 1
+        if keep:
+            grouped.setdefault(key, []).append(msg)
+    segments = []
+    for kept in grouped.values():  # one segment per partition: its whole mini-batches
+        whole = len(kept) - len(kept) % size
+        if whole:
+            segments.append([m.offset() for m in kept[:whole]])
+    return segments, read_to
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["t", "u"]), st.integers(0, 3), st.booleans()),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 3),
+)
+def test_the_batcher_cuts_any_interleaving_of_partitions_as_record_by_record(
+    layout: list[tuple[str, int, bool]], size: int
+) -> None:
+    """Grouping by partition in bulk gives the cuts and read-to offsets of a plain loop."""
+    records, wanted = [], []
+    for offset, (topic, partition, keep) in enumerate(layout):
+        value = sample_pb2.Sample(stream="demo" if keep else "other").SerializeToString()
+        records.append(FakeMessage(topic, partition, offset, None, value))
+        wanted.append(keep)
+    batcher = Batcher(size, StreamFilter({"demo"}))
+    segments = [[m.offset() for m in s] for s in batcher.add(records)]  # type: ignore[arg-type]
+    expected, read_to = _reference_cut(records, wanted, size)
+    assert segments == expected
+    settled = {k: v for k, v in read_to.items() if batcher.settled().get(k) is not None}
+    assert batcher.settled() == settled
+    assert batcher.pending == sum(wanted) - sum(len(s) for s in segments)
