@@ -1,12 +1,15 @@
 """Freshness: from an event produced to a served version that learned from it, by hop.
 
 The whole pipeline runs as separate processes on this machine (registry, ingestion, two
-trainers, inference) on fresh topics. Samples go in as columnar records of `ROWS` rows at
-`RATE` events/s through the producer SDK. Both trainers learn the same training topic side
-by side: one registers a version every `FRESH_EVERY_S`, the baseline at the trainer's
-default interval; inference serves both models. Hops of each record:
+trainers, inference) on fresh topics. Samples go in one per record (the SDK's `send`, the
+hardest case for every hop) at `RATE` events/s, paced in bursts of `BURST`. Both trainers
+learn the same training topic side by side: one registers a version every `FRESH_EVERY_S`,
+the baseline at the trainer's default interval; inference serves both models. Hops of
+every `TRACK_EVERY`-th record (its Kafka key marks it, so the watcher decodes only those):
 produce -> training topic (ingestion) -> a registered version covers its offset (trainer
 and registry) -> a version at least that new is served (model event, download, swap).
+The ingestion and trainer processes' resident memory is read at the start and the end of
+the paced run.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 from confluent_kafka.admin import AdminClient
 
 from bench.core import BenchContext, Figure
-from bench.processes import service, topics_env
+from bench.processes import rss_kib, service, topics_env
 from bench.timeline import Timeline, Watchers
 from services.trainer.settings import TrainerSettings
 from shared.kafka.admin import ensure_topics, standard_topics
@@ -33,9 +36,12 @@ from shared.streams import publish_definition
 from streamlearn.client.datasets import Synthetic
 from streamlearn.client.producer import SampleProducer
 from streamlearn.system.plan import HEALTH_NAMES
+from streamlearn.v1 import sample_pb2
 
-RATE = 10_000
-ROWS = 100  # 10 ms of events per record
+RATE = 50_000
+BURST = 500  # 10 ms of events per burst
+TRACK_EVERY = 100  # 500 tracked records a second
+TRACKED = b"t"  # the Kafka key prefix of tracked records
 FRESH_EVERY_S = 0.2
 DEFAULT_EVERY_S = TrainerSettings.model_fields["version_every_s"].default
 MODELS = {"fresh": FRESH_EVERY_S, "default": DEFAULT_EVERY_S}
@@ -48,17 +54,22 @@ def run(ctx: BenchContext) -> list[Figure]:
     topics = _topics(ctx.kafka)
     seconds = max(10.0, 30.0 * ctx.scale)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        address = _start(stack, ctx.kafka, topics, Path(tmp))
+        address, pids = _start(stack, ctx.kafka, topics, Path(tmp))
         watchers = Watchers(
-            ctx.kafka, topics.train, address["registry"], address["inference"], list(MODELS)
+            ctx.kafka,
+            topics.train,
+            address["registry"],
+            address["inference"],
+            list(MODELS),
+            tracked=TRACKED,
         ).start()
         try:
-            _feed(ctx.kafka, topics, watchers.timeline, seconds)
+            memory = _feed(ctx.kafka, topics, watchers.timeline, seconds, pids)
         finally:
             watchers.stop()
     fresh = latencies(watchers.timeline, "fresh")
     default = latencies(watchers.timeline, "default")
-    return _figures(fresh, default)
+    return _figures(fresh, default) + _memory_figures(memory, seconds)
 
 
 def latencies(timeline: Timeline, model: str) -> dict[str, np.ndarray]:
@@ -98,7 +109,8 @@ def _figures(fresh: dict[str, np.ndarray], default: dict[str, np.ndarray]) -> li
     for q in (50, 99):
         figures.append(
             Figure(
-                f"event -> served p{q}, {RATE:,} ev/s, version every {FRESH_EVERY_S:g} s",
+                f"event -> served p{q}, {RATE:,} single-sample records/s, "
+                f"version every {FRESH_EVERY_S:g} s",
                 float(np.percentile(fresh["end to end"], q)),
                 "s",
                 baseline,
@@ -142,16 +154,21 @@ def _env(prefix: str, kafka: KafkaSettings, topics: TopicSettings, state: Path) 
 
 def _start(
     stack: contextlib.ExitStack, kafka: KafkaSettings, topics: TopicSettings, tmp: Path
-) -> dict[str, str]:
-    """Registry, ingestion, both trainers and inference, each once it is ready."""
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Registry, ingestion, both trainers and inference, each once it is ready.
+
+    Returns their addresses and process ids by name.
+    """
     ports = {name: free_port() for name in ("registry", "ingestion", "inference", *MODELS)}
     address = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+    pids: dict[str, int] = {}
 
     def start(module: str, prefix: str, name: str, health: str, extra: dict[str, str]) -> None:
         env = _env(prefix, kafka, topics, tmp / name) | {f"{prefix}GRPC_PORT": str(ports[name])}
-        stack.enter_context(
+        process = stack.enter_context(
             service(module, env | extra, address[name], health, tmp / f"{name}.log", timeout=120)
         )
+        pids[name] = process.pid
 
     start("services.registry", "REGISTRY_", "registry", HEALTH_NAMES["registry"], {})
     start("services.ingestion", "INGESTION_", "ingestion", HEALTH_NAMES["ingestion"], {})
@@ -180,41 +197,63 @@ def _start(
             "INFERENCE_MODEL_NAMES": json.dumps(list(MODELS)),
         },
     )
-    return address
+    return address, pids
 
 
-def _feed(kafka: KafkaSettings, topics: TopicSettings, timeline: Timeline, seconds: float) -> None:
-    """Warm up until both models are served, then send `seconds` of paced records."""
+def _feed(
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    timeline: Timeline,
+    seconds: float,
+    pids: dict[str, int],
+) -> dict[str, tuple[int, int]]:
+    """Warm up until both models are served, then send `seconds` of paced samples.
+
+    Returns each watched process's resident memory (KiB) before and after the paced run.
+    """
     dataset = Synthetic("binary", features=32)
     with SampleProducer(kafka=kafka, topic=topics.raw, stream="bench") as producer:
-        chunks = dataset.chunks(10**12, ROWS)
+        chunks = dataset.chunks(10**12, BURST)
         deadline = time.monotonic() + 120
         while not all(timeline.served.values()):  # warm-up records are not measured
             if time.monotonic() > deadline:
                 raise RuntimeError("no version was served within 120 s")
             x, y = next(chunks)
-            producer.send_columns(x, y, keys=["warm-up"] * ROWS)
-            time.sleep(ROWS / RATE)
+            producer.send_columns(x, y, keys=["warm-up"] * BURST)
+            time.sleep(BURST / RATE)
+        watched = {name: pids[name] for name in ("ingestion", "fresh")}
+        before = {name: rss_kib(pid) for name, pid in watched.items()}
         _paced(producer, chunks, timeline, seconds)
     _settle(timeline)
+    return {name: (before[name], rss_kib(pid)) for name, pid in watched.items()}
 
 
 def _paced(
     producer: SampleProducer, chunks: Iterator[Chunk], timeline: Timeline, seconds: float
 ) -> None:
+    """One `Sample` per record, `BURST` at a time on schedule; every TRACK_EVERY-th tracked."""
     started = time.monotonic()
-    for n in range(int(seconds * RATE / ROWS)):
+    for n in range(int(seconds * RATE / BURST)):
         x, y = next(chunks)
-        ids = [f"{n}-{i}" for i in range(ROWS)]
-        timeline.produced[ids[0]] = time.time()
-        producer.send_columns(x, y, keys=[f"k{n % 12}"] * ROWS, event_ids=ids)
-        ahead = started + (n + 1) * ROWS / RATE - time.monotonic()
+        rows, labels = x.tolist(), y.tolist()
+        for i in range(BURST):
+            event = n * BURST + i
+            tracked = event % TRACK_EVERY == 0
+            key = f"{TRACKED.decode()}{event}" if tracked else f"k{event % 12}"
+            if tracked:
+                timeline.produced[str(event)] = time.time()
+            producer.send(
+                sample_pb2.Sample(
+                    event_id=str(event), key=key, dense=rows[i], class_index=int(labels[i])
+                )
+            )
+        ahead = started + (n + 1) * BURST / RATE - time.monotonic()
         if ahead > 0:
             time.sleep(ahead)
 
 
 def _settle(timeline: Timeline, timeout: float = 60.0) -> None:
-    """Wait until the last record sent is served by every model (or `timeout`)."""
+    """Wait until the last record tracked is served by every model (or `timeout`)."""
     deadline = time.monotonic() + timeout
     last = max(timeline.produced, key=timeline.produced.__getitem__)
     while time.monotonic() < deadline:
@@ -222,3 +261,18 @@ def _settle(timeline: Timeline, timeout: float = 60.0) -> None:
         if where is not None and all(_reach(timeline, m, *where[1:]) for m in MODELS):
             return
         time.sleep(0.2)
+
+
+def _memory_figures(memory: dict[str, tuple[int, int]], seconds: float) -> list[Figure]:
+    """Resident memory after the paced run against before it (flat: ratio near 1)."""
+    return [
+        Figure(
+            f"{'trainer' if name == 'fresh' else name} RSS after {seconds:.0f} s at {RATE:,}/s",
+            end / 1024,
+            "MiB",
+            "RSS before it",
+            start / 1024,
+            higher_is_better=False,
+        )
+        for name, (start, end) in memory.items()
+    ]

@@ -6,7 +6,10 @@ throughput are reported beside ONNX Runtime's `session.run` on the same inputs f
 number of threads, and its throughput beside a bare grpcio server answering the same request
 with a fixed response of the same shape (`echo.py`, as many worker threads, its own process,
 the same client): what the protocol and model path cost beyond Python gRPC. Registry and
-inference run as separate processes, like in production.
+inference run as separate processes, like in production; the service is measured again
+with `INFERENCE_WORKERS` processes sharing its port. Each client thread has a connection of
+its own. On a 2-core box the load generator shares the cores with the servers: a second
+worker process has no core of its own to run on.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from shared.ort import make_session
 
 FEATURES = 32
 LEVELS = (1, 8, 32)
+WORKERS = 2
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -50,10 +54,16 @@ def run(ctx: BenchContext) -> list[Figure]:
     direct = {c: _load(c, seconds, ort_call) for c in LEVELS}
     echo = _measure_echo(x, seconds)
     figures = []
-    for label, delay_us in (("unbatched", 0), ("batched", 500)):
-        served = _measure_service(ctx, model, x, delay_us, seconds)
+    for label, settings in (
+        ("unbatched", {"INFERENCE_MAX_QUEUE_DELAY_US": "0"}),
+        ("batched", {"INFERENCE_MAX_QUEUE_DELAY_US": "500"}),
+        (f"unbatched, INFERENCE_WORKERS={WORKERS}",
+         {"INFERENCE_MAX_QUEUE_DELAY_US": "0", "INFERENCE_WORKERS": str(WORKERS)}),
+    ):  # fmt: skip
+        served = _measure_service(ctx, model, x, settings, seconds)
         for c in LEVELS:
-            figures += _compare(f"c={c} {label}", served[c], direct[c])
+            if "WORKERS" not in label:  # (latency against ORT: once per batching mode)
+                figures += _compare(f"c={c} {label}", served[c], direct[c])
             figures.append(
                 Figure(
                     f"throughput c={c} {label}",
@@ -86,9 +96,8 @@ def _compare(label: str, served: dict[str, float], direct: dict[str, float]) -> 
 
 
 def _measure_service(
-    ctx: BenchContext, model: bytes, x: np.ndarray, delay_us: int, seconds: float
+    ctx: BenchContext, model: bytes, x: np.ndarray, settings: dict[str, str], seconds: float
 ) -> dict[int, dict[str, float]]:
-    settings = {"INFERENCE_MAX_QUEUE_DELAY_US": str(delay_us)}
     with served(ctx, model, settings) as address:
         return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
 
@@ -151,7 +160,9 @@ def _grpc_call(address: str, x: np.ndarray) -> Callable[[], Callable[[], object]
     request.inputs.add(name=INPUT, datatype="FP32", shape=list(x.shape))
 
     def per_thread() -> Callable[[], object]:
-        channel = grpc.insecure_channel(address)
+        # A connection per thread (gRPC would share one between channels to one target):
+        # the kernel spreads connections over INFERENCE_WORKERS processes, not requests.
+        channel = grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
         return lambda: stub.ModelInfer(request)
 

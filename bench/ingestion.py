@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.core import BenchContext, Figure
-from bench.processes import service
+from bench.processes import rss_kib, service
 from services.ingestion.names import SERVICE
 from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import consumer_config, producer_config
@@ -156,11 +156,6 @@ def _ingest(
             return _Run(n / seconds, watch.rss_kib[0], watch.rss_kib[-1])
 
 
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        return int(status.read().split("VmRSS:")[1].split()[0])
-
-
 class _Watch(threading.Thread):
     """Times a topic growing by `records`: from its first new record to the last one.
 
@@ -200,7 +195,7 @@ class _Watch(threading.Thread):
 
     def _read_rss(self) -> None:
         if self.pid is not None:
-            self.rss_kib.append(_rss_kib(self.pid))
+            self.rss_kib.append(rss_kib(self.pid))
 
     def seconds(self) -> float:
         """Wait for the goal; the elapsed seconds."""

@@ -47,3 +47,9 @@ def service(
     finally:
         process.terminate()
         process.wait(30)
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory now (VmRSS, KiB)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0])

@@ -37,10 +37,20 @@ class Watchers:
     """Three threads: the training topic, the registry and inference, polled until stopped."""
 
     def __init__(
-        self, kafka: KafkaSettings, train: str, registry: str, inference: str, models: list[str]
+        self,
+        kafka: KafkaSettings,
+        train: str,
+        registry: str,
+        inference: str,
+        models: list[str],
+        tracked: bytes | None = None,
     ) -> None:
+        """Watch `train` and the models; with `tracked`, only records whose Kafka key starts
+        with it are placed (each a single `Sample`), otherwise every record (a
+        `SampleBatch`, placed by its first event id)."""
         self.timeline = Timeline(versions={m: {} for m in models}, served={m: {} for m in models})
         self._stop = threading.Event()
+        self._tracked = tracked
         self._consumer = Consumer(consumer_config(kafka, "bench-freshness"))
         ends = high_watermarks(self._consumer, train)
         self._consumer.assign([TopicPartition(train, p, o) for p, o in ends.items()])
@@ -68,11 +78,20 @@ class Watchers:
 
     def _follow_train(self) -> None:
         while not self._stop.is_set():
-            for msg in consume_ready(self._consumer, 1000, 0.05):
+            for msg in consume_ready(self._consumer, 5000, 0.05):
                 if msg.error() is None:
-                    first = sample_pb2.SampleBatch.FromString(msg.value() or b"").event_ids[0]
-                    where = (time.time(), msg.partition() or 0, msg.offset() or 0)
-                    self.timeline.trained_on[first] = where
+                    record = self._identity(msg.key() or b"", msg.value() or b"")
+                    if record is not None:
+                        where = (time.time(), msg.partition() or 0, msg.offset() or 0)
+                        self.timeline.trained_on[record] = where
+
+    def _identity(self, key: bytes, value: bytes) -> str | None:
+        """A record's identity: a tracked sample's event id, a batch's first one."""
+        if self._tracked is None:
+            return sample_pb2.SampleBatch.FromString(value).event_ids[0]
+        if not key.startswith(self._tracked):
+            return None
+        return sample_pb2.Sample.FromString(value).event_id
 
     def _poll_registry(self) -> None:
         while not self._stop.wait(0.02):

@@ -105,6 +105,7 @@ def build(settings: InferenceSettings) -> InferenceApp:
         max_workers=settings.grpc_workers,
         max_message_bytes=settings.max_request_bytes + 1024 * 1024,
         security=settings.security,
+        reuse_port=settings.reuse_port or None,
     )
     watcher.on_failure = health_reporter(health)
     return InferenceApp(

@@ -76,6 +76,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self._prediction_log = prediction_log
         self._text_limits = text_limits or TextLimits(max_response_bytes=max_request_bytes)
         self.counters = {m.name: stats.ModelCounters() for m in engine.repository.all()}
+        self._metrics = {name: stats.RequestMetrics(name, True) for name in self.counters}
+        self._unknown = stats.RequestMetrics("unknown", False)
 
     def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
         """The process answers."""
@@ -267,10 +269,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _record(self, name: str, ok: bool, elapsed_ns: int, rows: int) -> None:
         counters = self.counters.get(name)
+        metrics = self._metrics.get(name, self._unknown)
         if counters is not None:
             counters.record(ok, elapsed_ns, rows)
-            stats.LATENCY.labels(name).observe(elapsed_ns / 1e9)
-        stats.REQUESTS.labels(name if counters else "unknown", "OK" if ok else "ERROR").inc()
+        if metrics.latency is not None:
+            metrics.latency.observe(elapsed_ns / 1e9)
+        (metrics.ok if ok else metrics.error).inc()
 
     def _config(self, model: LoadedModel) -> model_config_pb2.ModelConfig:
         if model.text is not None:

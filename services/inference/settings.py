@@ -40,6 +40,10 @@ class InferenceSettings(ServiceSettings):
     keep_loaded: int = Field(default=3, ge=1)
     resync_s: float = Field(default=30.0, gt=0)
     grpc_workers: int = Field(default=32, ge=1)
+    # Server processes sharing `grpc_port` (SO_REUSEPORT); above 1 this process supervises
+    # them (services/inference/workers.py). `reuse_port` is what each worker binds with.
+    workers: int = Field(default=1, ge=1, le=64)
+    reuse_port: bool = False
     # On SIGTERM: health says NOT_SERVING at once, requests are still answered for
     # `drain_delay_s` (balancers and clients move away), then the server stops, giving
     # in-flight requests `drain_grace_s` to finish. On Kubernetes the preStop sleep already

@@ -54,3 +54,17 @@ class ModelCounters:
                 self.fail_count += 1
                 self.fail_ns += elapsed_ns
             self.last_inference_ms = int(time.time() * 1000)
+
+
+class RequestMetrics:
+    """The Prometheus children one model's requests update, looked up once.
+
+    `labels()` takes a lock and a dictionary lookup per call: twice per request on the
+    serving path before this (measured ~2 µs of a ~20 µs request in process).
+    """
+
+    def __init__(self, model: str, known: bool) -> None:
+        label = model if known else "unknown"
+        self.latency = LATENCY.labels(model) if known else None
+        self.ok = REQUESTS.labels(label, "OK")
+        self.error = REQUESTS.labels(label, "ERROR")

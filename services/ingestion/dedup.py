@@ -21,6 +21,8 @@ At most `max_ids` ids are kept: beyond it the oldest are forgotten before their 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 SETTLE_EVERY = 16_384  # ids accepted into the dict before they are merged into the arrays
@@ -115,6 +117,20 @@ class PartitionMemory:
                     self._settle()  # the settled ids changed: look the rest up again
                     break
         return at
+
+    def known(self, keys: list[int]) -> list[bool]:
+        """For each key (`hash(event_id)`), whether its id was accepted (settled or recent)."""
+        settled = self.settled(np.fromiter(keys, dtype=np.int64, count=len(keys))).tolist()
+        recent = self._recent
+        return [s or key in recent for s, key in zip(settled, keys, strict=True)]
+
+    def accept_all(self, event_ids: Collection[str], offset: int, at_s: float) -> None:
+        """`accept` for each id in turn (a known one is skipped), looked up in bulk."""
+        keys = [hash(e) for e in event_ids]
+        offsets = [offset] * len(keys)
+        at = self.accept_new(keys, offsets, at_s)
+        while at < len(keys):  # keys[at] is known already: the first one wins
+            at = self.accept_new(keys, offsets, at_s, at + 1)
 
     def settle_if_due(self) -> None:
         """Merge the recent ids into the arrays once there are enough of them."""

@@ -144,8 +144,7 @@ class Router:
             plan = _Plan([_dead(record, Rejection(Reason.INTERNAL_ERROR, detail))])
         # Only now, the plan final, does the memory change.
         memory.done_with(record.offset, plan.skipped)
-        for event_id in plan.accepted:
-            memory.accept(event_id, record.offset, now)
+        memory.accept_all(plan.accepted, record.offset, now)
         return [_fit(output, self._max_bytes) for output in plan.outputs]
 
     def rejections(self, value: bytes, headers: samples.Headers) -> list[Rejection]:
@@ -222,11 +221,15 @@ class Router:
         rejected = check_rows(columns, definition, self._limits, int(now * 1000))
         plan = _Plan([])
         good: list[int] = []
+        known = memory.known([hash(e) for e in columns.event_ids])  # one lookup for all rows
+        recovering = memory.any_routed_before
         for row, event_id in enumerate(columns.event_ids):
-            if memory.routed_before(record.offset, row):  # peeked: forgotten once final
+            if recovering and memory.routed_before(record.offset, row):  # forgotten once final
                 plan.skipped.append(row)
                 continue
-            bad = rejected.get(row) or _duplicate(memory, plan.accepted, event_id)
+            bad = rejected.get(row)
+            if not bad and (known[row] or event_id in plan.accepted):
+                bad = _duplicate(memory, plan.accepted, event_id)
             if bad:
                 plan.outputs.append(_dead_row(record, columns, row, bad))
             else:

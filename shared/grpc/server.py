@@ -55,6 +55,7 @@ def build_server(
     max_concurrent_rpcs: int | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     security: GrpcSecurity | None = None,
+    reuse_port: bool | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Build (not start) a server with the given services plus grpc.health.v1 and reflection.
 
@@ -68,6 +69,7 @@ def build_server(
         max_concurrent_rpcs: Calls beyond this are refused with RESOURCE_EXHAUSTED.
         max_message_bytes: The largest message received or sent.
         security: TLS and auth; None (or both off) serves plaintext to anybody.
+        reuse_port: SO_REUSEPORT on (processes share the port) or off; None: gRPC's default.
 
     Returns:
         The server, its health servicer and the bound port (useful when `address` ends ":0").
@@ -81,7 +83,8 @@ def build_server(
     interceptors = _auth_interceptors(security, bindings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        options=message_size_options(max_message_bytes),
+        options=message_size_options(max_message_bytes)
+        + ([] if reuse_port is None else [("grpc.so_reuseport", int(reuse_port))]),
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         interceptors=interceptors or None,
     )

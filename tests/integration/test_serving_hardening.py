@@ -7,10 +7,12 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -401,3 +403,94 @@ def test_the_sdk_client_spreads_calls_over_every_address_of_its_target() -> None
         second.stop(0)
     # Both connected, each server (score 4 or 8) answers every other call.
     assert answers == {4.0: 10, 8.0: 10}
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_workers_share_the_port_and_go_down_together(
+    registry_service: Running,
+    registry_client: RegistryClient,
+    registry_settings: RegistrySettings,
+    tmp_path: Path,
+) -> None:
+    """INFERENCE_WORKERS=2: two processes answer on one port; a dead one stops the set."""
+    registry_client.create_model("demo")
+    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
+    registry_client.set_alias("demo", "production", version)
+    port, metrics = free_port(), _free_pair()  # workers 0 and 1 export on metrics, metrics + 1
+    address = f"127.0.0.1:{port}"
+    env = {
+        "INFERENCE_WORKERS": "2",
+        "INFERENCE_GRPC_PORT": str(port),
+        "INFERENCE_METRICS_PORT": str(metrics),
+        "INFERENCE_REGISTRY_ADDRESS": registry_service.address,
+        "INFERENCE_KAFKA__BOOTSTRAP_SERVERS": registry_settings.kafka.bootstrap_servers,
+        "INFERENCE_TOPICS__MODEL_EVENTS": registry_settings.topics.model_events,
+        "INFERENCE_MODEL_NAMES": json.dumps(["demo"]),
+        "INFERENCE_DRAIN_DELAY_S": "0.05",
+    }
+    with (tmp_path / "inference.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.inference"],
+            env=os.environ | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: len(_children(process.pid)) == 2, timeout=30)
+        workers = _children(process.pid)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        wait_until(lambda: _health_or_none(address) == serving, timeout=60)
+
+        def ask() -> None:  # a connection of its own: the kernel picks the worker
+            options = [("grpc.use_local_subchannel_pool", 1)]
+            with grpc.insecure_channel(address, options=options) as channel:
+                stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+                reply = stub.ModelInfer(infer_request(), timeout=10, wait_for_ready=True)
+                assert reply.model_version == str(version)
+
+        def answered(metrics_port: int) -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
+                text = page.read().decode()
+            return sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("streamlearn_inference_requests_total{")
+            )
+
+        def both_answered() -> bool:
+            ask()
+            return answered(metrics) > 0 and answered(metrics + 1) > 0
+
+        wait_until(both_answered, timeout=60)
+        os.kill(workers[0], signal.SIGKILL)
+        assert process.wait(60) == 1  # the set goes down: its manager restarts it whole
+        wait_until(lambda: not Path(f"/proc/{workers[1]}").exists(), timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _free_pair() -> int:
+    """A port p with p + 1 free too (bound and released here)."""
+    while True:
+        with socket.socket() as first, socket.socket() as second:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return int(port)

@@ -264,3 +264,24 @@ def test_named_samples_of_arbitrary_maps_are_valid_or_have_their_reason(
         assert (reason is None) == (not problems), (values, out.rejection)
         assert reason is None or reason in problems
     assert router(max_bytes=LIMIT).rejections(wire, []) == ([out.rejection] if reason else [])
+
+
+@FUZZ
+@given(
+    st.lists(st.lists(st.sampled_from([f"e{i}" for i in range(12)]), max_size=8), max_size=6),
+    st.integers(1, 5),
+)
+def test_accepting_in_bulk_is_accepting_one_by_one(records: list[list[str]], max_ids: int) -> None:
+    """`accept_all` and `known` answer as `accept` and `accepted_at`, settling and cap too."""
+    one, bulk = PartitionMemory(3600, max_ids=max_ids), PartitionMemory(3600, max_ids=max_ids)
+    for offset, ids in enumerate(records):
+        accepted = dict.fromkeys(ids)  # a plan's ids: a repeat within a record is refused
+        for event_id in accepted:
+            one.accept(event_id, offset, float(offset))
+        bulk.accept_all(accepted, offset, float(offset))
+        names = [f"e{i}" for i in range(12)]
+        assert [bulk.accepted_at(e) for e in names] == [one.accepted_at(e) for e in names]
+        assert bulk.known([hash(e) for e in names]) == [
+            one.accepted_at(e) is not None for e in names
+        ]
+        assert len(bulk) == len(one)
