@@ -54,6 +54,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     direct = {c: _load(c, seconds, ort_call) for c in LEVELS}
     echo = _measure_echo(x, seconds)
     figures = []
+    one_worker: dict[int, dict[str, float]] = {}
     for label, settings in (
         ("unbatched", {"INFERENCE_MAX_QUEUE_DELAY_US": "0"}),
         ("batched", {"INFERENCE_MAX_QUEUE_DELAY_US": "500"}),
@@ -61,18 +62,17 @@ def run(ctx: BenchContext) -> list[Figure]:
          {"INFERENCE_MAX_QUEUE_DELAY_US": "0", "INFERENCE_WORKERS": str(WORKERS)}),
     ):  # fmt: skip
         served = _measure_service(ctx, model, x, settings, seconds)
+        one_worker = one_worker or served  # the first: unbatched, one process
         for c in LEVELS:
-            if "WORKERS" not in label:  # (latency against ORT: once per batching mode)
+            baselines = [("bare grpcio echo (one process)", echo[c]["rps"])]
+            if "WORKERS" in label:  # and against the one process of the same run
+                baselines.append(("unbatched, 1 worker", one_worker[c]["rps"]))
+            else:
                 figures += _compare(f"c={c} {label}", served[c], direct[c])
-            figures.append(
-                Figure(
-                    f"throughput c={c} {label}",
-                    served[c]["rps"],
-                    "req/s",
-                    "bare grpcio echo",
-                    echo[c]["rps"],
-                )
-            )
+            figures += [
+                Figure(f"throughput c={c} {label}", served[c]["rps"], "req/s", base, rps)
+                for base, rps in baselines
+            ]
     return figures
 
 

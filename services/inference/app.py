@@ -220,15 +220,23 @@ def run(app: InferenceApp, stop: threading.Event) -> None:
         start_http_server(app.settings.metrics_port)
     if app.prediction_log is not None:
         app.prediction_log.start()
-    app.server.start()
+    # A worker of several (they share the port) listens only once its versions are loaded:
+    # the kernel would hand it connections, and a probe answered by a ready sibling would
+    # not tell. A lone process listens at once, its health saying when it is ready.
+    listen_when_ready = app.settings.reuse_port
+    if not listen_when_ready:
+        app.server.start()
+        log.info("inference listening", extra={"port": app.port})
     app.watcher.start()
-    log.info("inference listening", extra={"port": app.port})
     guard = FollowerGuard(app.watcher, app.health, app.engine.repository)
     try:
         while not stop.is_set() and not app.engine.repository.ready():
             app.watcher.reconcile_all()
             guard.check()
             stop.wait(1.0)
+        if listen_when_ready and not stop.is_set():
+            app.server.start()
+            log.info("inference listening", extra={"port": app.port})
         while not stop.is_set():
             guard.check()  # SERVING once the follower has polled, soon after the start
             stop.wait(FOLLOWER_CHECK_S if guard.serving else 0.05)

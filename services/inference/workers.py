@@ -5,7 +5,9 @@ about one core however many threads it has. With N workers, this process only su
 it starts N copies of the service (`python -m services.inference` with
 `INFERENCE_WORKERS=1`), each binding the same port with SO_REUSEPORT so the kernel spreads
 connections over them, each following the registry and loading its versions itself.
-Worker i exports Prometheus metrics on `metrics_port + i` (none when `metrics_port` is 0).
+Worker i exports Prometheus metrics on `metrics_port + i` (none when `metrics_port` is 0);
+each worker's metrics and `ModelStatistics` count its own requests only. A worker listens
+once its versions are loaded, so no connection reaches a worker that cannot answer yet.
 
 SIGTERM is passed on to every worker, which drains as a single process does; the
 supervisor waits for them. A worker that exits on its own takes the others down and the
@@ -16,6 +18,7 @@ would fail requests.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -31,6 +34,7 @@ from shared.errors import ConfigError, StreamlearnError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent dies
 
 
 class WorkerDied(StreamlearnError):
@@ -73,18 +77,28 @@ def supervise(settings: InferenceSettings, stop: threading.Event) -> None:
     """
     check(settings)
     command = [sys.executable, "-m", "services.inference"]
-    workers = [
-        subprocess.Popen(command, env=worker_environment(settings, i, os.environ))
-        for i in range(settings.workers)
-    ]
-    log.info("inference workers started", extra={"pids": [w.pid for w in workers]})
+    workers: list[subprocess.Popen[bytes]] = []
     try:
+        for i in range(settings.workers):
+            env = worker_environment(settings, i, os.environ)
+            workers.append(subprocess.Popen(command, env=env, preexec_fn=_end_with_parent))
+        log.info("inference workers started", extra={"pids": [w.pid for w in workers]})
         while not stop.wait(POLL_S):
             dead = [w for w in workers if w.poll() is not None]
             if dead:
                 raise WorkerDied(f"inference worker {dead[0].pid} exited with {dead[0].returncode}")
     finally:
         _stop_all(workers, settings.drain_delay_s + settings.drain_grace_s + 5.0)
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the supervisor dies, even by SIGKILL.
+
+    Otherwise a killed supervisor would leave its workers serving the port, and the set
+    started in its place would share it with them.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop_all(workers: list[subprocess.Popen[bytes]], timeout_s: float) -> None:

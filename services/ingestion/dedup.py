@@ -11,12 +11,13 @@ The memory is rebuilt from the output topics themselves when a partition is assi
 Cost: an event id is kept as its 64-bit hash (Python's `hash`, salted per process; the
 memory never leaves the process, it is rebuilt from the outputs) with its raw offset and
 acceptance time, in sorted numpy arrays: 24 bytes per id (about 23 MiB per million ids,
-twice that for a moment while new ids are merged in), plus a small dict of the ids accepted
-since the last merge (at most 16,384). Two different ids with the same hash (about 1 in
-10^6 for 6 million ids in the window) make the later one a false `duplicate` dead letter,
-which can be redriven.
-At most `max_ids` ids are kept: beyond it the oldest are forgotten before their window ends
-(`cut_short` counts them, exported as a metric), so memory is bounded whatever the rate.
+twice that for a moment while new ids are merged in), plus a dict of the ids accepted
+since the last merge (at most 65,536: about 12 MiB). Two different ids with the same hash
+(about 1 in 10^6 for 6 million ids in the window) make the later one a false `duplicate`
+dead letter, which can be redriven.
+At most `max_ids` ids are kept: beyond it the oldest are forgotten before their window ends,
+down to 1/16 below the cap at once (`cut_short` counts them, exported as a metric), so
+memory is bounded whatever the rate.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from collections.abc import Collection
 
 import numpy as np
 
-SETTLE_EVERY = 16_384  # ids accepted into the dict before they are merged into the arrays
+# Ids accepted into the dict before they are merged into the arrays: a merge copies the
+# arrays (24 B an id), so at the cap of 3 million ids merging every 16,384 cost ~30% of a
+# core at 50,000 ids/s, and kept the service from sustaining that rate past the first minute.
+SETTLE_EVERY = 65_536
+# Past the cap, the oldest ids are forgotten down to this fraction below it at once, not a
+# merge's worth at every merge (each eviction walks every id).
+EVICT_BELOW = 1 / 16
 LOOKUP = 512  # ids looked up in the arrays at once by `accept_new`
 
 
@@ -164,7 +171,8 @@ class PartitionMemory:
         if len(self._keys) > self._max_ids:  # ids past their window (by the newest) go first
             self._keep(self._times >= float(self._times.max()) - self._window_s)
         excess = len(self._keys) - self._max_ids
-        if excess > 0:  # exactly `excess` of the oldest, even when their times tie
+        if excess > 0:  # the excess and 1/16 of the cap: exactly that many of the oldest,
+            excess += int(self._max_ids * EVICT_BELOW)  # even when their times tie
             keep = np.ones(len(self._keys), dtype=bool)
             keep[np.argpartition(self._times, excess - 1)[:excess]] = False
             self.cut_short += excess

@@ -27,7 +27,9 @@ class Positions:
         head, tail = applied[0], applied[-1]
         key = f"{head.topic()}:{head.partition()}"
         if key != f"{tail.topic()}:{tail.partition()}":
-            raise ValueError(f"a segment spans partitions: {key} and {tail.topic()}")
+            raise ValueError(
+                f"a segment spans partitions: {key} and {tail.topic()}:{tail.partition()}"
+            )
         self.first.setdefault(key, int(head.offset() or 0))
         self.next[key] = int(tail.offset() or 0) + 1
 

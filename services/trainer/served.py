@@ -66,7 +66,7 @@ class ServedScores:
         return {PREFIX + name: value for name, value in self.metrics.snapshot().items()}
 
     def state(self) -> dict[str, object]:
-        """Plain lists, for the checkpoint."""
+        """The metrics window, for the checkpoint (tensors: see `Prequential.state`)."""
         return self.metrics.state()
 
     def restore(self, state: dict[str, object]) -> None:

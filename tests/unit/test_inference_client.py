@@ -171,7 +171,9 @@ def fake_app(delay_s: float) -> tuple[Any, RecordingServer]:
         following=lambda: True,
     )
     app = SimpleNamespace(
-        settings=SimpleNamespace(metrics_port=0, drain_delay_s=delay_s, drain_grace_s=3.0),
+        settings=SimpleNamespace(
+            metrics_port=0, drain_delay_s=delay_s, drain_grace_s=3.0, reuse_port=False
+        ),
         server=server,
         health=health_servicer,
         watcher=nothing,

@@ -535,8 +535,8 @@ def test_the_memory_cap_holds_when_every_id_has_the_same_time() -> None:
     for i in range(50_000):  # all rows of one batch share `now`
         memory.accept(f"id-{i}", i, at_s=100.0)
     memory.forget_before(100.0)
-    assert len(memory) == 1000
-    assert memory.cut_short == 49_000
+    assert 1000 - 1000 // 16 <= len(memory) <= 1000  # evicted down to 1/16 below the cap
+    assert memory.cut_short == 50_000 - len(memory)
 
 
 def test_ids_past_their_window_are_not_counted_as_cut_short() -> None:
