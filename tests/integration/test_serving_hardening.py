@@ -75,9 +75,7 @@ def health_status(address: str, service: str) -> Any:
 def demo(
     registry_service: Running, registry_client: RegistryClient, registry_settings: RegistrySettings
 ) -> Iterator[Running]:
-    registry_client.create_model("demo")
-    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
-    registry_client.set_alias("demo", "production", version)
+    _publish_demo(registry_client)
     service = start_inference(registry_service, registry_settings, ["demo"])
     client = triton.InferenceServerClient(url=service.address)
     wait_until(lambda: client.is_server_ready())
@@ -279,28 +277,15 @@ def test_sigterm_turns_readiness_off_first_and_drops_no_request(
     registry_settings: RegistrySettings,
     tmp_path: Path,
 ) -> None:
-    registry_client.create_model("demo")
-    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
-    registry_client.set_alias("demo", "production", version)
-    address = f"127.0.0.1:{free_port()}"
-    env = {
-        "INFERENCE_GRPC_PORT": address.rsplit(":", 1)[1],
-        "INFERENCE_METRICS_PORT": "0",
-        "INFERENCE_REGISTRY_ADDRESS": registry_service.address,
-        "INFERENCE_KAFKA__BOOTSTRAP_SERVERS": registry_settings.kafka.bootstrap_servers,
-        "INFERENCE_TOPICS__MODEL_EVENTS": registry_settings.topics.model_events,
-        "INFERENCE_MODEL_NAMES": json.dumps(["demo"]),
+    _publish_demo(registry_client)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    settings = {
         "INFERENCE_MAX_QUEUE_DELAY_US": "20000",  # requests wait in the batcher: in flight
         "INFERENCE_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
         "INFERENCE_DRAIN_GRACE_S": "10",
     }
-    with (tmp_path / "inference.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.inference"],
-            env=os.environ | env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = _spawn_inference(registry_service, registry_settings, port, tmp_path, settings)
     try:
         serving = health_pb2.HealthCheckResponse.SERVING
         wait_until(lambda: _health_or_none(address) == serving, timeout=60)
@@ -405,6 +390,39 @@ def test_the_sdk_client_spreads_calls_over_every_address_of_its_target() -> None
     assert answers == {4.0: 10, 8.0: 10}
 
 
+def _publish_demo(registry_client: RegistryClient) -> int:
+    """A "demo" model with one version, aliased `production`; returns the version."""
+    registry_client.create_model("demo")
+    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
+    registry_client.set_alias("demo", "production", version)
+    return int(version)
+
+
+def _spawn_inference(
+    registry: Running,
+    registry_settings: RegistrySettings,
+    port: int,
+    tmp_path: Path,
+    settings: dict[str, str],
+) -> subprocess.Popen[bytes]:
+    """`python -m services.inference` serving "demo" on `port`, with more INFERENCE_ settings."""
+    env = {
+        "INFERENCE_GRPC_PORT": str(port),
+        "INFERENCE_METRICS_PORT": "0",
+        "INFERENCE_REGISTRY_ADDRESS": registry.address,
+        "INFERENCE_KAFKA__BOOTSTRAP_SERVERS": registry_settings.kafka.bootstrap_servers,
+        "INFERENCE_TOPICS__MODEL_EVENTS": registry_settings.topics.model_events,
+        "INFERENCE_MODEL_NAMES": json.dumps(["demo"]),
+    } | settings
+    with (tmp_path / "inference.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.inference"],
+            env=os.environ | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def _children(pid: int) -> list[int]:
     """Live child processes of `pid` (from /proc)."""
     found = []
@@ -426,28 +444,15 @@ def test_workers_share_the_port_and_go_down_together(
     tmp_path: Path,
 ) -> None:
     """INFERENCE_WORKERS=2: two processes answer on one port; a dead one stops the set."""
-    registry_client.create_model("demo")
-    version = registry_client.register("demo", linear_model(np.ones(FEATURES), 0.0)).version
-    registry_client.set_alias("demo", "production", version)
+    version = _publish_demo(registry_client)
     port, metrics = free_port(), _free_pair()  # workers 0 and 1 export on metrics, metrics + 1
     address = f"127.0.0.1:{port}"
-    env = {
+    settings = {
         "INFERENCE_WORKERS": "2",
-        "INFERENCE_GRPC_PORT": str(port),
         "INFERENCE_METRICS_PORT": str(metrics),
-        "INFERENCE_REGISTRY_ADDRESS": registry_service.address,
-        "INFERENCE_KAFKA__BOOTSTRAP_SERVERS": registry_settings.kafka.bootstrap_servers,
-        "INFERENCE_TOPICS__MODEL_EVENTS": registry_settings.topics.model_events,
-        "INFERENCE_MODEL_NAMES": json.dumps(["demo"]),
         "INFERENCE_DRAIN_DELAY_S": "0.05",
     }
-    with (tmp_path / "inference.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.inference"],
-            env=os.environ | env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    process = _spawn_inference(registry_service, registry_settings, port, tmp_path, settings)
     try:
         wait_until(lambda: len(_children(process.pid)) == 2, timeout=30)
         workers = _children(process.pid)
