@@ -24,6 +24,7 @@ NAMES = (
     "lm",
     "replay",
     "freshness",
+    "sustain",
     "cli",
     "quality",
 )
