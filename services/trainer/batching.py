@@ -191,22 +191,16 @@ def _by_partition(
         names = dict(enumerate(dict.fromkeys(keys)))
         index = {k: i for i, k in names.items()}
         codes = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
-    single = bool((codes == codes[0]).all())
     out: list[tuple[str, list[Message], int]] = []
     first_kept: list[int] = []  # per partition: the index of its first wanted record
-    for code in [int(codes[0])] if single else list(dict.fromkeys(codes.tolist())):
-        rows = None if single else np.flatnonzero(codes == code)
-        last = len(records) - 1 if rows is None else int(rows[-1])
-        key = names[code]
-        if wanted is None or (rows is None and wanted.all()):
-            chosen = np.arange(len(records)) if rows is None else rows
-        else:
-            chosen = np.flatnonzero(wanted) if rows is None else rows[wanted[rows]]
+    for code in dict.fromkeys(codes.tolist()):
+        rows = np.flatnonzero(codes == code)
+        chosen = rows if wanted is None else rows[wanted[rows]]
         kept = (
             list(records) if len(chosen) == len(records) else [records[i] for i in chosen.tolist()]
         )
         first_kept.append(int(chosen[0]) if len(chosen) else len(records))
-        out.append((key, kept, int(records[last].offset() or 0) + 1))
+        out.append((names[code], kept, int(records[int(rows[-1])].offset() or 0) + 1))
     if len(out) > 1:  # learned in order of each partition's first record learned
         order = sorted(range(len(out)), key=first_kept.__getitem__)
         out = [out[i] for i in order]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
+from services.trainer.batching import partition_key
+
 
 @dataclass
 class Positions:
@@ -25,11 +27,9 @@ class Positions:
         if not applied:
             return
         head, tail = applied[0], applied[-1]
-        key = f"{head.topic()}:{head.partition()}"
-        if key != f"{tail.topic()}:{tail.partition()}":
-            raise ValueError(
-                f"a segment spans partitions: {key} and {tail.topic()}:{tail.partition()}"
-            )
+        key = partition_key(head)
+        if key != partition_key(tail):
+            raise ValueError(f"a segment spans partitions: {key} and {partition_key(tail)}")
         self.first.setdefault(key, int(head.offset() or 0))
         self.next[key] = int(tail.offset() or 0) + 1
 

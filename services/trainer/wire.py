@@ -40,6 +40,21 @@ def _varint(buf: np.ndarray, pos: int, end: int) -> tuple[int, int]:
 
 
 @numba.njit(cache=True)
+def _copy_packed(
+    buf: np.ndarray, pos: int, length: int, dest: np.ndarray, filled: int, capacity: int
+) -> int:
+    """Copy packed floats byte for byte into `dest` (a row's bytes), after `filled` values.
+
+    At most `capacity` values are kept; returns the values counted, kept or not (the
+    caller compares the count with the width it expects).
+    """
+    kept = min(length // 4, capacity - filled) if filled < capacity else 0
+    for k in range(4 * kept):
+        dest[4 * filled + k] = buf[pos + k]
+    return filled + length // 4
+
+
+@numba.njit(cache=True)
 def _decode_one(
     buf: np.ndarray,
     pos: int,
@@ -109,17 +124,11 @@ def _decode_one(
             if field == DENSE:
                 if length % 4:
                     return MALFORMED
-                kept = min(length // 4, features - count) if count < features else 0
-                for k in range(4 * kept):
-                    x_bytes[4 * count + k] = buf[pos + k]
-                count += length // 4
+                count = _copy_packed(buf, pos, length, x_bytes, count, features)
             if field == SERVED:
                 if length % 4:
                     return MALFORMED
-                kept = min(length // 4, outputs - scores) if scores < outputs else 0
-                for k in range(4 * kept):
-                    served_bytes[4 * scores + k] = buf[pos + k]
-                scores += length // 4
+                scores = _copy_packed(buf, pos, length, served_bytes, scores, outputs)
             pos += length
         else:
             return MALFORMED  # groups (wire types 3, 4) are not in this schema
