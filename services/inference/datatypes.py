@@ -59,9 +59,12 @@ def v2_name(onnx_type: str) -> str:
         raise InvalidArgument(f"model uses unsupported tensor type {onnx_type}") from None
 
 
+_V2_OF_DTYPE = {dtype: name for name, (dtype, _) in V2_TYPES.items()}
+
+
 def v2_of_array(array: np.ndarray) -> str:
     """The V2 datatype of a numpy array."""
-    for name, (dtype, _) in V2_TYPES.items():
-        if array.dtype == dtype:
-            return name
+    name = _V2_OF_DTYPE.get(array.dtype)
+    if name is not None:
+        return name
     raise InvalidArgument(f"unsupported output dtype {array.dtype}")

@@ -105,6 +105,7 @@ class LoadedModel:
             raise IntegrityError(f"{name} v{version}: artifact does not match its sha256")
         self.name = name
         self.version = version
+        self.version_text = str(version)  # as responses carry it
         try:
             self.session = make_session(onnx_bytes, device, threads)
         except Exception as exc:  # ORT's own error types, said in our terms
@@ -112,7 +113,7 @@ class LoadedModel:
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
         self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._inputs = {s.name: s for s in self.inputs}
-        self._output_names = [s.name for s in self.outputs]
+        self.output_names = [s.name for s in self.outputs]
         signature = {s.name: (s.datatype, s.shape) for s in self.inputs}
         self.text = TextGraph.detect(
             f"{name} v{version}",
@@ -168,10 +169,10 @@ class LoadedModel:
                 f"{self.name}: missing input(s) {missing}; expected "
                 f"{', '.join(s.describe() for s in self.inputs)}"
             )
-        unknown = [o for o in outputs if o not in self._output_names]
+        unknown = [o for o in outputs if o not in self.output_names]
         if unknown:
             raise InvalidArgument(
-                f"{self.name}: unknown output(s) {unknown}; outputs: {self._output_names}"
+                f"{self.name}: unknown output(s) {unknown}; outputs: {self.output_names}"
             )
 
     def run(
@@ -183,7 +184,7 @@ class LoadedModel:
             InferenceFailed: ONNX Runtime refused or failed on inputs that passed `check`.
 
         """
-        names = list(outputs) or self._output_names
+        names = list(outputs) or self.output_names
         try:
             values = self.session.run(names, dict(feeds))
         except Exception as exc:  # ORT raises its own types, none of them ours

@@ -19,6 +19,9 @@ from shared.errors import InvalidArgument
 
 # Above numpy's addressable size, whatever the dimensions: such a shape is refused outright.
 MAX_TENSOR_BYTES = 2**62
+# Shapes of rank <= 2 with dimensions <= 2**28 cannot pass the bound (2**56 elements of at
+# most 8 bytes): the common request skips the product.
+_SMALL_RANK, _SMALL_DIM = 2, 2**28
 
 
 def decode_inputs(request: Any, model: LoadedModel, max_rows: int) -> dict[str, np.ndarray]:
@@ -33,26 +36,29 @@ def decode_inputs(request: Any, model: LoadedModel, max_rows: int) -> dict[str, 
         return named.feeds(_named_columns(tensors, named, max_rows, model))
     feeds = {}
     for tensor, data in tensors:
-        spec = model.input_spec(tensor.name)
-        if tensor.datatype != spec.datatype:
+        name, datatype = tensor.name, tensor.datatype
+        spec = model.input_spec(name)
+        if datatype != spec.datatype:
             raise InvalidArgument(
-                f"input {tensor.name!r} has datatype {tensor.datatype}; expected {spec.datatype}"
+                f"input {name!r} has datatype {datatype}; expected {spec.datatype}"
             )
-        feeds[tensor.name] = _array(tensor, _shape(tensor), data)
+        feeds[name] = _array(tensor, _shape(tensor), data)
     return feeds
 
 
 def paired(request: Any) -> list[tuple[Any, bytes | None]]:
     """Each input tensor with its raw contents (None: typed contents), names unique."""
-    raw = list(request.raw_input_contents)
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-    seen: set[str] = set()
-    for tensor in request.inputs:
-        if tensor.name in seen:
-            raise InvalidArgument(f"input {tensor.name!r} is given more than once")
-        seen.add(tensor.name)
-    return [(t, raw[i] if raw else None) for i, t in enumerate(request.inputs)]
+    inputs = request.inputs
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(inputs):
+        raise InvalidArgument(f"{len(raw)} raw_input_contents for {len(inputs)} inputs")
+    if len(inputs) > 1:
+        seen: set[str] = set()
+        for tensor in inputs:
+            if tensor.name in seen:
+                raise InvalidArgument(f"input {tensor.name!r} is given more than once")
+            seen.add(tensor.name)
+    return list(zip(inputs, raw, strict=True)) if raw else [(t, None) for t in inputs]
 
 
 def _named_columns(
@@ -116,9 +122,13 @@ def _shape(tensor: Any) -> tuple[int, ...]:
     must match it first. This only stops shapes numpy cannot represent at all, such as
     [0, 2**62, 2**62], which hold no elements yet overflow numpy's size arithmetic.
     """
-    shape = tuple(int(d) for d in tensor.shape)
-    if any(d < 0 for d in shape):
+    shape = tuple(tensor.shape)  # int64 values: Python ints already
+    if not shape:
+        return shape
+    if min(shape) < 0:
         raise InvalidArgument(f"input {tensor.name!r} has a negative dimension {list(shape)}")
+    if len(shape) <= _SMALL_RANK and max(shape) <= _SMALL_DIM:
+        return shape  # at most 2**56 elements of at most 8 bytes: the bound below holds
     itemsize = numpy_dtype(tensor.datatype).itemsize
     if math.prod(max(d, 1) for d in shape) * itemsize > MAX_TENSOR_BYTES:
         raise InvalidArgument(f"input {tensor.name!r}: shape {list(shape)} is too large")
@@ -166,12 +176,18 @@ def encode_response(
     request: Any, model: LoadedModel, results: dict[str, np.ndarray]
 ) -> pb.ModelInferResponse:
     """Outputs in the requested order (or the model's), as raw little-endian bytes."""
-    names = requested_outputs(request) or [s.name for s in model.outputs]
+    names = requested_outputs(request) or model.output_names
     response = pb.ModelInferResponse(
-        model_name=model.name, model_version=str(model.version), id=request.id
+        model_name=model.name, model_version=model.version_text, id=request.id
     )
+    outputs, contents = response.outputs, response.raw_output_contents
     for name in names:
-        array = np.ascontiguousarray(results[name])
-        response.outputs.add(name=name, datatype=v2_of_array(array), shape=list(array.shape))
-        response.raw_output_contents.append(array.astype(array.dtype.newbyteorder("<")).tobytes())
+        array = results[name]
+        outputs.add(name=name, datatype=v2_of_array(array), shape=array.shape)
+        contents.append(_little_endian_bytes(array))
     return response
+
+
+def _little_endian_bytes(array: np.ndarray) -> bytes:
+    """The array's elements in C order as little-endian bytes (no copy beyond `tobytes`)."""
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()

@@ -102,6 +102,8 @@ def decode(request: Any, model: LoadedModel, limits: TextLimits, max_rows: int) 
 
 def refuse_text_parameters(request: Any, model: LoadedModel) -> None:
     """InvalidArgument when a request to a tabular model asks for generation."""
+    if not request.parameters:  # most requests: no set built per request
+        return
     given = sorted(set(request.parameters) & set(TEXT_PARAMETERS))
     if given:
         raise InvalidArgument(
