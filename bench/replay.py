@@ -3,7 +3,7 @@
 The same stream (logistic labels, 32 features, one partition) is learned per event by a
 replay backtest (slice resolution, reading, the trainer's learner and decoder, a curve point
 every 1,000 events), by the trainer service's own loop (`TrainerLoop` as deployed: offsets,
-checkpoints every 10k events / 10 s; no registry) and by a bare consume -> decode -> learn
+checkpoints every 100k events / 10 s; no registry) and by a bare consume -> decode -> learn
 loop, in the same run, three rounds alternating, medians reported. Each is timed from
 creating its consumer to learning the last event, after a warm-up that loads the compiled
 code: on this 2-core box reading is the limit, and a consumer that had idle time to prefetch

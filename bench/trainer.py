@@ -5,7 +5,7 @@ per record with the headers ingestion forwards, and again as columnar `SampleBat
 of 1,000 rows. In the same run, as many rounds as measures, alternating (each measure takes
 every position once), medians reported:
 - the trainer service's own loop (`TrainerLoop` as deployed: stream filter, per-partition
-  cuts, offsets, checkpoints every 10k events / 10 s; no registry), per event (batch 1,
+  cuts, offsets, checkpoints every 100k events / 10 s; no registry), per event (batch 1,
   compiled path), on the single-sample topic and on the columnar one;
 - a bare consume -> decode -> learn loop (the learner and decoder alone);
 - Vowpal Wabbit's command-line learner on the same events (`python -m vowpalwabbit`, text

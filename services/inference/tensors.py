@@ -183,7 +183,8 @@ def encode_response(
     outputs, contents = response.outputs, response.raw_output_contents
     for name in names:
         array = results[name]
-        outputs.add(name=name, datatype=v2_of_array(array), shape=array.shape)
+        # A scalar goes out as shape [1], as it always has (numpy views it so too).
+        outputs.add(name=name, datatype=v2_of_array(array), shape=array.shape or (1,))
         contents.append(_little_endian_bytes(array))
     return response
 

@@ -68,7 +68,7 @@ class StreamFilter:
         values = [m.value() or b"" for m in records]
         lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
         ends = np.cumsum(lengths)
-        batch = [samples.is_batch_record(m) for m in records]
+        batch = samples.batch_flags(records)
         fields = np.where(batch, wire.BATCH_STREAM, wire.SAMPLE_STREAM).astype(np.int64)
         buf = np.frombuffer(b"".join(values), dtype=np.uint8)
         found = np.empty(n, dtype=np.int64)

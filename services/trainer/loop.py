@@ -193,7 +193,7 @@ class TrainerLoop:
         if self._metrics_producer is not None:
             self._metrics_producer.flush(10)
 
-    def _fetch_stamped(self) -> list[tuple[Message, int]]:
+    def _fetch_stamped(self) -> list[tuple[list[Message], int]]:
         try:
             return consume_stamped(self._consumer, self._fetch, 0.2, LINGER_S, self._clock)
         except KafkaException as exc:
@@ -203,21 +203,25 @@ class TrainerLoop:
     def _clock(self) -> int:
         return self._epoch
 
-    def _current(self, fetched: list[tuple[Message, int]]) -> list[Message]:
-        """The records of the current assignment; error events are handled on the way."""
+    def _current(self, fetched: list[tuple[list[Message], int]]) -> list[Message]:
+        """The records of the current assignment; error events are handled on the way.
+
+        `fetched`: runs of records, each with the assignment epoch read after its call.
+        """
         if fetched and fetched[0][1] == fetched[-1][1]:  # stamps only grow within a fetch
-            records = [m for m, _ in fetched]
+            records = _joined(fetched)
             if self._all_current(records, fetched[0][1]):
                 return records
         records = []
-        for msg, epoch in fetched:
-            error = msg.error()
-            if error is not None:
-                self._consumer_error(error)
-            elif self._assigned.get(partition_key(msg), epoch + 1) <= epoch:
-                records.append(msg)
-            else:  # fetched before its partition's (re)assignment: it will be read again
-                log.debug("dropped a record of an earlier assignment", extra={"at": where(msg)})
+        for run, epoch in fetched:
+            for msg in run:
+                error = msg.error()
+                if error is not None:
+                    self._consumer_error(error)
+                elif self._assigned.get(partition_key(msg), epoch + 1) <= epoch:
+                    records.append(msg)
+                else:  # fetched before its partition's (re)assignment: it will be read again
+                    log.debug("dropped a record of an earlier assignment", extra={"at": where(msg)})
         return records
 
     def _all_current(self, records: list[Message], epoch: int) -> bool:
@@ -440,6 +444,16 @@ def _layout(pinned: PinnedStream) -> str:
 def _exporter(learner: Learner, probe: Batch) -> Exporter | None:
     """An exporter checked on `probe`, once some rows are usable (None: not yet)."""
     return OnnxExporter(learner, probe) if len(probe) else None
+
+
+def _joined(runs: list[tuple[list[Message], int]]) -> list[Message]:
+    """The records of runs, in order, in one list (extended run by run, not per record)."""
+    if len(runs) == 1:
+        return runs[0][0]
+    records: list[Message] = []
+    for run, _ in runs:
+        records += run
+    return records
 
 
 def _split(key: str) -> tuple[str, int]:

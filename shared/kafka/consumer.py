@@ -38,7 +38,13 @@ def consume_ready(
     record returned 1.2-1.7 s late from `consume(100, 2.0)`, at once from this). A short
     `linger` lets a consumer that is catching up still take large batches.
     """
-    return [m for m, _ in consume_stamped(consumer, max_messages, timeout, linger, lambda: 0)]
+    return [
+        m for run, _ in consume_stamped(consumer, max_messages, timeout, linger, _zero) for m in run
+    ]
+
+
+def _zero() -> int:
+    return 0
 
 
 def consume_stamped(
@@ -47,24 +53,26 @@ def consume_stamped(
     timeout: float,
     linger: float,
     clock: Callable[[], int],
-) -> list[tuple[Message, int]]:
-    """`consume_ready`, each record paired with `clock()` read right after the call that got it.
+) -> list[tuple[list[Message], int]]:
+    """`consume_ready` as runs: the records of each call, with `clock()` read right after it.
 
     Rebalance callbacks run inside `poll`/`consume`: a record returned by an earlier call
     than a (re)assignment of its partition predates it (the partition may since have been
     re-positioned, and the record will be read again). With `clock` counting assignments,
     the caller can tell such records from those of the current assignment; librdkafka
-    itself drops outdated records within one call.
+    itself drops outdated records within one call. One stamp per call, not per record: a
+    tuple per record cost 5% of a trainer's loop at 400k records/s.
     """
     first = consumer.poll(timeout)
     if first is None:
         return []
-    stamped = [(first, clock())]
+    runs = [([first], clock())]
     if max_messages > 1:
         rest = consumer.consume(max_messages - 1, linger)
         now = clock()
-        stamped += [(m, now) for m in rest]
-    return stamped
+        if rest:
+            runs.append((rest, now))
+    return runs
 
 
 def consume_batches(

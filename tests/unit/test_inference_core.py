@@ -84,6 +84,21 @@ def test_response_echoes_id_version_and_raw_outputs() -> None:
     np.testing.assert_allclose(out, expected(x), rtol=1e-6)
 
 
+def test_response_bytes_and_shapes_whatever_the_output_layout() -> None:
+    model = loaded(version=7)
+    (name,) = model.output_names
+    for array, shape in (
+        (np.arange(6, dtype=np.float32).reshape(2, 3).T, [3, 2]),  # not C-contiguous
+        (np.float32(2.5).reshape(()), [1]),  # a scalar goes out as one element
+        (np.arange(3, dtype=np.int64), [3]),
+    ):
+        response = encode_response(request(np.ones((1, 4), np.float32)), model, {name: array})
+        out = response.outputs[0]
+        assert list(out.shape) == shape
+        assert response.raw_output_contents[0] == np.ascontiguousarray(array).tobytes()
+        assert out.datatype == {"float32": "FP32", "int64": "INT64"}[array.dtype.name]
+
+
 def test_swaps_keep_recent_versions_and_serve_the_newest() -> None:
     served = ServedModel("m", keep_loaded=2)
     with pytest.raises(Unavailable):

@@ -269,3 +269,23 @@ def test_the_batcher_cuts_any_interleaving_of_partitions_as_record_by_record(
     settled = {k: v for k, v in read_to.items() if batcher.settled().get(k) is not None}
     assert batcher.settled() == settled
     assert batcher.pending == sum(wanted) - sum(len(s) for s in segments)
+
+
+_HEADER_NAMES = st.sampled_from([samples.CONTENT_TYPE, "Content-Type", "trace", ""])
+_HEADER_VALUES = st.sampled_from([samples.BATCH_TYPE, samples.SAMPLE_TYPE, b"", b"x"])
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=3),
+        ),
+        max_size=20,
+    )
+)
+def test_batch_flags_agree_with_each_records_headers(headers: list) -> None:
+    records = [FakeMessage("t", 0, i, None, b"", h) for i, h in enumerate(headers)]
+    assert samples.batch_flags(records) == [
+        samples.is_batch(samples.headers_of(m)) for m in records
+    ]
