@@ -8,8 +8,9 @@ with a fixed response of the same shape (`echo.py`, as many worker threads, its 
 the same client): what the protocol and model path cost beyond Python gRPC. Registry and
 inference run as separate processes, like in production; the service is measured again
 with `INFERENCE_WORKERS` processes sharing its port. Each client thread has a connection of
-its own. On a 2-core box the load generator shares the cores with the servers: a second
-worker process has no core of its own to run on.
+its own. Every server runs side by side for the whole measure and the rounds alternate
+between them (medians of three). On a 2-core box the load generator shares the cores with
+the servers: a second worker process has no core of its own to run on.
 """
 
 from __future__ import annotations
@@ -41,8 +42,24 @@ LEVELS = (1, 8, 32)
 WORKERS = 2
 
 
+ROUNDS = 3
+ECHO = "echo"
+UNBATCHED = "unbatched"
+WORKERS_LABEL = f"unbatched, INFERENCE_WORKERS={WORKERS}"
+CONFIGURATIONS = {
+    UNBATCHED: {"INFERENCE_MAX_QUEUE_DELAY_US": "0"},
+    "batched": {"INFERENCE_MAX_QUEUE_DELAY_US": "500"},
+    WORKERS_LABEL: {"INFERENCE_MAX_QUEUE_DELAY_US": "0", "INFERENCE_WORKERS": str(WORKERS)},
+}
+
+
 def run(ctx: BenchContext) -> list[Figure]:
-    """Measure ORT in-process, then the service without and with dynamic batching."""
+    """Measure ORT in-process, then the echo and the service configurations side by side.
+
+    Every server runs for the whole measure; each round loads each of them at every
+    concurrency, one server further on each round, and the medians over `ROUNDS` are
+    reported: the box's slow and fast minutes fall on all of them alike.
+    """
     seconds = max(0.5, 3.0 * ctx.scale)
     model = linear_model(np.linspace(-1, 1, FEATURES).astype(np.float32), 0.1)
     x = np.random.default_rng(0).normal(size=(1, FEATURES)).astype(np.float32)
@@ -52,39 +69,61 @@ def run(ctx: BenchContext) -> list[Figure]:
         return lambda: session.run([OUTPUT], {INPUT: x})
 
     direct = {c: _load(c, seconds, ort_call) for c in LEVELS}
-    echo = _measure_echo(x, seconds)
+    with contextlib.ExitStack() as servers:
+        addresses = {ECHO: servers.enter_context(_echo_server())} | {
+            label: servers.enter_context(served(ctx, model, settings))
+            for label, settings in CONFIGURATIONS.items()
+        }
+        measured = _alternated(addresses, x, seconds)
+    echo = measured.pop(ECHO)
     figures = []
-    one_worker: dict[int, dict[str, float]] = {}
-    for label, settings in (
-        ("unbatched", {"INFERENCE_MAX_QUEUE_DELAY_US": "0"}),
-        ("batched", {"INFERENCE_MAX_QUEUE_DELAY_US": "500"}),
-        (f"unbatched, INFERENCE_WORKERS={WORKERS}",
-         {"INFERENCE_MAX_QUEUE_DELAY_US": "0", "INFERENCE_WORKERS": str(WORKERS)}),
-    ):  # fmt: skip
-        served = _measure_service(ctx, model, x, settings, seconds)
-        one_worker = one_worker or served  # the first: unbatched, one process
+    for label, served_ in measured.items():
         for c in LEVELS:
             baselines = [("bare grpcio echo (one process)", echo[c]["rps"])]
-            if "WORKERS" in label:  # and against the one process of the same run
-                baselines.append(("unbatched, 1 worker", one_worker[c]["rps"]))
+            if label == WORKERS_LABEL:  # and against the one process of the same run
+                baselines.append(("unbatched, 1 worker", measured[UNBATCHED][c]["rps"]))
             else:
-                figures += _compare(f"c={c} {label}", served[c], direct[c])
+                figures += _compare(f"c={c} {label}", served_[c], direct[c])
             figures += [
-                Figure(f"throughput c={c} {label}", served[c]["rps"], "req/s", base, rps)
+                Figure(f"throughput c={c} {label} (median of {ROUNDS})", served_[c]["rps"],
+                       "req/s", base, rps)
                 for base, rps in baselines
-            ]
+            ]  # fmt: skip
     return figures
 
 
-def _measure_echo(x: np.ndarray, seconds: float) -> dict[int, dict[str, float]]:
-    """The same client against a bare grpcio server answering a fixed response (`echo.py`)."""
+def _alternated(
+    addresses: dict[str, str], x: np.ndarray, seconds: float
+) -> dict[str, dict[int, dict[str, float]]]:
+    """Per server and concurrency, the median of each figure over alternated rounds."""
+    names = list(addresses)
+    rounds: dict[str, dict[int, list[dict[str, float]]]] = {
+        name: {c: [] for c in LEVELS} for name in names
+    }
+    for round_ in range(ROUNDS):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            for c in LEVELS:
+                rounds[name][c].append(_load(c, seconds, _grpc_call(addresses[name], x)))
+    return {
+        name: {
+            c: {key: statistics.median(r[key] for r in per_c[c]) for key in per_c[c][0]}
+            for c in LEVELS
+        }
+        for name, per_c in rounds.items()
+    }
+
+
+@contextlib.contextmanager
+def _echo_server() -> Iterator[str]:
+    """A bare grpcio server answering a fixed response (`echo.py`), its own process."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp, service(
         "bench.echo", {}, address, "inference.GRPCInferenceService", Path(tmp) / "echo.log",
         args=[str(port)],
     ):  # fmt: skip
-        return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
+        yield address
 
 
 def _compare(label: str, served: dict[str, float], direct: dict[str, float]) -> list[Figure]:
@@ -93,13 +132,6 @@ def _compare(label: str, served: dict[str, float], direct: dict[str, float]) -> 
         Figure(f"p99 {label}", served["p99"], "ms", "ORT in-process", direct["p99"], False),
         Figure(f"throughput {label}", served["rps"], "req/s", "ORT in-process", direct["rps"]),
     ]
-
-
-def _measure_service(
-    ctx: BenchContext, model: bytes, x: np.ndarray, settings: dict[str, str], seconds: float
-) -> dict[int, dict[str, float]]:
-    with served(ctx, model, settings) as address:
-        return {c: _load(c, seconds, _grpc_call(address, x)) for c in LEVELS}
 
 
 @contextlib.contextmanager
