@@ -89,6 +89,8 @@ class SampleProducer:
         self.delivered = 0  # samples acknowledged by the broker
         self.feedback_delivered = 0  # feedback records acknowledged by the broker
         self.failed: list[str] = []
+        # Made once, not a closure per record: single samples and feedback are the hot path.
+        self._reports = {rows: self._report(rows) for rows in (0, 1)}
 
     def send(self, sample: sample_pb2.Sample | Mapping[str, Any]) -> None:
         """Queue one sample, a `Sample` or a dict (see `to_sample`).
@@ -242,6 +244,20 @@ class SampleProducer:
         topic: str | None = None,
     ) -> None:
         """Queue one record on `topic` (the raw topic when None); rows 0: a feedback record."""
+        report = self._reports.get(rows)
+        if report is None:  # a batch's row count: its own report
+            report = self._report(rows)
+        produce(
+            self._producer,
+            topic or self._topic,
+            value,
+            key or None,
+            headers=headers,
+            on_delivery=report,
+        )
+
+    def _report(self, rows: int) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery report of a record of `rows` samples (0: a feedback record)."""
 
         def report(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
@@ -253,14 +269,7 @@ class SampleProducer:
             if self._callback is not None:
                 self._callback(None if err is None else err.str(), rows)
 
-        produce(
-            self._producer,
-            topic or self._topic,
-            value,
-            key or None,
-            headers=headers,
-            on_delivery=report,
-        )
+        return report
 
 
 FeedbackLabel = Label | bool | int | float | np.integer | np.floating | Sequence[int]
