@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,12 +66,19 @@ def delivering(producer: Flushable, flush_timeout: float = 30.0) -> Iterator[Del
 
 
 def produce(
-    producer: Producer, topic: str, value: bytes, key: bytes | None = None, **kwargs: Any
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    *,
+    serve: bool = True,
+    **kwargs: Any,
 ) -> None:
     """Produce one record, waiting (serving delivery reports) while the local queue is full.
 
     librdkafka raises BufferError instead of blocking when its queue is full; a fast
     producer must let deliveries drain and try again rather than drop the record.
+    `serve` False leaves the reports already due to a later call (see `ServeThrottle`).
     """
     while True:
         try:
@@ -78,4 +86,28 @@ def produce(
             break
         except BufferError:
             producer.poll(0.05)
-    producer.poll(0)
+    if serve:
+        producer.poll(0)
+
+
+class ServeThrottle:
+    """Says when a producer of many records should serve its delivery reports.
+
+    Serving them after every record (`poll(0)`, the usual pattern) cost the SDK's sender
+    a third of its time per record at 50,000 records/s; a record's report cannot come
+    before its batch is sent (`linger.ms`) anyway. At most once per `every_s`, so a slow
+    sender still serves them at every record, and a fast one about a thousand times a second.
+    """
+
+    def __init__(self, every_s: float = 0.001) -> None:
+        """Serve at most once per `every_s` seconds."""
+        self._every_s = every_s
+        self._next = 0.0
+
+    def due(self) -> bool:
+        """Whether to serve now (and if so, not again for `every_s`)."""
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self._every_s
+        return True

@@ -39,7 +39,7 @@ from shared.features import put_values
 from shared.feedback import Feedback, Label, encode_feedback
 from shared.kafka.config import dotted, producer_config
 from shared.kafka.outage import ConnectionLog
-from shared.kafka.producer import produce
+from shared.kafka.producer import ServeThrottle, produce
 from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.v1 import sample_pb2
 
@@ -91,6 +91,7 @@ class SampleProducer:
         self.failed: list[str] = []
         # Made once, not a closure per record: single samples and feedback are the hot path.
         self._reports = {rows: self._report(rows) for rows in (0, 1)}
+        self._serve = ServeThrottle()
 
     def send(self, sample: sample_pb2.Sample | Mapping[str, Any]) -> None:
         """Queue one sample, a `Sample` or a dict (see `to_sample`).
@@ -252,6 +253,7 @@ class SampleProducer:
             topic or self._topic,
             value,
             key or None,
+            serve=self._serve.due(),
             headers=headers,
             on_delivery=report,
         )

@@ -17,7 +17,7 @@ from shared.kafka.consumer import (
     store_processed,
     where,
 )
-from shared.kafka.producer import delivering
+from shared.kafka.producer import ServeThrottle, delivering, produce
 from shared.settings import KafkaSettings, TopicSettings
 
 
@@ -95,3 +95,34 @@ def test_consume_ready_takes_what_has_arrived_up_to_the_limit() -> None:
     assert [m.value() for m in consume_ready(consumer, 5, 1.0)] == [b"0", b"1", b"2", b"3", b"4"]
     assert [m.value() for m in consume_ready(consumer, 100, 1.0)] == [b"5", b"6"]
     assert consume_ready(consumer, 1, 0.01) == []
+
+
+def test_produce_serves_due_reports_unless_told_to_leave_them_to_a_later_call() -> None:
+    broker = FakeBroker()
+    broker.create_topic("t")
+    producer = FakeProducer(broker)
+    reported: list[bytes] = []
+
+    def report(err: object, msg: object) -> None:
+        reported.append(msg.value())  # type: ignore[attr-defined]
+
+    produce(producer, "t", b"a", on_delivery=report, serve=False)  # type: ignore[arg-type]
+    assert reported == [] and len(producer) == 1
+    produce(producer, "t", b"b", on_delivery=report)  # type: ignore[arg-type]
+    assert reported == [b"a", b"b"] and len(producer) == 0
+
+
+def test_serve_throttle_serves_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr("shared.kafka.producer.time.monotonic", lambda: now[0])
+    throttle = ServeThrottle(every_s=0.001)
+    assert throttle.due()  # the first record serves at once
+    assert not throttle.due()  # a burst within the millisecond leaves them for later
+    now[0] += 0.0005
+    assert not throttle.due()
+    now[0] += 0.0006
+    assert throttle.due()
+    now[0] += 5.0  # a slow sender serves at every record
+    assert throttle.due()
+    now[0] += 5.0
+    assert throttle.due()
