@@ -46,7 +46,7 @@ from shared.kafka.admin import TopicSpec, ensure_topics
 from shared.kafka.config import consumer_config, producer_config
 from shared.kafka.consumer import consume_batches
 from shared.kafka.producer import delivering, produce
-from shared.lifecycle import settle_heap
+from shared.lifecycle import STREAM_YOUNG_THRESHOLD, settle_heap
 from shared.settings import TopicSettings
 from streamlearn.client.producer import SampleProducer
 from streamlearn.v1 import sample_pb2
@@ -72,7 +72,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     produce_stream(ctx, single, x, y)
     produce_columns(ctx, columnar, x, y)
     from_kafka(ctx, single, min(n, 1000), batch_size=1)  # compile and load outside the timing
-    settle_heap()
+    settle_heap(STREAM_YOUNG_THRESHOLD)
     with tempfile.TemporaryDirectory() as tmp:
         vw = _VowpalWabbit(Path(tmp), x, y)
         measures: dict[str, Callable[[], float]] = {

@@ -45,9 +45,8 @@ class PartitionMemory:
         self._window_s = window_s
         self._max_ids = max_ids
         # Ids accepted since the last merge: hash -> raw offset, and their acceptance times
-        # in the same (insertion) order. Only ints and a flat array: the garbage collector
-        # does not track them (a tuple per id made every full collection walk 65,536 more
-        # objects and cost ingestion more than its routing).
+        # in the same (insertion) order. Ints and a flat array: no object per id that the
+        # garbage collector tracks (a tuple per id counted toward every young collection).
         self._recent: dict[int, int] = {}
         self._recent_times = array("d")
         self._keys = np.empty(0, dtype=np.int64)  # sorted hashes

@@ -30,7 +30,7 @@ from shared.clients.registry import RegistryClient
 from shared.grpc.server import build_server, mark_draining
 from shared.kafka.admin import ensure_topics, standard_topics
 from shared.kafka.config import admin_config, consumer_config, producer_config
-from shared.lifecycle import settle_heap
+from shared.lifecycle import STREAM_YOUNG_THRESHOLD, settle_heap
 from shared.streams import Definition, load_definitions
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def run(settings: TrainerSettings, stop: threading.Event) -> None:
                     "events": loop.learner.applied,
                 },
             )
-            settle_heap()
+            settle_heap(STREAM_YOUNG_THRESHOLD)
             loop.run(stop)
     finally:
         mark_draining(health)

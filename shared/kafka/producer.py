@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -99,14 +100,15 @@ class ServeThrottle:
     sender still serves them at every record, and a fast one about a thousand times a second.
     """
 
-    def __init__(self, every_s: float = 0.001) -> None:
-        """Serve at most once per `every_s` seconds."""
+    def __init__(self, every_s: float = 0.001, clock: Callable[[], float] = time.monotonic) -> None:
+        """Serve at most once per `every_s` seconds of `clock`."""
         self._every_s = every_s
-        self._next = 0.0
+        self._clock = clock
+        self._next = -math.inf
 
     def due(self) -> bool:
         """Whether to serve now (and if so, not again for `every_s`)."""
-        now = time.monotonic()
+        now = self._clock()
         if now < self._next:
             return False
         self._next = now + self._every_s

@@ -112,10 +112,9 @@ def test_produce_serves_due_reports_unless_told_to_leave_them_to_a_later_call() 
     assert reported == [b"a", b"b"] and len(producer) == 0
 
 
-def test_serve_throttle_serves_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_throttle_serves_at_most_once_per_interval() -> None:
     now = [100.0]
-    monkeypatch.setattr("shared.kafka.producer.time.monotonic", lambda: now[0])
-    throttle = ServeThrottle(every_s=0.001)
+    throttle = ServeThrottle(every_s=0.001, clock=lambda: now[0])
     assert throttle.due()  # the first record serves at once
     assert not throttle.due()  # a burst within the millisecond leaves them for later
     now[0] += 0.0005

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.lifecycle import YOUNG_THRESHOLD, settle_heap
+from shared.lifecycle import STREAM_YOUNG_THRESHOLD, settle_heap
 
 
 @pytest.fixture
@@ -19,22 +19,20 @@ def restored_gc() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_gc")
-def test_settle_heap_freezes_the_build_and_lets_a_batch_die_before_a_collection() -> None:
+def test_a_stream_loop_freezes_its_build_and_lets_a_batch_die_before_a_collection() -> None:
     older = gc.get_threshold()[1:]
-    settle_heap()
+    settle_heap(STREAM_YOUNG_THRESHOLD)
     assert gc.get_freeze_count() > 0
-    assert gc.get_threshold() == (YOUNG_THRESHOLD, *older)
+    assert gc.get_threshold() == (STREAM_YOUNG_THRESHOLD, *older)
     young_collections = gc.get_stats()[0]["collections"]
-    batch = [[record] for record in range(20_000)]  # a fetched batch's short-lived records
+    batch = [[record] for record in range(STREAM_YOUNG_THRESHOLD // 2)]  # short-lived records
     del batch
     assert gc.get_stats()[0]["collections"] == young_collections
 
 
 @pytest.mark.usefixtures("restored_gc")
-def test_with_the_default_threshold_the_same_batch_sets_collections_off() -> None:
-    """The case settle_heap exists for: CPython's default collects within one batch."""
-    gc.set_threshold(700, *gc.get_threshold()[1:])
-    young_collections = gc.get_stats()[0]["collections"]
-    batch = [[record] for record in range(20_000)]
-    del batch
-    assert gc.get_stats()[0]["collections"] > young_collections
+def test_a_request_server_keeps_the_interpreters_thresholds() -> None:
+    gc.set_threshold(700, 10, 10)
+    settle_heap()
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == (700, 10, 10)

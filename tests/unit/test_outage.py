@@ -127,11 +127,13 @@ class _Producer:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.reports: list[Any] = []
+        self.polls = 0
 
     def produce(self, *_a: Any, on_delivery: Any = None, **_k: Any) -> None:
         self.reports.append(on_delivery)
 
     def poll(self, _timeout: float = 0) -> int:
+        self.polls += 1
         return 0
 
     def __len__(self) -> int:
@@ -150,3 +152,20 @@ def test_an_idle_sample_producer_requests_no_statistics(monkeypatch: pytest.Monk
     assert producer.connected
     fake.config["error_cb"](_Error("1/1 brokers are down", -187))
     assert not producer.connected
+
+
+def test_a_fast_sender_serves_reports_once_a_millisecond_a_slow_one_at_every_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sdk, "Producer", _Producer)
+    producer = sdk.SampleProducer(stream="s")
+    fake: _Producer = producer._producer  # type: ignore[assignment]
+    now = [10.0]
+    producer._serve = sdk.ServeThrottle(clock=lambda: now[0])
+    for _ in range(100):  # a burst within one millisecond: served once, at its first record
+        producer.send({"features": [1.0], "label": 1})
+    assert len(fake.reports) == 100 and fake.polls == 1
+    for _ in range(3):  # a record every second: each serves the reports due
+        now[0] += 1.0
+        producer.send({"features": [1.0], "label": 1})
+    assert fake.polls == 4
