@@ -7,6 +7,8 @@ in steps until it fits (`fit`), and a service refuses a limit too small for that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from shared import samples
 from shared.samples import Headers
 
@@ -27,12 +29,12 @@ Record = tuple[bytes | None, bytes, Headers]  # key, value, headers
 
 def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
     """An upper bound of the bytes one record takes in a batch of its own."""
-    return (
-        RECORD_OVERHEAD
-        + len(key or b"")
-        + len(value or b"")
-        + sum(HEADER_OVERHEAD + len(name.encode()) + len(data) for name, data in headers)
-    )
+    return RECORD_OVERHEAD + len(key or b"") + len(value or b"") + headers_size(headers)
+
+
+def headers_size(headers: Sequence[tuple[str, bytes | None]]) -> int:
+    """The bytes `headers` take in a record (a value None: none)."""
+    return sum(HEADER_OVERHEAD + len(name.encode()) + len(data or b"") for name, data in headers)
 
 
 def bounded(data: bytes, most: int = HEADER_MAX) -> bytes:

@@ -29,6 +29,9 @@ EVENT_ID = "streamlearn-event-id"
 TRUNCATED = "streamlearn-truncated"  # a dead letter's value was cut: the original length
 
 Headers = list[tuple[str, bytes]]
+# The headers a producer sends with a `Sample` record (the SDK's, and what ingestion's fast
+# path recognises with one comparison).
+SAMPLE_HEADERS: Headers = [(CONTENT_TYPE, SAMPLE_TYPE)]
 
 
 def is_batch(headers: Headers | None) -> bool:

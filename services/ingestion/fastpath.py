@@ -22,7 +22,7 @@ import numpy as np
 
 from services.ingestion import scan
 from services.ingestion.dedup import PartitionMemory
-from services.ingestion.limits import HEADER_OVERHEAD, RECORD_OVERHEAD
+from services.ingestion.limits import HEADER_OVERHEAD, RECORD_OVERHEAD, headers_size
 from services.ingestion.router import Output, RawRecord, Router
 from services.ingestion.scan import Col
 from shared import samples
@@ -38,10 +38,9 @@ _EXPECTED = {  # the label a stream's samples carry (multi-labels: the router's 
 _OUR_HEADERS = 3 * HEADER_OVERHEAD + sum(
     len(name) for name in (samples.CONTENT_TYPE, samples.SOURCE, samples.EVENT_ID)
 )
-# The headers the SDK sends with every sample, and their size: the common case, recognised
-# by one comparison instead of a pass over the headers.
-_SDK_HEADERS = [(samples.CONTENT_TYPE, samples.SAMPLE_TYPE)]
-_SDK_HEADERS_SIZE = HEADER_OVERHEAD + len(samples.CONTENT_TYPE.encode()) + len(samples.SAMPLE_TYPE)
+
+
+_SAMPLE_HEADERS_SIZE = headers_size(samples.SAMPLE_HEADERS)  # the common case's
 
 
 # A valid sample's training record accepted by the fast path: key, value, headers.
@@ -180,12 +179,12 @@ class BatchRouter:
         for i in np.flatnonzero(ok).tolist():
             headers = all_headers[i]
             theirs = 0
-            if headers == _SDK_HEADERS:
-                theirs = _SDK_HEADERS_SIZE
+            if headers == samples.SAMPLE_HEADERS:  # the common case: one comparison
+                theirs = _SAMPLE_HEADERS_SIZE
             elif headers:
                 if not _sample_headers(headers):
                     continue
-                theirs = sum(HEADER_OVERHEAD + len(k.encode()) + len(v or b"") for k, v in headers)
+                theirs = headers_size(headers)
             event_id = joined[id_starts[i] : id_stops[i]]
             size = len(values[i]) + len(keys[i] or b"") + max(theirs, len(event_id) + ours)
             if size <= spare:  # within the limit with room for our headers: never cut

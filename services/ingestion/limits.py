@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.dead_letters import HEADER_OVERHEAD, RECORD_OVERHEAD, record_size
+from shared.dead_letters import HEADER_OVERHEAD, RECORD_OVERHEAD, headers_size, record_size
 from shared.errors import ConfigError
 
 # Re-exported: the size of a record is measured once, in shared (ingestion and the joiner).
@@ -26,6 +26,7 @@ __all__ = [
     "MIN_LIMIT",
     "RECORD_OVERHEAD",
     "check_topic_limits",
+    "headers_size",
     "record_size",
 ]
 

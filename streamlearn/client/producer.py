@@ -44,7 +44,6 @@ from shared.settings import KafkaSettings, TopicSettings
 from streamlearn.v1 import sample_pb2
 
 DeliveryCallback = Callable[[str | None, int], None]  # (error or None, samples in the record)
-_SAMPLE_HEADERS = [(samples.CONTENT_TYPE, samples.SAMPLE_TYPE)]
 _BATCH_HEADERS = [(samples.CONTENT_TYPE, samples.BATCH_TYPE)]
 
 
@@ -112,7 +111,7 @@ class SampleProducer:
         )
         if not message.stream:
             message.stream = self._stream
-        self._produce(message.key.encode(), message.SerializeToString(), _SAMPLE_HEADERS, 1)
+        self._produce(message.key.encode(), message.SerializeToString(), samples.SAMPLE_HEADERS, 1)
 
     def feedback(
         self,
