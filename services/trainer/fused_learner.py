@@ -86,6 +86,8 @@ class FusedUpdates:
         self._layer = cast(torch.nn.Linear, getattr(body, "dense", body))
         embedding = getattr(body, "embedding", None)
         self._emb = np.zeros(1, np.float32) if embedding is None else _view(embedding.weight)
+        sizes = (self._layer.weight.numel(), self._layer.bias.numel())
+        self._scratch = [np.zeros(size, np.float32) for size in sizes * 2]
         scaler = learner.network.scaler
         self._stats = (
             (_view(scaler.count), _view(scaler.mean), _view(scaler.m2))
@@ -198,8 +200,12 @@ class FusedUpdates:
                     state.setdefault(
                         key, torch.zeros_like(param, memory_format=torch.preserve_format)
                     )
-        views = [_view(s[first]) if uses_first else np.zeros(1, np.float32) for s in states]
-        views += [_view(s[second]) if second else np.zeros(1, np.float32) for s in states]
+        # An optimizer without a buffer gets scratch of its parameter's size: the kernel
+        # reads and writes every buffer at each weight's index whether the rule uses it
+        # or not (a 1-element stand-in was written past its end, corrupting the heap)
+        scratch = self._scratch
+        views = [_view(s[first]) if uses_first else scratch[i] for i, s in enumerate(states)]
+        views += [_view(s[second]) if second else scratch[2 + i] for i, s in enumerate(states)]
         if name == "sgd":  # no step in torch's SGD state: 1 after the buffer's first update
             step = np.array([0.0 if fresh_sgd else 1.0])
         else:
