@@ -17,6 +17,7 @@ Runner = Callable[[BenchContext], list[Figure]]
 NAMES = (
     "kafka",
     "ingestion",
+    "dedup",
     "join",
     "registry",
     "inference",
@@ -28,9 +29,9 @@ NAMES = (
     "cli",
     "quality",
 )
-# Benchmarks that need no Kafka (`cli` measures start-up, `quality` learns in-process):
-# `streamlearn bench` does not start a broker for them.
-WITHOUT_KAFKA = frozenset({"cli", "quality"})
+# Benchmarks that need no Kafka (`cli` measures start-up, `quality` learns in-process,
+# `dedup` fills ingestion's memory in-process): `streamlearn bench` starts no broker for them.
+WITHOUT_KAFKA = frozenset({"cli", "quality", "dedup"})
 
 
 class _Catalog(Mapping[str, Runner]):

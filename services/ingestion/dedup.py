@@ -10,14 +10,19 @@ The memory is rebuilt from the output topics themselves when a partition is assi
 
 Cost: an event id is kept as its 64-bit hash (Python's `hash`, salted per process; the
 memory never leaves the process, it is rebuilt from the outputs) with its raw offset and
-acceptance time, in sorted numpy arrays: 24 bytes per id (about 23 MiB per million ids,
-twice that for a moment while new ids are merged in), plus a dict of the ids accepted
-since the last merge (at most 65,536: about 7 MiB). Two different ids with the same hash
-(about 1 in 10^6 for 6 million ids in the window) make the later one a false `duplicate`
-dead letter, which can be redriven.
-At most `max_ids` ids are kept: beyond it the oldest are forgotten before their window ends,
-down to 1/16 below the cap at once (`cut_short` counts them, exported as a metric), so
-memory is bounded whatever the rate.
+acceptance time, in sorted numpy arrays: 24 bytes per id (about 23 MiB per million ids),
+plus a membership prefilter of 32-64 bits per id (16 MiB at the cap) and a dict of the ids
+accepted since the last merge (at most 65,536: about 7 MiB). Two different ids with the
+same hash (about 1 in 10^6 for 6 million ids in the window) make the later one a false
+`duplicate` dead letter, which can be redriven.
+The arrays are runs, oldest first, each sorted by hash and holding the ids accepted over one
+span of time: new ids become a run of their own, and two neighbours merge once the older is
+no larger than the newer (a binary counter: an id is copied about log2(ids / 65,536) times,
+where one sorted array copied every id at every merge, ~46 times at the cap). A lookup asks
+the prefilter first: only the few hashes it cannot rule out are searched in the runs.
+At most `max_ids` ids are kept: beyond it the earliest accepted are forgotten before their
+window ends, down to 1/16 below the cap at once (`cut_short` counts them, exported as a
+metric), so memory is bounded whatever the rate.
 """
 
 from __future__ import annotations
@@ -27,14 +32,128 @@ from collections.abc import Collection
 
 import numpy as np
 
-# Ids accepted into the dict before they are merged into the arrays: a merge copies the
-# arrays (24 B an id), so at the cap of 3 million ids merging every 16,384 cost ~30% of a
-# core at 50,000 ids/s, and kept the service from sustaining that rate past the first minute.
+# Ids accepted into the dict before they become a run: each run costs every lookup a
+# search, and each merge copies its runs (24 B an id).
 SETTLE_EVERY = 65_536
-# Past the cap, the oldest ids are forgotten down to this fraction below it at once, not a
-# merge's worth at every merge (each eviction walks every id).
+# Past the cap, the earliest ids are forgotten down to this fraction below it at once, not
+# a merge's worth at every merge (each eviction copies the run it trims).
 EVICT_BELOW = 1 / 16
 LOOKUP = 512  # ids looked up in the arrays at once by `accept_new`
+# Runs kept at most: the binary counter keeps ~log2(cap / SETTLE_EVERY) + 1 of them, but
+# small settles of shrinking size (a slow stream, settled at each housekeeping) would not merge.
+MAX_RUNS = 12
+# The prefilter has at least this many bits per live id (a power of two: 32 to 64), so
+# about 2-3% of new ids (up to 6% while as many forgotten ids linger) need a search: each
+# search walks every run's binary tree, a cache miss a level (16 bits: twice the searches).
+FILTER_BITS_PER_ID = 32
+_MIN_FILTER_BITS = 1 << 16
+_SIGN = np.uint64(1 << 63)
+
+
+class _Run:
+    """Ids accepted over one span of time, sorted by hash, with their offsets and times."""
+
+    __slots__ = ("keys", "newest", "offsets", "oldest", "times")
+
+    def __init__(self, keys: np.ndarray, offsets: np.ndarray, times: np.ndarray) -> None:
+        self.keys, self.offsets, self.times = keys, offsets, times
+        self.oldest, self.newest = float(times.min()), float(times.max())
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        """For each key, its index here, or -1."""
+        at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[at] == keys, at, -1)
+
+    def keep(self, mask: np.ndarray) -> _Run:
+        return _Run(self.keys[mask], self.offsets[mask], self.times[mask])
+
+    def merged_with(self, newer: _Run) -> _Run:
+        """One run of both (their keys are distinct: an id is kept once).
+
+        The newer keys' places are found once and shared by the three arrays, each written
+        once (np.insert would sort the places again for each array).
+        """
+        size = len(self.keys) + len(newer.keys)
+        places = np.searchsorted(self.keys, newer.keys)
+        places += np.arange(len(newer.keys))
+        older = np.ones(size, dtype=bool)
+        older[places] = False
+        arrays = []
+        for mine, theirs in (
+            (self.keys, newer.keys),
+            (self.offsets, newer.offsets),
+            (self.times, newer.times),
+        ):
+            out = np.empty(size, dtype=mine.dtype)
+            out[places] = theirs
+            out[older] = mine
+            arrays.append(out)
+        return _Run(*arrays)
+
+
+class _Prefilter:
+    """A bitmap of the hashes' top bits: a clear bit proves a hash absent (no false 'no').
+
+    Forgotten ids leave their bits set (only a search more) until the bitmap is rebuilt,
+    once they outnumber the live ids or the live ids outgrow it.
+    """
+
+    def __init__(self) -> None:
+        self._reset(0)
+
+    def _reset(self, live: int) -> None:
+        size = _MIN_FILTER_BITS
+        while size < live * FILTER_BITS_PER_ID:
+            size *= 2
+        self._shift = np.uint64(64 - size.bit_length() + 1)
+        self._words = np.zeros(size // 64, dtype=np.uint64)
+        self._capacity = size // FILTER_BITS_PER_ID  # live ids before it is rebuilt larger
+        self._lingering = 0  # forgotten ids whose bits are still set
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        # the top bits, order-preserving: sorted keys give sorted slots
+        return (keys.view(np.uint64) ^ _SIGN) >> self._shift
+
+    def add(self, sorted_keys: np.ndarray) -> None:
+        """Set the bits of these keys (sorted, so each word is or-ed once)."""
+        if not len(sorted_keys):
+            return
+        slots = self._slots(sorted_keys)
+        words = slots >> np.uint64(6)
+        bits = np.left_shift(np.uint64(1), slots & np.uint64(63))
+        first = np.flatnonzero(np.concatenate(([True], words[1:] != words[:-1])))
+        self._words[words[first]] |= np.bitwise_or.reduceat(bits, first)
+
+    def maybe(self, keys: np.ndarray) -> np.ndarray:
+        """For each key, False if it was never added (True: perhaps)."""
+        slots = self._slots(keys)
+        bits = self._words[slots >> np.uint64(6)] >> (slots & np.uint64(63))
+        return (bits & np.uint64(1)).astype(bool)  # type: ignore[no-any-return]
+
+    def may_hold(self, key: int) -> bool:
+        """`maybe` for one key (a Python int: its unsigned form is key + 2**63)."""
+        slot = (key + (1 << 63)) >> int(self._shift)
+        return bool((int(self._words[slot >> 6]) >> (slot & 63)) & 1)
+
+    def forgot(self, count: int, runs: list[_Run]) -> None:
+        """`count` ids were removed from `runs`: rebuild once the lingering bits dominate."""
+        self._lingering += count
+        live = sum(len(run) for run in runs)
+        if self._lingering > max(live, _MIN_FILTER_BITS // FILTER_BITS_PER_ID):
+            self.rebuild(runs)
+
+    def grew(self, runs: list[_Run]) -> None:
+        """Rebuild larger once the live ids have fewer than `FILTER_BITS_PER_ID` bits each."""
+        if sum(len(run) for run in runs) > self._capacity:
+            self.rebuild(runs)
+
+    def rebuild(self, runs: list[_Run]) -> None:
+        self._reset(sum(len(run) for run in runs))
+        for run in runs:
+            self.add(run.keys)
 
 
 class PartitionMemory:
@@ -49,14 +168,14 @@ class PartitionMemory:
         # garbage collector tracks (a tuple per id counted toward every young collection).
         self._recent: dict[int, int] = {}
         self._recent_times = array("d")
-        self._keys = np.empty(0, dtype=np.int64)  # sorted hashes
-        self._offsets = np.empty(0, dtype=np.int64)
-        self._times = np.empty(0, dtype=np.float64)
+        self._runs: list[_Run] = []  # oldest first
+        self._settled = 0  # ids in the runs
+        self._filter = _Prefilter()
         self._routed_before: set[tuple[int, int]] = set()
         self.cut_short = 0  # ids forgotten before their window ended (the cap)
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._recent)
+        return self._settled + len(self._recent)
 
     def routed_before(self, offset: int, row: int) -> bool:
         """Whether an earlier run already routed this input row (a question, no change)."""
@@ -81,9 +200,12 @@ class PartitionMemory:
         recent = self._recent.get(key)
         if recent is not None:
             return recent
-        at = int(np.searchsorted(self._keys, key))
-        if at < len(self._keys) and self._keys[at] == key:
-            return int(self._offsets[at])
+        if not self._runs or not self._filter.may_hold(key):
+            return None
+        for run in self._runs:
+            at = int(np.searchsorted(run.keys, key))
+            if at < len(run) and run.keys[at] == key:
+                return int(run.offsets[at])
         return None
 
     def accept(self, event_id: str, offset: int, at_s: float) -> None:
@@ -102,10 +224,17 @@ class PartitionMemory:
 
     def settled(self, keys: np.ndarray) -> np.ndarray:
         """For each key (int64), whether it is among the settled ids (the recent ones aside)."""
-        if not len(self._keys) or not len(keys):
+        if not self._settled or not len(keys):
             return np.zeros(len(keys), dtype=bool)
-        at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-        return np.asarray(self._keys[at] == keys)
+        found = self._filter.maybe(keys)
+        if not found.any():
+            return found
+        candidates = keys[found]
+        hit = np.zeros(len(candidates), dtype=bool)
+        for run in self._runs:
+            hit |= run.find(candidates) >= 0
+        found[found] = hit
+        return found
 
     def accept_new(self, keys: list[int], offsets: list[int], at_s: float, start: int = 0) -> int:
         """Accept ids (by key, `hash(event_id)`) from `start` on, in order, while each is new.
@@ -118,10 +247,23 @@ class PartitionMemory:
         limit = min(SETTLE_EVERY, self._max_ids)
         at = start
         while at < len(keys):
-            chunk = keys[at : at + LOOKUP]
-            known = self.settled(np.fromiter(chunk, dtype=np.int64, count=len(chunk))).tolist()
             recent, times = self._recent, self._recent_times
-            for key, offset, settled in zip(chunk, offsets[at : at + LOOKUP], known, strict=True):
+            chunk = keys[at : at + max(1, min(LOOKUP, limit - len(recent)))]
+            chunk_offsets = offsets[at : at + len(chunk)]
+            in_runs = self.settled(np.fromiter(chunk, dtype=np.int64, count=len(chunk)))
+            if not in_runs.any() and recent.keys().isdisjoint(chunk):
+                before = len(recent)
+                recent.update(zip(chunk, chunk_offsets, strict=True))  # at once, in C
+                if len(recent) - before == len(chunk):  # all new and distinct: taken
+                    times.fromlist([at_s] * len(chunk))
+                    at += len(chunk)
+                    if len(recent) >= limit:
+                        self._settle()
+                    continue
+                for key in chunk:  # a repeat within the chunk: undo (none was there before)
+                    recent.pop(key, None)
+            known = in_runs.tolist()  # one by one, up to the first id known already
+            for key, offset, settled in zip(chunk, chunk_offsets, known, strict=True):
                 if settled or key in recent:
                     return at
                 recent[key] = offset
@@ -154,14 +296,10 @@ class PartitionMemory:
     def forget_before(self, now_s: float) -> int:
         """Drop event ids accepted longer than the window ago; returns how many."""
         self._settle()
-        keep = self._times >= now_s - self._window_s
-        dropped = len(keep) - int(np.count_nonzero(keep))
-        if dropped:
-            self._keep(keep)
-        return dropped
+        return self._drop_older_than(now_s - self._window_s)
 
     def _settle(self) -> None:
-        """Merge the recent ids into the sorted arrays, then apply the cap."""
+        """Make the recent ids a run, merge neighbours of like size, then apply the cap."""
         if not self._recent:
             return
         count, recent = len(self._recent), self._recent
@@ -170,22 +308,52 @@ class PartitionMemory:
         times = np.frombuffer(self._recent_times, dtype=np.float64)
         self._recent, self._recent_times = {}, array("d")
         order = np.argsort(keys)
-        at = np.searchsorted(self._keys, keys[order])
-        # np.insert copies once (O(n)): cheaper than sorting everything again.
-        self._keys = np.insert(self._keys, at, keys[order])
-        self._offsets = np.insert(self._offsets, at, offsets[order])
-        self._times = np.insert(self._times, at, times[order])
-        if len(self._keys) > self._max_ids:  # ids past their window (by the newest) go first
-            self._keep(self._times >= float(self._times.max()) - self._window_s)
-        excess = len(self._keys) - self._max_ids
-        if excess > 0:  # the excess and 1/16 of the cap: exactly that many of the oldest,
+        run = _Run(keys[order], offsets[order], times[order])
+        self._filter.add(run.keys)
+        runs = self._runs
+        runs.append(run)
+        self._settled += count
+        while len(runs) > 1 and (len(runs[-2]) <= len(runs[-1]) or len(runs) > MAX_RUNS):
+            newer = runs.pop()
+            runs[-1] = runs[-1].merged_with(newer)
+        self._filter.grew(runs)
+        if self._settled > self._max_ids:  # ids past their window (by the newest) go first
+            self._drop_older_than(max(r.newest for r in runs) - self._window_s)
+        excess = self._settled - self._max_ids
+        if excess > 0:  # the excess and 1/16 of the cap: exactly that many of the earliest,
             excess += int(self._max_ids * EVICT_BELOW)  # even when their times tie
-            keep = np.ones(len(self._keys), dtype=bool)
-            keep[np.argpartition(self._times, excess - 1)[:excess]] = False
             self.cut_short += excess
-            self._keep(keep)
+            self._drop_earliest(excess)
 
-    def _keep(self, mask: np.ndarray) -> None:
-        self._keys = self._keys[mask]
-        self._offsets = self._offsets[mask]
-        self._times = self._times[mask]
+    def _drop_older_than(self, cutoff: float) -> int:
+        """Forget the ids accepted before `cutoff`; returns how many."""
+        kept, dropped = [], 0
+        for run in self._runs:
+            if run.oldest >= cutoff:
+                kept.append(run)
+                continue
+            if run.newest >= cutoff:
+                mask = run.times >= cutoff
+                kept.append(run.keep(mask))
+                dropped += len(run) - len(kept[-1])
+            else:
+                dropped += len(run)
+        if dropped:
+            self._forgot(kept, dropped)
+        return dropped
+
+    def _drop_earliest(self, count: int) -> None:
+        """Forget `count` ids: whole runs from the oldest, then the earliest of the next."""
+        runs, left = list(self._runs), count
+        while left and len(runs[0]) <= left:
+            left -= len(runs.pop(0))
+        if left:
+            keep = np.ones(len(runs[0]), dtype=bool)
+            keep[np.argpartition(runs[0].times, left - 1)[:left]] = False
+            runs[0] = runs[0].keep(keep)
+        self._forgot(runs, count)
+
+    def _forgot(self, runs: list[_Run], count: int) -> None:
+        self._runs = [run for run in runs if len(run)]
+        self._settled -= count
+        self._filter.forgot(count, self._runs)

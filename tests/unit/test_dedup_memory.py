@@ -1,0 +1,127 @@
+"""The de-duplication memory against a plain dict, with runs, merges and prefilter forced small."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.ingestion import dedup
+from services.ingestion.dedup import PartitionMemory
+
+
+@pytest.fixture(autouse=True)
+def _small_structures(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # A run every 4 ids, at most 3 runs, and a prefilter of one 64-bit word that cannot rule
+    # much out: every path (merges, the run cap, searches after a "perhaps") is taken often.
+    monkeypatch.setattr(dedup, "SETTLE_EVERY", 4)
+    monkeypatch.setattr(dedup, "MAX_RUNS", 3)
+    monkeypatch.setattr(dedup, "LOOKUP", 3)
+    monkeypatch.setattr(dedup, "_MIN_FILTER_BITS", 64)
+    monkeypatch.setattr(dedup, "FILTER_BITS_PER_ID", 2)
+    yield
+
+
+ids = st.sampled_from([f"id-{i}" for i in range(40)])
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("accept"), st.lists(ids, max_size=12), st.floats(0, 3)),
+        st.tuples(st.just("forget"), st.just([]), st.floats(0, 3)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_without_the_cap_it_answers_exactly_like_a_dict_of_accepted_ids(
+    ops: list[tuple[str, list[str], float]],
+) -> None:
+    window = 5.0
+    memory = PartitionMemory(window_s=window, max_ids=1_000_000)
+    reference: dict[str, tuple[int, float]] = {}
+    now, offset = 0.0, 0
+    for kind, batch, step in ops:
+        now += step
+        if kind == "forget":
+            old = [e for e, (_, t) in reference.items() if t < now - window]
+            for e in old:
+                del reference[e]
+            assert memory.forget_before(now) == len(old)
+        else:
+            keys = [hash(e) for e in batch]
+            offsets = list(range(offset, offset + len(batch)))
+            offset += len(batch)
+            expected = len(batch)
+            for i, e in enumerate(batch):  # accept_new: in order, up to the first known
+                if e in reference:
+                    expected = i
+                    break
+                reference[e] = (offsets[i], now)
+            assert memory.accept_new(keys, offsets, now) == expected
+        assert len(memory) == len(reference)
+        everyone = [f"id-{i}" for i in range(40)]
+        assert memory.known([hash(e) for e in everyone]) == [e in reference for e in everyone]
+        for e in everyone:
+            assert memory.accepted_at(e) == (reference[e][0] if e in reference else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 8), max_size=12), max_size=30))
+def test_at_the_cap_it_keeps_the_latest_forgets_the_earliest_and_counts_them(
+    batches: list[list[int]],
+) -> None:
+    cap = 20
+    memory = PartitionMemory(window_s=1e9, max_ids=cap)
+    accepted: dict[str, int] = {}  # id -> its batch, in order of acceptance
+    for n, batch in enumerate(batches):
+        names = [f"b{n}-{v}" for v in batch]  # repeats within a batch only: the first wins
+        memory.accept_all(names, n, at_s=float(n))
+        accepted.update((name, n) for name in names if name not in accepted)
+        assert len(memory) <= cap + dedup.SETTLE_EVERY  # the recent ones settle at 4
+        memory.forget_before(float(n))  # settles: now the cap holds exactly
+        assert len(memory) <= cap
+        assert memory.cut_short + len(memory) == len(accepted)  # each kept or counted
+        kept = {e: at for e, at in accepted.items() if memory.accepted_at(e) is not None}
+        assert len(kept) == len(memory)
+        assert all(memory.accepted_at(e) == at for e, at in kept.items())
+        forgotten = [at for e, at in accepted.items() if e not in kept]
+        if kept and forgotten:  # the earliest go (ties within a batch either way)
+            assert max(forgotten) <= min(kept.values())
+
+
+def test_forgotten_ids_are_rebuilt_out_of_the_prefilter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dedup, "_MIN_FILTER_BITS", 1 << 16)
+    monkeypatch.setattr(dedup, "FILTER_BITS_PER_ID", 16)
+    memory = PartitionMemory(window_s=10.0, max_ids=1_000_000)
+    first = [f"old-{i}" for i in range(20_000)]
+    memory.accept_all(first, 0, at_s=0.0)
+    memory.forget_before(0.0)
+    assert all(memory.known([hash(e) for e in first]))
+    assert memory.forget_before(100.0) == len(first)  # all past the window
+    memory.accept_all(["new"], 1, at_s=100.0)
+    memory.forget_before(100.0)
+    keys = np.fromiter((hash(e) for e in first), dtype=np.int64)
+    # the forgotten ids outnumbered the live one: the bitmap was rebuilt without them
+    assert int(memory._filter.maybe(keys).sum()) < len(first) // 100
+    assert not any(memory.known([hash(e) for e in first]))
+    assert memory.accepted_at("new") == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=50, unique=True),
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=50),
+)
+def test_the_prefilter_never_rules_out_a_held_key_one_at_a_time_or_at_once(
+    held: list[int], asked: list[int]
+) -> None:
+    prefilter = dedup._Prefilter()
+    prefilter.add(np.sort(np.array(held, dtype=np.int64)))
+    for keys in (held, asked):
+        at_once = prefilter.maybe(np.array(keys, dtype=np.int64)).tolist()
+        assert at_once == [prefilter.may_hold(key) for key in keys]
+    assert all(prefilter.maybe(np.array(held, dtype=np.int64)))
