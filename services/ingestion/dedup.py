@@ -18,15 +18,19 @@ same hash (about 1 in 10^6 for 6 million ids in the window) make the later one a
 The arrays are runs, oldest first, each sorted by hash and holding the ids accepted over one
 span of time: new ids become a run of their own, and two neighbours merge once the older is
 no larger than the newer (a binary counter: an id is copied about log2(ids / 65,536) times,
-where one sorted array copied every id at every merge, ~46 times at the cap). A lookup asks
-the prefilter first: only the few hashes it cannot rule out are searched in the runs.
+where one sorted array copied every id at every merge, ~46 times at the cap); a merge into
+the oldest run holds both it and the merged copy for a moment (up to twice the arrays). A
+lookup asks the prefilter first: only the few hashes it cannot rule out are searched in the
+runs.
 At most `max_ids` ids are kept: beyond it the earliest accepted are forgotten before their
-window ends, down to 1/16 below the cap at once (`cut_short` counts them, exported as a
-metric), so memory is bounded whatever the rate.
+window ends (whole runs from the oldest, then the earliest by time in the next: with times
+that step back, as a clock may, the order of runs decides), down to 1/16 below the cap at
+once (`cut_short` counts them, exported as a metric), so memory is bounded whatever the rate.
 """
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Collection
 
@@ -58,6 +62,10 @@ class _Run:
     def __init__(self, keys: np.ndarray, offsets: np.ndarray, times: np.ndarray) -> None:
         self.keys, self.offsets, self.times = keys, offsets, times
         self.oldest, self.newest = float(times.min()), float(times.max())
+        if math.isnan(self.oldest):  # a NaN time (none today) is older than any cutoff:
+            self.oldest = -math.inf  # the run goes through the mask, which drops that id
+            timed = times[~np.isnan(times)]
+            self.newest = float(timed.max()) if len(timed) else -math.inf
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -106,7 +114,7 @@ class _Prefilter:
 
     def _reset(self, live: int) -> None:
         size = _MIN_FILTER_BITS
-        while size < live * FILTER_BITS_PER_ID:
+        while size < (live + live // 4) * FILTER_BITS_PER_ID:  # room to grow before rebuilding
             size *= 2
         self._shift = np.uint64(64 - size.bit_length() + 1)
         self._words = np.zeros(size // 64, dtype=np.uint64)
@@ -244,6 +252,8 @@ class PartitionMemory:
         that is known already (settled or accepted, perhaps earlier in `keys`), which is
         not accepted, or `len(keys)`.
         """
+        if len(offsets) != len(keys):  # checked before any id is taken
+            raise ValueError(f"{len(keys)} keys but {len(offsets)} offsets")
         limit = min(SETTLE_EVERY, self._max_ids)
         at = start
         while at < len(keys):

@@ -76,7 +76,7 @@ def _decode_one(
     regression, klass, weight = 0.0, 0, 0.0
     while pos < end:
         tag, pos = _varint(buf, pos, end)
-        if pos < 0 or tag >> 3 == 0 or tag > 0xFFFFFFFF:  # protobuf refuses field 0 and >32 bits
+        if pos < 0 or tag < 8 or tag > 0xFFFFFFFF:  # protobuf refuses field 0, >32 bits, < 0
             return MALFORMED
         field, wire = tag >> 3, tag & 7
         if wire == 0:
@@ -193,7 +193,7 @@ def _string_field(buf: np.ndarray, pos: int, end: int, wanted: int) -> tuple[int
     start, stop = pos, pos
     while pos < end:
         tag, pos = _varint(buf, pos, end)
-        if pos < 0 or tag >> 3 == 0 or tag > 0xFFFFFFFF:
+        if pos < 0 or tag < 8 or tag > 0xFFFFFFFF:  # field 0, >32 bits, negative
             return -1, -1
         field, wire = tag >> 3, tag & 7
         if wire == 0:

@@ -125,3 +125,20 @@ def test_the_prefilter_never_rules_out_a_held_key_one_at_a_time_or_at_once(
         at_once = prefilter.maybe(np.array(keys, dtype=np.int64)).tolist()
         assert at_once == [prefilter.may_hold(key) for key in keys]
     assert all(prefilter.maybe(np.array(held, dtype=np.int64)))
+
+
+def test_the_prefilter_grows_with_the_ids_and_a_nan_time_costs_only_its_own_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dedup, "_MIN_FILTER_BITS", 1 << 16)
+    monkeypatch.setattr(dedup, "FILTER_BITS_PER_ID", 32)
+    memory = PartitionMemory(window_s=10.0, max_ids=1_000_000)
+    sizes = []
+    for n in range(4):
+        memory.accept_all([f"b{n}-{i}" for i in range(5000)], n, at_s=100.0)
+        memory.forget_before(100.0)
+        sizes.append(memory._filter._words.size * 64)
+    assert sizes[-1] >= 32 * len(memory) > sizes[0]  # rebuilt larger as the ids came
+    memory.accept("no-time", 9, at_s=float("nan"))
+    assert memory.forget_before(100.0) == 1  # only the id without a usable time
+    assert memory.accepted_at("b0-0") == 0 and len(memory) == 20_000

@@ -122,7 +122,10 @@ def test_mini_batches_are_cut_by_the_stream_not_by_polling() -> None:
     assert held_second == []
 
 
-@pytest.mark.parametrize("tag", [b"\x00", b"\x07", b"\x80\x80\x80\x80\x80\x01"])
+NEGATIVE_TAG = b"\xf8" + b"\xff" * 8 + b"\x01"  # -8: a 10-byte varint, "field" -1, wire 0
+
+
+@pytest.mark.parametrize("tag", [b"\x00", b"\x07", b"\x80\x80\x80\x80\x80\x01", NEGATIVE_TAG])
 def test_field_zero_and_tags_past_32_bits_are_malformed_as_protobuf_says(tag: bytes) -> None:
     good = sample_pb2.Sample(event_id="e", dense=[1.0], regression=0.5).SerializeToString()
     value = tag + b"\x00" + good  # field 0 (varint, or a 64-bit-wide tag) then a valid sample
