@@ -70,10 +70,10 @@ class _Run:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def find(self, keys: np.ndarray) -> np.ndarray:
-        """For each key, its index here, or -1."""
+    def holds(self, keys: np.ndarray) -> np.ndarray:
+        """For each key, whether it is here."""
         at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return np.where(self.keys[at] == keys, at, -1)
+        return self.keys[at] == keys  # type: ignore[no-any-return]
 
     def keep(self, mask: np.ndarray) -> _Run:
         return _Run(self.keys[mask], self.offsets[mask], self.times[mask])
@@ -240,7 +240,7 @@ class PartitionMemory:
         candidates = keys[found]
         hit = np.zeros(len(candidates), dtype=bool)
         for run in self._runs:
-            hit |= run.find(candidates) >= 0
+            hit |= run.holds(candidates)
         found[found] = hit
         return found
 

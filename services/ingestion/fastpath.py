@@ -38,8 +38,6 @@ _EXPECTED = {  # the label a stream's samples carry (multi-labels: the router's 
 _OUR_HEADERS = 3 * HEADER_OVERHEAD + sum(
     len(name) for name in (samples.CONTENT_TYPE, samples.SOURCE, samples.EVENT_ID)
 )
-
-
 _SAMPLE_HEADERS_SIZE = headers_size(samples.SAMPLE_HEADERS)  # the common case's
 
 
