@@ -65,7 +65,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         address, pids = _start(stack, ctx.kafka, topics, Path(tmp))
         watchers = Watchers(
             ctx.kafka,
-            topics.train,
+            (topics.train, topics.model_events),
             address["registry"],
             address["inference"],
             list(MODELS),
