@@ -18,10 +18,13 @@ same hash (about 1 in 10^6 for 6 million ids in the window) make the later one a
 The arrays are runs, oldest first, each sorted by hash and holding the ids accepted over one
 span of time: new ids become a run of their own, and two neighbours merge once the older is
 no larger than the newer (a binary counter: an id is copied about log2(ids / 65,536) times,
-where one sorted array copied every id at every merge, ~46 times at the cap); a merge into
-the oldest run holds both it and the merged copy for a moment (up to twice the arrays). A
-lookup asks the prefilter first: only the few hashes it cannot rule out are searched in the
-runs.
+where one sorted array copied every id at every merge, ~46 times at the cap), but never
+into a run larger than an eighth of the cap. That ceiling bounds the work of any one call:
+unbounded, merging the two oldest runs, trimming the oldest at the cap or rebuilding the
+prefilter each stalled the partition's routing for 100-480 ms on a quiet box (ingestion,
+with little headroom at 50,000 records/s, then took seconds to catch up). A lookup asks the
+prefilter first: only the few hashes it cannot rule out are searched in the runs. Merges
+and the prefilter's bits are compiled (numba) where it is installed, numpy otherwise.
 At most `max_ids` ids are kept: beyond it the earliest accepted are forgotten before their
 window ends (whole runs from the oldest, then the earliest by time in the next: with times
 that step back, as a clock may, the order of runs decides), down to 1/16 below the cap at
@@ -33,8 +36,15 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Collection
+from typing import Any
 
 import numpy as np
+
+numba: Any
+try:
+    import numba
+except ImportError:  # the slim runtime image: the same memory in numpy alone
+    numba = None
 
 # Ids accepted into the dict before they become a run: each run costs every lookup a
 # search, and each merge copies its runs (24 B an id).
@@ -43,9 +53,13 @@ SETTLE_EVERY = 65_536
 # a merge's worth at every merge (each eviction copies the run it trims).
 EVICT_BELOW = 1 / 16
 LOOKUP = 512  # ids looked up in the arrays at once by `accept_new`
-# Runs kept at most: the binary counter keeps ~log2(cap / SETTLE_EVERY) + 1 of them, but
-# small settles of shrinking size (a slow stream, settled at each housekeeping) would not merge.
-MAX_RUNS = 12
+# A run holds at most about 1/RUNS_AT_CAP of the cap (a power of two, at least a settle's
+# worth): merges, trims and the searches of a lookup stay bounded (see the module's doc).
+RUNS_AT_CAP = 8
+# Runs kept at most: full runs (RUNS_AT_CAP) and the binary counter's ~log2(ceiling /
+# SETTLE_EVERY) + 1 below them, but small settles of shrinking size (a slow stream, settled
+# at each housekeeping) would not merge: past this many the newest two merge anyway.
+MAX_RUNS = 16
 # The prefilter has at least this many bits per live id (a power of two: 32 to 64), so
 # about 2-3% of new ids (up to 6% while as many forgotten ids linger) need a search: each
 # search walks every run's binary tree, a cache miss a level (16 bits: twice the searches).
@@ -79,7 +93,19 @@ class _Run:
         return _Run(self.keys[mask], self.offsets[mask], self.times[mask])
 
     def merged_with(self, newer: _Run) -> _Run:
-        """One run of both (their keys are distinct: an id is kept once).
+        """One run of both (their keys are distinct: an id is kept once)."""
+        if _merge is None:
+            return self._merged_in_numpy(newer)
+        size = len(self.keys) + len(newer.keys)
+        merged = [np.empty(size, dtype=a.dtype) for a in (self.keys, self.offsets, self.times)]
+        _merge(self.keys, self.offsets, self.times, newer.keys, newer.offsets, newer.times, *merged)
+        out = _Run.__new__(_Run)  # the times' bounds are both runs': no pass over them
+        out.keys, out.offsets, out.times = merged
+        out.oldest, out.newest = min(self.oldest, newer.oldest), max(self.newest, newer.newest)
+        return out
+
+    def _merged_in_numpy(self, newer: _Run) -> _Run:
+        """`merged_with` without numba.
 
         The newer keys' places are found once and shared by the three arrays, each written
         once (np.insert would sort the places again for each array).
@@ -129,6 +155,9 @@ class _Prefilter:
         """Set the bits of these keys (sorted, so each word is or-ed once)."""
         if not len(sorted_keys):
             return
+        if _set_bits is not None:
+            _set_bits(self._words, sorted_keys.view(np.uint64), self._shift)
+            return
         slots = self._slots(sorted_keys)
         words = slots >> np.uint64(6)
         bits = np.left_shift(np.uint64(1), slots & np.uint64(63))
@@ -171,6 +200,7 @@ class PartitionMemory:
         """Remember ids for `window_s` seconds, but never more than `max_ids` of them."""
         self._window_s = window_s
         self._max_ids = max_ids
+        self._ceiling = _run_ceiling(max_ids)
         # Ids accepted since the last merge: hash -> raw offset, and their acceptance times
         # in the same (insertion) order. Ints and a flat array: no object per id that the
         # garbage collector tracks (a tuple per id counted toward every young collection).
@@ -323,7 +353,7 @@ class PartitionMemory:
         runs = self._runs
         runs.append(run)
         self._settled += count
-        while len(runs) > 1 and (len(runs[-2]) <= len(runs[-1]) or len(runs) > MAX_RUNS):
+        while len(runs) > 1 and (self._doubles(runs[-2], runs[-1]) or len(runs) > MAX_RUNS):
             newer = runs.pop()
             runs[-1] = runs[-1].merged_with(newer)
         self._filter.grew(runs)
@@ -334,6 +364,10 @@ class PartitionMemory:
             excess += int(self._max_ids * EVICT_BELOW)  # even when their times tie
             self.cut_short += excess
             self._drop_earliest(excess)
+
+    def _doubles(self, older: _Run, newer: _Run) -> bool:
+        """Whether the binary counter merges these neighbours: like sizes, under the ceiling."""
+        return len(older) <= len(newer) and len(older) + len(newer) <= self._ceiling
 
     def _drop_older_than(self, cutoff: float) -> int:
         """Forget the ids accepted before `cutoff`; returns how many."""
@@ -367,3 +401,50 @@ class PartitionMemory:
         self._runs = [run for run in runs if len(run)]
         self._settled -= count
         self._filter.forgot(count, self._runs)
+
+
+def _run_ceiling(max_ids: int) -> int:
+    """The largest run the binary counter makes: a power of two near max_ids / RUNS_AT_CAP."""
+    ceiling = min(SETTLE_EVERY, max_ids)
+    while ceiling * RUNS_AT_CAP < max_ids:
+        ceiling *= 2
+    return ceiling
+
+
+def _compiled(function: Any) -> Any:
+    return numba.njit(cache=True, nogil=True)(function) if numba is not None else None
+
+
+def _merge_runs(
+    keys: np.ndarray,
+    offsets: np.ndarray,
+    times: np.ndarray,
+    new_keys: np.ndarray,
+    new_offsets: np.ndarray,
+    new_times: np.ndarray,
+    out_keys: np.ndarray,
+    out_offsets: np.ndarray,
+    out_times: np.ndarray,
+) -> None:
+    """Merge two runs sorted by key into the `out_` arrays (one sequential pass)."""
+    i, j, n, m = 0, 0, len(keys), len(new_keys)
+    for k in range(n + m):
+        if j == m or (i < n and keys[i] < new_keys[j]):
+            out_keys[k], out_offsets[k], out_times[k] = keys[i], offsets[i], times[i]
+            i += 1
+        else:
+            out_keys[k], out_offsets[k], out_times[k] = new_keys[j], new_offsets[j], new_times[j]
+            j += 1
+
+
+def _set_bits_of(words: np.ndarray, keys: np.ndarray, shift: np.uint64) -> None:
+    """Set the prefilter bit of each key (unsigned view), as `_Prefilter._slots` places it."""
+    sign, six, low = np.uint64(1 << 63), np.uint64(6), np.uint64(63)
+    one = np.uint64(1)
+    for key in keys:
+        slot = (key ^ sign) >> shift
+        words[slot >> six] |= one << (slot & low)
+
+
+_merge = _compiled(_merge_runs)
+_set_bits = _compiled(_set_bits_of)

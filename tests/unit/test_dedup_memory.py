@@ -142,3 +142,48 @@ def test_the_prefilter_grows_with_the_ids_and_a_nan_time_costs_only_its_own_id(
     memory.accept("no-time", 9, at_s=float("nan"))
     assert memory.forget_before(100.0) == 1  # only the id without a usable time
     assert memory.accepted_at("b0-0") == 0 and len(memory) == 20_000
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations, st.sampled_from([12, 1_000_000]))
+def test_without_numba_it_answers_exactly_as_with_it(
+    ops: list[tuple[str, list[str], float]], cap: int
+) -> None:
+    compiled = PartitionMemory(window_s=5.0, max_ids=cap)
+    plain = PartitionMemory(window_s=5.0, max_ids=cap)
+    kernels = dedup._merge, dedup._set_bits
+    now, offset = 0.0, 0
+    for kind, batch, step in ops:
+        now += step
+        answers = []
+        for memory, (merge, set_bits) in ((compiled, kernels), (plain, (None, None))):
+            dedup._merge, dedup._set_bits = merge, set_bits
+            try:
+                if kind == "forget":
+                    answers.append(memory.forget_before(now))
+                else:
+                    keys = [hash(e) for e in batch]
+                    offsets = list(range(offset, offset + len(batch)))
+                    answers.append(memory.accept_new(keys, offsets, now))
+            finally:
+                dedup._merge, dedup._set_bits = kernels
+        offset += len(batch)
+        everyone = [f"id-{i}" for i in range(40)]
+        assert answers[0] == answers[1]
+        assert len(compiled) == len(plain) and compiled.cut_short == plain.cut_short
+        assert [compiled.accepted_at(e) for e in everyone] == [
+            plain.accepted_at(e) for e in everyone
+        ]
+
+
+def test_no_run_outgrows_an_eighth_of_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dedup, "MAX_RUNS", 1000)  # only the binary counter merges
+    cap = 1000  # runs of at most 128 ids: 4 doubled five times
+    memory = PartitionMemory(window_s=1e9, max_ids=cap)
+    for n in range(300):
+        memory.accept_all([f"b{n}-{i}" for i in range(7)], n, at_s=float(n))
+        assert max((len(run) for run in memory._runs), default=0) <= 128
+    memory.forget_before(300.0)
+    assert len(memory) <= cap and len(memory._runs) >= cap // 128
+    assert all(memory.accepted_at(f"b299-{i}") == 299 for i in range(7))
+    assert dedup._run_ceiling(3_000_000) == 524_288 and dedup._run_ceiling(1000) == 128
