@@ -69,7 +69,7 @@ Memory = PartitionMemory | DictMemory
 def run(ctx: BenchContext) -> list[Figure]:
     """Fill and at-cap rates and bytes per id, streamlearn vs the dict."""
     cap = ctx.count(CAP)
-    batches = list(_batches(2 * cap))
+    batches = list(_batches(3 * cap))  # fill, then twice the cap past it: evictions and rebuilds
     offsets = list(range(BATCH))
     makers: dict[str, Callable[[], Memory]] = {
         "streamlearn": lambda: PartitionMemory(window_s=3600.0, max_ids=cap),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
+import logging
 import tempfile
 import time
 import uuid
@@ -44,6 +45,7 @@ from streamlearn.client.producer import SampleProducer
 from streamlearn.system.plan import HEALTH_NAMES
 from streamlearn.v1 import sample_pb2
 
+log = logging.getLogger(__name__)
 RATE = 50_000
 BURST = 500  # 10 ms of events per burst
 POOL = 50_000  # a second of distinct features, cycled
@@ -75,6 +77,8 @@ def run(ctx: BenchContext) -> list[Figure]:
             memory, sent = _feed(ctx.kafka, topics, watchers.timeline, seconds, pids)
         finally:
             watchers.stop()
+    if watchers.missed:  # their records were credited to the next version read
+        log.warning("versions deleted before they were read", extra={"missed": watchers.missed})
     fresh = latencies(watchers.timeline, "fresh")
     default = latencies(watchers.timeline, "default")
     # The producer shares the cores: the rate it kept up is part of the result.

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from google.protobuf.message import DecodeError
 
 from shared.clients.registry import RegistryClient
-from shared.errors import StreamlearnError
+from shared.errors import NotFound, StreamlearnError
 from shared.kafka.config import consumer_config
 from shared.kafka.consumer import consume_ready, high_watermarks
 from shared.settings import KafkaSettings
@@ -58,6 +59,7 @@ class Watchers:
         train, model_events = topics
         self.timeline = Timeline(versions={m: {} for m in models}, served={m: {} for m in models})
         self._stop = threading.Event()
+        self.missed = 0  # versions deleted before their lineage was read
         self._tracked = tracked
         self._consumer = Consumer(consumer_config(kafka, "bench-freshness"))
         ends = high_watermarks(self._consumer, train)
@@ -107,20 +109,37 @@ class Watchers:
 
     def _follow_versions(self) -> None:
         """Each version registered of a watched model: when, and how far its lineage reaches."""
-        pending: list[tuple[str, int]] = []  # announced, lineage not read yet (registry busy)
+        pending: dict[tuple[str, int], None] = {}  # announced, not read yet (registry busy)
+        registered = events_pb2.MODEL_EVENT_TYPE_VERSION_REGISTERED
         while not self._stop.is_set():
             for msg in consume_ready(self._events, 100, 0.05):
-                if msg.error() is None:
+                if msg.error() is not None:
+                    continue
+                try:
                     event = events_pb2.ModelEvent.FromString(msg.value() or b"")
-                    registered = events_pb2.MODEL_EVENT_TYPE_VERSION_REGISTERED
-                    if event.type == registered and event.model in self.timeline.versions:
-                        pending.append((event.model, event.version))
-            pending = [p for p in pending if not self._place_version(*p)]
+                except DecodeError:  # no event: the watcher only times what it can read
+                    continue
+                versions = self.timeline.versions.get(event.model)
+                new = versions is not None and event.version not in versions  # may come twice
+                if event.type == registered and new:
+                    pending[(event.model, event.version)] = None
+            for model, number in list(pending):
+                if self._place_version(model, number):
+                    del pending[(model, number)]
+            if pending:
+                self._stop.wait(0.1)  # the registry refused: try again shortly, not at once
 
     def _place_version(self, model: str, number: int) -> bool:
-        """Record a version's registration time and coverage; False to try again later."""
+        """Record a version's registration time and coverage; False to try again later.
+
+        A version deleted before it was read (the registry keeps the newest 100) is counted
+        in `missed`: its records are then credited to the next version read.
+        """
         try:
             version = self._registry.get_version(model, number)
+        except NotFound:
+            self.missed += 1
+            return True
         except StreamlearnError:
             return False
         covered = {r.partition: r.next_offset for r in version.lineage.offsets}

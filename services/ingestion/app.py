@@ -18,6 +18,7 @@ from grpc import Server
 from grpc_health.v1.health import HealthServicer
 from prometheus_client import start_http_server
 
+from services.ingestion import dedup
 from services.ingestion.publisher import RawPublisher
 from services.ingestion.router import Router
 from services.ingestion.servicer import SERVICE, IngestionServicer
@@ -58,6 +59,7 @@ def build(settings: IngestionSettings, stop: threading.Event) -> IngestionApp:
     ensure_topics(admin, [t for t in standard_topics(topics) if t.name in wanted])
     check_limits(admin, (topics.raw, topics.train, topics.dlq), settings.max_message_bytes)
     _match_partitions(admin, settings)
+    dedup.warm()  # the memory's kernels load now, before the service is ready, not mid-stream
     catalog = StreamCatalog(settings.kafka, topics.streams).start()
     limits = TimeLimits(int(settings.max_future_skew_s * 1000), int(settings.max_age_s * 1000))
     router = Router(catalog.get, limits, settings.max_message_bytes)

@@ -17,14 +17,17 @@ same hash (about 1 in 10^6 for 6 million ids in the window) make the later one a
 `duplicate` dead letter, which can be redriven.
 The arrays are runs, oldest first, each sorted by hash and holding the ids accepted over one
 span of time: new ids become a run of their own, and two neighbours merge once the older is
-no larger than the newer (a binary counter: an id is copied about log2(ids / 65,536) times,
-where one sorted array copied every id at every merge, ~46 times at the cap), but never
-into a run larger than an eighth of the cap. That ceiling bounds the work of any one call:
-unbounded, merging the two oldest runs, trimming the oldest at the cap or rebuilding the
-prefilter each stalled the partition's routing for 100-480 ms on a quiet box (ingestion,
-with little headroom at 50,000 records/s, then took seconds to catch up). A lookup asks the
-prefilter first: only the few hashes it cannot rule out are searched in the runs. Merges
-and the prefilter's bits are compiled (numba) where it is installed, numpy otherwise.
+no larger than the newer (a binary counter) unless the merged run would pass a ceiling: a
+power of two from a settle's worth up, between an eighth and a quarter of the cap (524,288
+ids at the 3M default; the cap itself when it is small). An id is thus copied about
+log2(ceiling / 65,536) times, where one sorted array copied every id at every merge (~46
+times at the cap), and the runs number about 8 to 16 (past MAX_RUNS the newest two merge
+anyway: at most a ceiling and a settle copied). Unbounded, merging the two oldest runs or
+trimming the oldest at the cap stalled the partition's routing for 100-480 ms on a quiet
+box, and ingestion, with little headroom at 50,000 records/s, took seconds to catch up. A
+lookup asks the prefilter first: only the few hashes it cannot rule out are searched in the
+runs (the more runs, the more searches for those few). Merges and the prefilter's bits are
+compiled (numba): rebuilding the prefilter still visits every live id, 3M in about 10 ms.
 At most `max_ids` ids are kept: beyond it the earliest accepted are forgotten before their
 window ends (whole runs from the oldest, then the earliest by time in the next: with times
 that step back, as a clock may, the order of runs decides), down to 1/16 below the cap at
@@ -43,7 +46,7 @@ import numpy as np
 numba: Any
 try:
     import numba
-except ImportError:  # the slim runtime image: the same memory in numpy alone
+except ImportError:  # a dependency, but like `scan` the memory works without it: numpy
     numba = None
 
 # Ids accepted into the dict before they become a run: each run costs every lookup a
@@ -53,12 +56,15 @@ SETTLE_EVERY = 65_536
 # a merge's worth at every merge (each eviction copies the run it trims).
 EVICT_BELOW = 1 / 16
 LOOKUP = 512  # ids looked up in the arrays at once by `accept_new`
-# A run holds at most about 1/RUNS_AT_CAP of the cap (a power of two, at least a settle's
-# worth): merges, trims and the searches of a lookup stay bounded (see the module's doc).
+# Merges stop at a ceiling of 1/RUNS_AT_CAP to 2/RUNS_AT_CAP of the cap (`_run_ceiling`), so
+# no merge or trim copies more than that (see the module's doc).
 RUNS_AT_CAP = 8
-# Runs kept at most: full runs (RUNS_AT_CAP) and the binary counter's ~log2(ceiling /
-# SETTLE_EVERY) + 1 below them, but small settles of shrinking size (a slow stream, settled
-# at each housekeeping) would not merge: past this many the newest two merge anyway.
+# Runs kept at most. Runs that stopped merging hold more than half the ceiling each (up to
+# 2 * RUNS_AT_CAP of them at the cap, ~11 at the default), the binary counter keeps
+# ~log2(ceiling / SETTLE_EVERY) + 1 below them, and small settles of shrinking size (a slow
+# stream, settled at each housekeeping) would not merge: past this many the newest two merge
+# anyway (a ceiling and a settle copied at most). Each run is one more search for the few
+# hashes the prefilter cannot rule out.
 MAX_RUNS = 16
 # The prefilter has at least this many bits per live id (a power of two: 32 to 64), so
 # about 2-3% of new ids (up to 6% while as many forgotten ids linger) need a search: each
@@ -404,7 +410,10 @@ class PartitionMemory:
 
 
 def _run_ceiling(max_ids: int) -> int:
-    """The largest run the binary counter makes: a power of two near max_ids / RUNS_AT_CAP."""
+    """The largest run the binary counter makes.
+
+    A settle's worth (or the cap, if smaller), doubled until it reaches max_ids / RUNS_AT_CAP.
+    """
     ceiling = min(SETTLE_EVERY, max_ids)
     while ceiling * RUNS_AT_CAP < max_ids:
         ceiling *= 2
@@ -448,3 +457,11 @@ def _set_bits_of(words: np.ndarray, keys: np.ndarray, shift: np.uint64) -> None:
 
 _merge = _compiled(_merge_runs)
 _set_bits = _compiled(_set_bits_of)
+
+
+def warm() -> None:
+    """Compile (or load from numba's cache) the kernels now, not on a routing thread later."""
+    memory = PartitionMemory(window_s=1.0, max_ids=10_000)
+    for n in range(2):  # two runs of 100 ids, merged into one
+        memory.accept_all([f"warm-{n}-{i}" for i in range(100)], n, at_s=0.0)
+        memory.forget_before(0.0)

@@ -149,6 +149,7 @@ def test_the_prefilter_grows_with_the_ids_and_a_nan_time_costs_only_its_own_id(
 def test_without_numba_it_answers_exactly_as_with_it(
     ops: list[tuple[str, list[str], float]], cap: int
 ) -> None:
+    pytest.importorskip("numba")  # else both sides are numpy: nothing compared
     compiled = PartitionMemory(window_s=5.0, max_ids=cap)
     plain = PartitionMemory(window_s=5.0, max_ids=cap)
     kernels = dedup._merge, dedup._set_bits
@@ -176,7 +177,7 @@ def test_without_numba_it_answers_exactly_as_with_it(
         ]
 
 
-def test_no_run_outgrows_an_eighth_of_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_run_outgrows_its_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dedup, "MAX_RUNS", 1000)  # only the binary counter merges
     cap = 1000  # runs of at most 128 ids: 4 doubled five times
     memory = PartitionMemory(window_s=1e9, max_ids=cap)
@@ -187,3 +188,53 @@ def test_no_run_outgrows_an_eighth_of_the_cap(monkeypatch: pytest.MonkeyPatch) -
     assert len(memory) <= cap and len(memory._runs) >= cap // 128
     assert all(memory.accepted_at(f"b299-{i}") == 299 for i in range(7))
     assert dedup._run_ceiling(3_000_000) == 524_288 and dedup._run_ceiling(1000) == 128
+
+
+extremes = st.sampled_from([-(2**63), -1, 0, 1, 2**63 - 1])
+any_key = st.one_of(extremes, st.integers(-(2**63), 2**63 - 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(any_key, max_size=300, unique=True))
+def test_the_compiled_prefilter_sets_the_bits_numpy_sets(keys: list[int]) -> None:
+    pytest.importorskip("numba")
+    words = []
+    for set_bits in (dedup._set_bits, None):
+        prefilter = dedup._Prefilter()
+        prefilter._reset(live=100_000)  # many words: a wrong word index shows
+        assert prefilter._words.size >= 1024
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dedup, "_set_bits", set_bits)
+            prefilter.add(np.sort(np.array(keys, dtype=np.int64)))
+        words.append(prefilter._words)
+    np.testing.assert_array_equal(words[0], words[1])
+
+
+times = st.one_of(st.floats(0, 100), st.just(float("nan")))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(any_key, times), min_size=2, max_size=40, unique_by=lambda pair: pair[0]),
+    st.integers(1, 39),
+)
+def test_the_compiled_merge_gives_numpys_run(pairs: list[tuple[int, float]], split: int) -> None:
+    pytest.importorskip("numba")
+    split = min(split, len(pairs) - 1)  # runs are never empty
+    older, newer = (_run(part) for part in (pairs[:split], pairs[split:]))
+    merged, expected = older.merged_with(newer), older._merged_in_numpy(newer)
+    for got, want in zip(
+        (merged.keys, merged.offsets, merged.times),
+        (expected.keys, expected.offsets, expected.times),
+        strict=True,
+    ):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert (merged.oldest, merged.newest) == (expected.oldest, expected.newest)
+
+
+def _run(pairs: list[tuple[int, float]]) -> dedup._Run:
+    pairs = sorted(pairs)
+    keys = np.array([k for k, _ in pairs], dtype=np.int64)
+    offsets = np.arange(len(pairs), dtype=np.int64) * 7
+    return dedup._Run(keys, offsets, np.array([t for _, t in pairs], dtype=np.float64))
