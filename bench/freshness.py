@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from bench.core import BenchContext, Figure
@@ -57,6 +58,7 @@ FRESH_EVERY_EVENTS = TrainerSettings.model_fields["version_every_events"].defaul
 MODELS = {"fresh": FRESH_EVERY_S, "default": DEFAULT_EVERY_S}
 Chunk = tuple[np.ndarray, np.ndarray]
 HOPS = ("ingestion", "trainer+registry", "inference", "end to end")
+TOPIC_NAMES = ("raw", "train", "dlq", "streams", "metrics", "model_events")
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -64,6 +66,8 @@ def run(ctx: BenchContext) -> list[Figure]:
     topics = _topics(ctx.kafka)
     seconds = max(10.0, 30.0 * ctx.scale)
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        # Dropped once the services have stopped: ten minutes at this rate write ~12 GB.
+        stack.callback(_drop_topics, ctx.kafka, topics)
         address, pids = _start(stack, ctx.kafka, topics, Path(tmp))
         watchers = Watchers(
             ctx.kafka,
@@ -176,11 +180,21 @@ def _figures(fresh: dict[str, np.ndarray], default: dict[str, np.ndarray]) -> li
 
 def _topics(kafka: KafkaSettings) -> TopicSettings:
     prefix = f"bench.freshness.{uuid.uuid4().hex[:8]}"
-    names = ("raw", "train", "dlq", "streams", "metrics", "model_events")
-    topics = TopicSettings(**{n: f"{prefix}.{n}" for n in names})
+    topics = TopicSettings(**{n: f"{prefix}.{n}" for n in TOPIC_NAMES})
     ensure_topics(AdminClient(kafka.client_config()), standard_topics(topics))
     publish_definition(kafka, topics.streams, Synthetic("binary", features=32).definition("bench"))
     return topics
+
+
+def _drop_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    """Delete the run's own topics (their names are unique to the run)."""
+    names = [getattr(topics, n) for n in TOPIC_NAMES]
+    admin = AdminClient(kafka.client_config())  # held until every answer came back
+    for name, done in admin.delete_topics(names).items():
+        try:
+            done.result(30)
+        except KafkaException as exc:  # the measure stands; the topic stays behind
+            log.warning("bench topic not deleted", extra={"topic": name, "error": str(exc)})
 
 
 def _env(prefix: str, kafka: KafkaSettings, topics: TopicSettings, state: Path) -> dict[str, str]:
